@@ -1,0 +1,153 @@
+"""CIFAR-10 from its batch files into memory as uint8 tensors.
+
+The files are read directly (not through ``torchvision.datasets.CIFAR10``), with a restricted
+unpickler: a batch file is a pickle, and a pickle can run arbitrary code when loaded, so only the
+few globals that a genuine CIFAR batch needs are admitted.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+           "dog", "frog", "horse", "ship", "truck")
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILES = ("test_batch",)
+ENV_VAR = "CIFAR10_ROOT"
+DEFAULT_ROOT = Path.home() / ".cache" / "cifar_lib" / "data"
+
+
+class DataError(RuntimeError):
+    """The CIFAR-10 files are missing or unreadable; the message says what to do."""
+
+
+@dataclass
+class CifarSplit:
+    """One split held in memory.
+
+    images: uint8 tensor N×3×32×32 (RGB); labels: int64 tensor N; classes: the ten names.
+    """
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...] = CLASSES
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n: int | None) -> "CifarSplit":
+        """The first ``n`` examples (all when ``n`` is None): quick runs and tests."""
+        if n is None or n >= len(self):
+            return self
+        return CifarSplit(self.images[:n], self.labels[:n], self.classes)
+
+
+# Exactly what numpy arrays inside a CIFAR pickle need (numpy 1.x and 2.x spellings).
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: not something a CIFAR-10 batch contains")
+        return super().find_class(module, name)
+
+
+def _read_batch(path: Path) -> dict:
+    """Unpickle one batch file safely; any failure names the file."""
+    try:
+        with open(path, "rb") as f:
+            batch = _RestrictedUnpickler(f, encoding="latin1").load()
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated, corrupt, or a pickle carrying foreign objects
+        raise DataError(f"{path} is not a valid CIFAR-10 batch file ({e}); "
+                        f"delete the folder and download it again") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} is not a valid CIFAR-10 batch file (not a dict)")
+    return batch
+
+
+def _decode(path: Path, batch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Batch dict → (uint8 N×3×32×32, int64 N), checking shapes and label range."""
+    data, labels = batch.get("data"), batch.get("labels")
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' must be an N×3072 array, got "
+                        f"{getattr(data, 'shape', type(data).__name__)}")
+    labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+    if labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: {data.shape[0]} images but {labels.size} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
+        raise DataError(f"{path}: labels out of range 0–9 "
+                        f"(found {labels.min()}…{labels.max()})")
+    return data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32), labels
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: the argument, else $CIFAR10_ROOT, else ``DEFAULT_ROOT``."""
+    if root is not None:
+        return Path(root).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return DEFAULT_ROOT
+
+
+def _load_split(folder: Path, files: tuple[str, ...]) -> CifarSplit:
+    images, labels = [], []
+    for name in files:
+        x, y = _decode(folder / name, _read_batch(folder / name))
+        images.append(x)
+        labels.append(y)
+    return CifarSplit(torch.from_numpy(np.concatenate(images)),
+                      torch.from_numpy(np.concatenate(labels)))
+
+
+def _download(root: Path) -> None:
+    from torchvision.datasets import CIFAR10  # only needed for the download itself
+    for train in (True, False):
+        CIFAR10(root=str(root), train=train, download=True)
+
+
+def load_cifar10(root: str | os.PathLike | None = None,
+                 download: bool = False) -> tuple[CifarSplit, CifarSplit]:
+    """Load (train, test): 50,000 and 10,000 images as uint8 N×3×32×32 tensors.
+
+    ``root`` is the folder that contains ``cifar-10-batches-py`` (as in torchvision).
+    """
+    root = resolve_root(root)
+    folder = root / FOLDER
+    missing = [f for f in TRAIN_FILES + TEST_FILES if not (folder / f).is_file()]
+    if missing and download:
+        _download(root)
+        missing = [f for f in TRAIN_FILES + TEST_FILES if not (folder / f).is_file()]
+    if missing:
+        raise DataError(
+            f"CIFAR-10 not found: looked in {folder} (missing {', '.join(missing)}). "
+            f"Pass root=<folder containing {FOLDER}>, set {ENV_VAR}, "
+            f"or use download=True (--download on the command line) where there is internet.")
+    return _load_split(folder, TRAIN_FILES), _load_split(folder, TEST_FILES)
+
+
+def write_batch(path: str | os.PathLike, images: np.ndarray, labels) -> None:
+    """Write images (uint8 N×3×32×32) and labels in the official batch-file format.
+
+    Used by the tests to make small synthetic data sets; handy for custom data too.
+    """
+    images = np.asarray(images, dtype=np.uint8)
+    batch = {"batch_label": "synthetic", "labels": [int(v) for v in labels],
+             "data": images.reshape(len(images), 3072),
+             "filenames": [f"{i}.png" for i in range(len(images))]}
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=2)

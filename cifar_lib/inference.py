@@ -1,0 +1,65 @@
+"""Logits for a whole split, in batches, optionally with test-time augmentation (TTA)."""
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .loader import normalize
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
+    """Logits N×10 for normalised images N×3×32×32, averaged over augmented views.
+
+    level 0: the image only. level 1: + its mirror image (the net was trained on both).
+    level 2: + mirrors of the image shifted one pixel up-left and down-right (reflect-filled),
+    weighted so the untranslated pair counts half, as in airbench.
+    """
+    def with_mirror(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(v) + model(v.flip(-1)))
+
+    if level == 0:
+        return model(x)
+    if level == 1:
+        return with_mirror(x)
+    if level == 2:
+        padded = F.pad(x, (1,) * 4, mode="reflect")
+        h, w = x.shape[-2:]
+        shifted = [padded[..., :h, :w], padded[..., 2:h + 2, 2:w + 2]]
+        translated = torch.stack([with_mirror(v) for v in shifted]).mean(0)
+        return 0.5 * with_mirror(x) + 0.5 * translated
+    raise ValueError(f"tta level must be 0, 1 or 2, got {level}")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast context for ``dtype`` on ``device``; a no-op for fp32 (dtype None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, mean: Sequence[float],
+                   std: Sequence[float], *, tta_level: int = 0, batch_size: int = 1000,
+                   amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """float32 logits N×10 (on CPU) for uint8 images N×3×32×32, in eval mode, batch by batch."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(images), batch_size):
+            x = normalize(images[start:start + batch_size].to(device), mean, std)
+            with autocast(device, amp_dtype):
+                out.append(tta_logits(model, x, tta_level).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 10)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose argmax equals the label (0..1)."""
+    return (logits.argmax(1) == labels.to(logits.device)).float().mean().item()

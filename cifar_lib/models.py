@@ -1,0 +1,123 @@
+"""The networks, built by name from a small registry.
+
+- ``simple_cnn``: the seed notebook's CNN, exactly (620,362 parameters).
+- ``airbench``: a small VGG-like net in the style of Keller Jordan's airbench94: a frozen
+  patch-whitening first layer, three conv-pool-BatchNorm-GELU blocks, a scaled linear head.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class SimpleCNN(nn.Module):
+    """Seed CNN: three 3×3 conv (3→32→64→128) + ReLU + 2×2 max-pool, then 2048→256→10.
+
+    Input float N×3×32×32 → logits N×10.
+    """
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.conv3 = nn.Conv2d(64, 128, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(128 * 4 * 4, 256)
+        self.fc2 = nn.Linear(256, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv1(x)))  # 32×16×16
+        x = self.pool(torch.relu(self.conv2(x)))  # 64×8×8
+        x = self.pool(torch.relu(self.conv3(x)))  # 128×4×4
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+class Whitening(nn.Conv2d):
+    """2×2 conv whose filters whiten image patches: initialised from data, then frozen.
+
+    For the 12-dimensional 2×2×3 patches, the filters are the covariance eigenvectors scaled by
+    1/sqrt(eigenvalue), so the outputs are decorrelated with unit variance; each filter also
+    appears negated (2×12 = 24 channels) so the following GELU loses no information.
+    Only the bias trains, and only for the first few epochs (see ``fit``).
+    """
+
+    def __init__(self, eps: float = 5e-4):
+        super().__init__(3, 24, kernel_size=2, padding=0, bias=True)
+        self.eps = eps
+        self.weight.requires_grad_(False)
+
+    @torch.no_grad()
+    def init_from(self, images: torch.Tensor) -> None:
+        """Fit the filters to normalised float images N×3×H×W (a few thousand suffice)."""
+        patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)      # N×3×H'×W'×2×2
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)    # P×12, (c, kh, kw) order
+        patches = patches - patches.mean(0)
+        cov = patches.T @ patches / len(patches)
+        eigvals, eigvecs = torch.linalg.eigh(cov.double())
+        filters = (eigvecs.T / torch.sqrt(eigvals + self.eps)[:, None]).float().view(12, 3, 2, 2)
+        self.weight.copy_(torch.cat([filters, -filters]))
+        self.bias.zero_()
+
+
+class ConvGroup(nn.Sequential):
+    """conv3×3 → max-pool 2 → BN → GELU → conv3×3 → BN → GELU (spatial size halves)."""
+
+    def __init__(self, c_in: int, c_out: int, bn_momentum: float):
+        def bn():
+            norm = nn.BatchNorm2d(c_out, momentum=bn_momentum, eps=1e-12)
+            norm.weight.requires_grad_(False)  # airbench: a learnable scale only slows things down
+            return norm
+        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2), bn(),
+                         nn.GELU(), nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), bn(),
+                         nn.GELU())
+        for conv in (self[0], self[4]):  # identity-like start: gradients flow from step one
+            nn.init.dirac_(conv.weight.data[: conv.in_channels])
+
+
+class Mul(nn.Module):
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class AirbenchNet(nn.Sequential):
+    """Whitening → 3 ConvGroups (widths) → global max-pool → linear head × scale.
+
+    Input float N×3×32×32 → logits N×10. ``widths`` (64, 256, 256) are airbench94's.
+    """
+
+    def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), num_classes: int = 10,
+                 bn_momentum: float = 0.4, head_scale: float = 1 / 9):
+        w1, w2, w3 = widths
+        super().__init__(Whitening(), nn.GELU(), ConvGroup(24, w1, bn_momentum),
+                         ConvGroup(w1, w2, bn_momentum), ConvGroup(w2, w3, bn_momentum),
+                         nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+                         nn.Linear(w3, num_classes, bias=False), Mul(head_scale))
+
+    @property
+    def whitening(self) -> Whitening:
+        return self[0]
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"simple_cnn": SimpleCNN, "airbench": AirbenchNet}
+
+
+class UnknownModelError(ValueError):
+    """A model name that is not in the registry."""
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model by name; ``kwargs`` go to its constructor."""
+    if name not in MODELS:
+        raise UnknownModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+    return MODELS[name](**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters, trainable or frozen."""
+    return sum(p.numel() for p in model.parameters())

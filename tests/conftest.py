@@ -1,0 +1,38 @@
+"""Shared fixtures: small synthetic CIFAR folders in the real format, and the real data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cifar_lib.data import FOLDER, TEST_FILES, TRAIN_FILES, DataError, load_cifar10, write_batch
+
+
+def make_cifar_folder(root, n_per_batch: int = 40, seed: int = 0):
+    """Write a tiny CIFAR-10 (5 train batches + test batch + meta) under root/cifar-10-batches-py.
+
+    Images are a learnable toy: each class is a distinct mean colour plus noise.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / FOLDER
+    folder.mkdir(parents=True)
+    colours = rng.integers(30, 225, size=(10, 3))
+    for name in TRAIN_FILES + TEST_FILES:
+        labels = rng.integers(0, 10, size=n_per_batch)
+        noise = rng.normal(0, 20, size=(n_per_batch, 3, 32, 32))
+        images = np.clip(colours[labels][:, :, None, None] + noise, 0, 255).astype(np.uint8)
+        write_batch(folder / name, images, labels)
+    return root
+
+
+@pytest.fixture
+def synthetic_root(tmp_path):
+    return make_cifar_folder(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def cifar10():
+    """(train, test) of the real CIFAR-10 from $CIFAR10_ROOT; skips where it is absent."""
+    try:
+        return load_cifar10()
+    except DataError as e:
+        pytest.skip(f"real CIFAR-10 not available: {e}")

@@ -1,0 +1,79 @@
+import torch
+
+from cifar_lib.data import CifarSplit
+from cifar_lib.loader import BatchIterator, flip_some, normalize, translate
+
+
+def _split(n=10):
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    return CifarSplit(images, torch.arange(n) % 10)
+
+
+def test_normalize_maps_uint8_to_standardised_floats():
+    x = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 1, 1)
+    out = normalize(x, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert out.dtype == torch.float32
+    assert torch.allclose(out[:, 0, 0, 0], torch.tensor([-1.0, 1.0]))
+
+
+def test_translate_shifts_content_and_zero_shift_is_identity():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    out = translate(x, torch.tensor([[0, 0], [1, 2]]), pad=2)
+    assert torch.equal(out[0], x[0])
+    assert torch.equal(out[1, 0, :5, :4], x[1, 0, 1:, 2:])  # shifted by (1, 2)
+
+
+def test_flip_some_mirrors_only_masked_images():
+    x = torch.randn(3, 3, 4, 4)
+    out = flip_some(x, torch.tensor([True, False, True]))
+    assert torch.equal(out[0], x[0].flip(-1)) and torch.equal(out[1], x[1])
+
+
+def test_every_image_once_per_epoch_with_labels_kept_and_last_partial_batch():
+    split = _split(10)
+    it = BatchIterator(split, 4, shuffle=True, flip="random", translate=2, seed=1)
+    batches = list(it)
+    assert [len(y) for _, y in batches] == [4, 4, 2] and len(it) == 3
+    seen = torch.cat([y for _, y in batches])
+    assert sorted(seen.tolist()) == sorted(split.labels.tolist())
+    assert all(x.shape[1:] == (3, 32, 32) and x.dtype == torch.float32 for x, _ in batches)
+    dropped = BatchIterator(split, 4, drop_last=True)
+    assert [len(y) for _, y in dropped] == [4, 4] and len(dropped) == 2
+
+
+def test_labels_travel_with_their_images_under_shuffling():
+    split = _split(10)
+    it = BatchIterator(split, 10, shuffle=True, seed=3)
+    x, y = next(iter(it))
+    reference = normalize(split.images, (0.5,) * 3, (0.5,) * 3)
+    for img, label in zip(x, y):
+        assert torch.equal(img, reference[label])
+
+
+def test_same_seed_same_batches_and_epochs_differ():
+    split = _split()
+
+    def epochs(seed):
+        it = BatchIterator(split, 5, flip="alternating", translate=2, seed=seed)
+        return [torch.cat([x for x, _ in it]) for _ in range(2)]
+    a, b = epochs(0), epochs(0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], a[1])
+    assert not torch.equal(a[0], epochs(1)[0])
+
+
+def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs():
+    split = _split(8)
+    it = BatchIterator(split, 8, shuffle=False, flip="alternating", seed=0)
+    plain = normalize(split.images, (0.5,) * 3, (0.5,) * 3)
+    flipped = [[not torch.equal(a, b) for a, b in zip(next(iter(it))[0], plain)]
+               for _ in range(2)]
+    assert all(f0 != f1 for f0, f1 in zip(*flipped))
+    assert 0 < sum(flipped[0]) < 8
+
+
+def test_shards_split_an_epoch_without_overlap():
+    split = _split(10)
+    shards = [BatchIterator(split, 3, seed=2, shard=(r, 2)).epoch_order() for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 5
+    assert sorted(torch.cat(shards).tolist()) == list(range(10))

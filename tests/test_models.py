@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from cifar_lib.device import DeviceError, autocast_dtype, select_device
+from cifar_lib.loader import CIFAR10_STATS, normalize
+from cifar_lib.models import MODELS, Whitening, UnknownModelError, build_model, count_parameters
+
+
+def test_simple_cnn_is_the_seed_network_exactly():
+    model = build_model("simple_cnn")
+    assert count_parameters(model) == 620_362
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == \
+        [(3, 32, (3, 3)), (32, 64, (3, 3)), (64, 128, (3, 3))]
+    assert model(torch.randn(5, 3, 32, 32)).shape == (5, 10)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_maps_images_to_ten_logits(name):
+    assert build_model(name)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_unknown_model_name_lists_the_valid_ones():
+    with pytest.raises(UnknownModelError, match="resnet.*airbench, simple_cnn"):
+        build_model("resnet")
+
+
+@pytest.mark.real_data
+def test_whitening_layer_whitens_real_patches(cifar10):
+    train, test = cifar10
+    # eps regularises the tiniest eigenvalue (airbench's 5e-4 halves its variance on purpose);
+    # with a negligible eps the output covariance must be the identity.
+    layer = Whitening(eps=1e-7)
+    layer.init_from(normalize(train.images[:5000], *CIFAR10_STATS))
+    with torch.no_grad():  # held-out images: whitening must generalise, not just fit
+        out = layer(normalize(test.images[:2000], *CIFAR10_STATS))
+    cov = torch.cov(out[:, :12].permute(1, 0, 2, 3).reshape(12, -1))
+    assert torch.allclose(cov, torch.eye(12), atol=0.15), cov.diag()
+    assert torch.allclose(out[:, 12:], -out[:, :12])  # negated copies
+    assert not build_model("airbench").whitening.weight.requires_grad
+
+
+def test_cuda_requested_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(DeviceError, match="no CUDA GPU.*'auto' or 'cpu'"):
+        select_device("cuda")
+    assert select_device("auto").type in ("cpu", "mps")
+
+
+def test_unknown_device_and_precision_are_refused():
+    with pytest.raises(DeviceError, match="unknown device"):
+        select_device("tpu")
+    with pytest.raises(ValueError, match="unknown precision"):
+        autocast_dtype(torch.device("cpu"), "fp8")
+    assert autocast_dtype(torch.device("cpu"), "fp32") is None

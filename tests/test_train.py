@@ -1,0 +1,119 @@
+import json
+
+import pytest
+import torch
+
+from cifar_lib.checkpoint import (CheckpointError, load_checkpoint, load_model, load_weights,
+                                  save_checkpoint)
+from cifar_lib.data import load_cifar10
+from cifar_lib.models import build_model
+from cifar_lib.recipes import get_recipe
+from cifar_lib.train import TrainingDiverged, fit
+
+
+def _tiny(recipe="seed", **kw):
+    base = dict(epochs=2, batch_size=32, device="cpu")
+    if recipe == "fast":
+        # a narrow net and a learning rate for batch 32 instead of 1024
+        base.update(model_kwargs={"widths": (16, 32, 32)}, precision="fp32", lr=0.2)
+    return get_recipe(recipe, **{**base, **kw})
+
+
+@pytest.fixture
+def data(synthetic_root):
+    return load_cifar10(synthetic_root)
+
+
+@pytest.mark.parametrize("recipe", ["seed", "fast"])
+def test_quick_run_learns_well_above_chance(data, recipe):
+    result = fit(_tiny(recipe, epochs=4), *data, progress=False)
+    assert result.metrics["test_acc"] > 0.5  # chance is 0.1 on this toy data
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert {"train_loss", "train_acc", "test_loss", "test_acc", "seconds",
+            "images_per_second"} <= set(result.history[-1])
+
+
+def test_same_seed_same_weights_and_other_seed_differs(data):
+    def weights(seed):
+        return fit(_tiny("fast", seed=seed), *data, progress=False).model.state_dict()
+    a, b, c = weights(0), weights(0), weights(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_diverging_loss_stops_with_a_clear_message(data):
+    cfg = _tiny(optimizer="sgd", lr=1e12, momentum=0.9)
+    with pytest.raises(TrainingDiverged, match="Lower the learning rate"):
+        fit(cfg, *data, progress=False)
+
+
+def test_run_folder_holds_checkpoint_metrics_and_history(data, tmp_path):
+    result = fit(_tiny(), *data, run_dir=tmp_path, progress=False)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test_acc"] == pytest.approx(result.metrics["test_acc"])
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 2
+    model, ckpt = load_model(tmp_path)
+    assert ckpt["classes"][0] == "airplane" and ckpt["mean"] == [0.5, 0.5, 0.5]
+    x = torch.randn(4, 3, 32, 32)
+    result.model.eval()
+    assert torch.allclose(model(x), result.model(x))
+
+
+def test_checkpoint_from_another_architecture_is_refused(data, tmp_path):
+    fit(_tiny(), *data, run_dir=tmp_path, progress=False)
+    ckpt = load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="'simple_cnn'.*not 'airbench'"):
+        load_weights(build_model("airbench"), ckpt, model_name="airbench")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_weights(build_model("airbench"), ckpt)
+
+
+def test_not_a_checkpoint_and_missing_checkpoint_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint.*train one first"):
+        load_model(tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_model(tmp_path)
+
+
+def test_crash_mid_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    model = build_model("simple_cnn")
+    args = dict(model_name="simple_cnn", model_kwargs={}, classes=range(10), mean=[0.5] * 3,
+                std=[0.5] * 3)
+    save_checkpoint(tmp_path / "checkpoint.pt", model, **args)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+
+    def crash(obj, f):
+        f.write(b"half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "checkpoint.pt", build_model("simple_cnn"), **args)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+@pytest.mark.parametrize("recipe", ["seed", "fast"])
+def test_interrupted_then_resumed_run_equals_uninterrupted(data, tmp_path, recipe):
+    cfg = _tiny(recipe, epochs=3)
+    full = fit(cfg, *data, run_dir=tmp_path / "full", progress=False)
+
+    def interrupt_after_first_epoch(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, *data, run_dir=tmp_path / "cut", callbacks=[interrupt_after_first_epoch],
+            progress=False)
+    assert load_checkpoint(tmp_path / "cut")["epoch"] == 1
+    resumed = fit(cfg, *data, run_dir=tmp_path / "cut", resume=True, progress=False)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+
+def test_resume_of_a_finished_run_or_another_model_is_refused(data, tmp_path):
+    fit(_tiny(epochs=1), *data, run_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="finished run"):
+        fit(_tiny(epochs=1), *data, run_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="not 'airbench'"):
+        fit(_tiny("fast"), *data, run_dir=tmp_path, resume=True, progress=False)
