@@ -3,8 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export CIFAR10_ROOT ?= $(abspath ../shared/data)
+export MPLBACKEND ?= Agg
 
-.PHONY: install test train clean
+# Notebook parameters from the command line, e.g. `make run-notebooks EPOCHS=1 RECIPE=seed`;
+# any other parameter with PARAMS="-p NAME VALUE ...".
+NB_VARS := RUN_DIR RECIPE MODEL EPOCHS BATCH_SIZE LR SEED DEVICE QUICK
+NB_PARAMS := $(foreach v,$(NB_VARS),$(if $($(v)),-p $(shell echo $(v) | tr A-Z a-z) $($(v)))) $(PARAMS)
+GRID ?= lr=0.5,1.5 epochs=1,2
+
+.PHONY: install test train run-notebooks sweep sync bench-data bench-train bench-inference clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +22,29 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install everything
 
-test: install  ## run the whole test suite
+test: install  ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q
 
 train: install  ## the main job: train the fast recipe into runs/fast
 	$(PY) -m cifar_lib train --recipe fast --run-dir runs/fast
 
+run-notebooks: install  ## run the four notebooks in order with papermill into build/notebooks
+	$(PY) -m cifar_lib.course run --out build/notebooks $(NB_PARAMS)
+
+sweep: install  ## papermill sweep of 01_train over GRID="name=v1,v2 ..." into build/sweep
+	$(PY) -m cifar_lib.course sweep --out build/sweep --grid $(GRID) $(NB_PARAMS)
+
+sync: install  ## regenerate each .ipynb from its .py, keeping the outputs
+	$(VENV)/bin/jupytext --update --to ipynb notebooks/[0-9]*.py
+
+bench-data: install  ## data pipeline: ours vs torchvision DataLoader (JSON in benchmarks/results)
+	$(PY) -m cifar_lib.bench_data
+
+bench-train: install  ## fast recipe, 3 seeds, and time to 64% vs the seed recipe
+	$(PY) -m cifar_lib.bench_train
+
+bench-inference: install  ## inference throughput/latency by batch size, CPU and GPU
+	$(PY) -m cifar_lib bench --run-dir notebooks/runs/fast --out benchmarks/results/inference.json
+
 clean:
-	rm -rf build runs .pytest_cache
+	rm -rf build runs notebooks/runs .pytest_cache

@@ -9,6 +9,7 @@ never leaves a half-written file in place.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -43,9 +44,22 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf as None and numpy scalars as Python numbers: strict JSON."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy / torch scalars
+        return json_safe(obj.item())
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    data = json.dumps(obj, indent=2, sort_keys=True).encode()
+    """Write ``obj`` as indented, strict JSON (NaN → null), atomically."""
+    data = json.dumps(json_safe(obj), indent=2, allow_nan=False).encode()
     _atomic_write(Path(path), lambda f: f.write(data))
 
 

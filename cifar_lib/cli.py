@@ -50,7 +50,7 @@ def _add_train(sub) -> None:
     p.add_argument("--train-subset", type=int, help="use only the first N training images")
     p.add_argument("--test-subset", type=int, help="use only the first N test images")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 2,048 training / 1,000 test images, one epoch")
+                   help="smoke test: one epoch on 2,048 training / 1,000 test images")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --run-dir from its last epoch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,17 +59,16 @@ def _add_train(sub) -> None:
 
 def _cmd_train(args) -> int:
     from .data import load_cifar10
-    from .recipes import get_recipe
+    from .recipes import get_recipe, quick
     from .train import fit
     overrides = {k: v for k, v in dict(model=args.model, epochs=args.epochs,
                                        batch_size=args.batch_size, lr=args.lr,
                                        precision=args.precision, train_subset=args.train_subset,
                                        test_subset=args.test_subset).items() if v is not None}
-    if args.quick:
-        overrides = {"epochs": 1, "train_subset": 2048, "test_subset": 1000, **overrides}
     if "model" in overrides and overrides["model"] != get_recipe(args.recipe).model:
         overrides.setdefault("model_kwargs", {})
-    cfg = get_recipe(args.recipe, seed=args.seed, device=args.device, **overrides)
+    cfg = get_recipe(args.recipe, seed=args.seed, device=args.device)
+    cfg = (quick(cfg) if args.quick else cfg).replace(**overrides)
     train, test = load_cifar10(args.data_root, download=args.download)
     result = fit(cfg, train, test, run_dir=args.run_dir, resume=args.resume,
                  progress=not args.no_progress)
@@ -109,7 +108,85 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"train": (_add_train, _cmd_train), "evaluate": (_add_evaluate, _cmd_evaluate)}
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="inference speed of a saved run (CPU and GPU)",
+                       description="Measure inference throughput and latency per batch size "
+                                   "(warm-up, torch.utils.benchmark, median and IQR), beside the "
+                                   "seed's single-call timing; writes a JSON record and prints "
+                                   "a markdown table.")
+    p.add_argument("--run-dir", required=True, help="run folder (or checkpoint file)")
+    p.add_argument("--batch-sizes",
+                   help="comma-separated, e.g. 1,8,32,128,512,1024 (the default)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                   help="auto: CPU and GPU (GPU rows say when there is none); default auto")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile (slow to compile on a CPU)")
+    p.add_argument("--min-run-time", type=float, help="seconds of timing per row (default 0.3)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually the cores)")
+    p.add_argument("--out", help="JSON file to write (default: RUN_DIR/bench_inference.json)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: batch sizes 1,32,256 and short timings")
+
+
+def _cmd_bench(args) -> int:
+    from pathlib import Path
+
+    from .bench_inference import benchmark_run, markdown_table, parse_batch_sizes, write_record
+    kwargs = {"device": args.device, "compile": args.compile}
+    if args.batch_sizes:
+        kwargs["batch_sizes"] = parse_batch_sizes(args.batch_sizes)
+    if args.min_run_time is not None:
+        kwargs["min_run_time"] = args.min_run_time
+    if args.threads is not None:
+        kwargs["threads"] = args.threads
+    rows, model_info = benchmark_run(args.run_dir, quick=args.quick,
+                                     log=lambda s: print(s, file=sys.stderr), **kwargs)
+    run = Path(args.run_dir)
+    out = Path(args.out) if args.out else \
+        (run if run.is_dir() else run.parent) / "bench_inference.json"
+    settings = {k: v for k, v in vars(args).items() if k != "func"}
+    # The command as parsed (sys.argv is someone else's when main() is called from Python).
+    command = ["python -m cifar_lib bench --run-dir", str(args.run_dir), "--device", args.device]
+    for flag in ("batch_sizes", "min_run_time", "threads", "out"):
+        if getattr(args, flag) is not None:
+            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    command += [f"--{flag}" for flag in ("compile", "quick") if getattr(args, flag)]
+    write_record(out, rows, command=" ".join(command), settings=settings, model=model_info)
+    print(markdown_table(rows))
+    print(f"\nrecord written to {out}")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="classify your own photos with a saved run",
+                       description="Print the top-k CIFAR-10 classes for each image. A file "
+                                   "that cannot be read gets a one-line error; the others are "
+                                   "still classified, and the exit status is 1.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--run-dir", required=True, help="run folder (or checkpoint file)")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="below this top probability the answer is marked 'not confident' "
+                        "(default 0.5)")
+    p.add_argument("--method", choices=["center_crop", "squash"], default="center_crop",
+                   help="how a photo becomes 32×32 (default center_crop)")
+    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or mps")
+
+
+def _cmd_predict(args) -> int:
+    from .predict import predict
+    results = predict(args.run_dir, args.images, top_k=args.top_k, threshold=args.threshold,
+                      method=args.method, device=args.device, errors="report")
+    for path, r in zip(args.images, results):
+        if r.error:
+            print(f"error: {r.error}", file=sys.stderr)
+        else:
+            print(f"{path}: {r.summary()}")
+    return 1 if any(r.error for r in results) else 0
+
+
+COMMANDS = {"train": (_add_train, _cmd_train), "evaluate": (_add_evaluate, _cmd_evaluate),
+            "bench": (_add_bench, _cmd_bench), "predict": (_add_predict, _cmd_predict)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,3 +38,10 @@ def get_recipe(name: str, **overrides) -> TrainConfig:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; valid names: {', '.join(sorted(RECIPES))}")
     return RECIPES[name].replace(**overrides)
+
+
+def quick(config: TrainConfig) -> TrainConfig:
+    """The smoke-test version of a config (CI, first tries): one epoch on 2,048 training and
+    1,000 test images, at most 256 per batch so that even one epoch takes several steps."""
+    return config.replace(epochs=1, train_subset=2048, test_subset=1000,
+                          batch_size=min(config.batch_size, 256))

@@ -1,0 +1,169 @@
+"""Run the course headlessly: every notebook in order with papermill, and parameter sweeps.
+
+    python -m cifar_lib.course run [--out build/notebooks] [-p NAME VALUE ...] [--quick]
+    python -m cifar_lib.course sweep --grid lr=0.5,1.5 epochs=1,2 [-p NAME VALUE ...]
+
+Parameters given with ``-p`` go to every notebook that has them (papermill ignores the rest).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+NOTEBOOKS = ("01_train", "02_benchmark", "03_evaluate", "04_real_images")
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+QUICK = {"quick": True}
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the notebook and the failing cell."""
+
+
+def parse_value(text: str):
+    """'1e-3' → 0.001, 'true' → True, 'none' → None, '[1, 2]' → list, anything else → str."""
+    lowered = text.strip().lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = True) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` into ``out_dir`` with papermill; returns the output.
+
+    Runs with the notebooks folder as working directory, as Jupyter would.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source, target = NOTEBOOK_DIR / f"{name}.ipynb", out_dir / f"{name}.ipynb"
+    known = set(pm.inspect_notebook(str(source)))
+    try:
+        pm.execute_notebook(str(source), str(target), cwd=str(NOTEBOOK_DIR),
+                            parameters={k: v for k, v in parameters.items() if k in known},
+                            progress_bar=progress, log_output=progress, kernel_name="python3")
+    except PapermillExecutionError as e:
+        raise NotebookFailed(f"{name}.ipynb failed in cell {e.exec_count} "
+                             f"({e.ename}: {e.evalue}); executed copy: {target}") from None
+    return target
+
+
+def run_all(out_dir: Path, parameters: dict, names=NOTEBOOKS, progress: bool = True) -> list[Path]:
+    """Every notebook in order; stops at the first failure (later lessons need earlier ones)."""
+    outputs = []
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"=== {name} ===", flush=True)
+        outputs.append(run_notebook(name, out_dir, parameters, progress))
+        print(f"=== {name}: done in {time.perf_counter() - t0:.0f} s ===", flush=True)
+    return outputs
+
+
+def sweep(grid: dict[str, list], out_dir: Path, parameters: dict, notebook: str = "01_train",
+          progress: bool = False) -> list[dict]:
+    """Run ``notebook`` once per point of ``grid`` (a cartesian product), collecting results.
+
+    A failing run is recorded (status 'failed' with the error) and the sweep goes on.
+    Writes ``sweep.csv`` and ``sweep.png`` into ``out_dir``; returns the rows.
+    """
+    from .notebook import read_results
+    rows = []
+    names = list(grid)
+    for i, values in enumerate(itertools.product(*(grid[n] for n in names))):
+        point = dict(zip(names, values))
+        run_params = {**parameters, **point, "run_dir": str((out_dir / f"run{i:03d}").resolve())}
+        label = ", ".join(f"{k}={v}" for k, v in point.items())
+        print(f"--- sweep run {i}: {label}", flush=True)
+        row = {"run": i, **point, "status": "ok", "error": ""}
+        try:
+            executed = run_notebook(notebook, out_dir / f"run{i:03d}", run_params, progress)
+            row.update(read_results(executed))
+        except Exception as e:  # record and continue: one bad point must not lose the others
+            row.update(status="failed", error=str(e).splitlines()[0])
+            print(f"    failed: {row['error']}", flush=True)
+        rows.append(row)
+        _write_csv(out_dir / "sweep.csv", rows)
+    _plot(rows, names, out_dir / "sweep.png")
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _plot(rows: list[dict], names: list[str], path: Path, metric: str = "test_acc") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ok = [r for r in rows if r["status"] == "ok" and r.get(metric) is not None]
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows)), 3.5))
+    labels = [", ".join(f"{n}={r[n]}" for n in names) for r in ok]
+    ax.bar(range(len(ok)), [100 * r[metric] for r in ok], color="tab:blue")
+    ax.set_xticks(range(len(ok)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    failed = len(rows) - len(ok)
+    ax.set_title(f"sweep of {', '.join(names)}" + (f" ({failed} failed)" if failed else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _params(pairs) -> dict:
+    return {name: parse_value(value) for name, value in (pairs or [])}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cifar_lib.course", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("run", "sweep"):
+        s = sub.add_parser(name)
+        s.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                       help="pass a parameter to the notebooks (repeatable)")
+        s.add_argument("--quick", action="store_true", help="quick mode: tiny data, one epoch")
+        s.add_argument("--out", default=f"build/{'notebooks' if name == 'run' else 'sweep'}",
+                       help="folder for the executed notebooks and results")
+        s.add_argument("--no-progress", action="store_true")
+    sub.choices["run"].add_argument("--only", nargs="+", choices=NOTEBOOKS,
+                                    help="run only these notebooks")
+    sub.choices["sweep"].add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2",
+                                      help="the values of each swept parameter")
+    sub.choices["sweep"].add_argument("--notebook", default="01_train", choices=NOTEBOOKS)
+    args = p.parse_args(argv)
+    params = {**(QUICK if args.quick else {}), **_params(args.parameter)}
+    out = Path(args.out)
+    try:
+        if args.command == "run":
+            run_all(out, params, args.only or NOTEBOOKS, not args.no_progress)
+            print(f"all notebooks ran; executed copies in {out}/")
+        else:
+            grid = {}
+            for item in args.grid:
+                name, _, values = item.partition("=")
+                if not values:
+                    p.error(f"--grid takes NAME=V1,V2,..., got {item!r}")
+                grid[name] = [parse_value(v) for v in values.split(",")]
+            rows = sweep(grid, out, params, args.notebook, not args.no_progress)
+            failed = sum(r["status"] != "ok" for r in rows)
+            print(f"{len(rows)} runs ({failed} failed): {out}/sweep.csv, {out}/sweep.png")
+    except NotebookFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

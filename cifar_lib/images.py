@@ -1,0 +1,238 @@
+"""Your own photos → RGB PIL images → 32×32 model input.
+
+A photo from a phone or the web is nothing like a CIFAR-10 image: it can be rotated by an EXIF
+tag, have an alpha channel, a palette, 16 bits per channel or CMYK ink, be an animation, be
+truncated, or be a "decompression bomb" (a tiny file that claims billions of pixels).
+``load_image`` turns all of these into a plain RGB image or one clear ``ImageError``;
+``to_model_input`` then makes the 3×32×32 uint8 tensor the network sees.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+from .notebook import on_colab
+
+# Refuse images with more pixels than this before decoding them: 64 megapixels is more than any
+# phone photo (a 200 MP sensor bins to 50 MP) and still only ~200 MB as RGB.
+MAX_PIXELS = 64_000_000
+# load_image shrinks anything larger (longest side, pixels): plenty to show, and 32×32 is the goal.
+MAX_SIDE = 1024
+METHODS = ("center_crop", "squash")
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as a photo; the message names the file and the reason."""
+
+
+class Upload(bytes):
+    """The bytes of an uploaded file that remember its name (for messages and plot titles)."""
+
+    def __new__(cls, data: bytes, name: str):
+        obj = super().__new__(cls, data)
+        obj.name = name
+        return obj
+
+
+Source = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+
+def source_name(source: Source) -> str:
+    """A short name for ``source``: the file name, an upload's name, or a description."""
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).name
+    name = getattr(source, "name", None)  # Upload, open files
+    if isinstance(name, str):
+        return Path(name).name
+    if isinstance(source, Image.Image):
+        return "<PIL image>"
+    return "<bytes>" if isinstance(source, (bytes, bytearray)) else "<file>"
+
+
+def _open(source: Source, name: str) -> Image.Image:
+    """Open lazily (header only) with PIL's own bomb check turned into ImageError."""
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise ImageError(f"{name} is empty (0 bytes): it is not an image")
+        fp = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"{name} does not exist or is not a file: check the path")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{name} is empty (0 bytes): it is not an image")
+        fp = path
+    else:
+        fp = source
+    try:
+        with warnings.catch_warnings():
+            # PIL only *warns* between MAX_IMAGE_PIXELS and twice that; make it an error here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(fp)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{name} claims too many pixels to decode safely ({e})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{name} is not an image file PIL can read "
+                         f"(JPEG, PNG, GIF, WebP, BMP, TIFF, ...)") from None
+    except Exception as e:  # OSError, SyntaxError, struct errors from a mangled header
+        raise ImageError(f"{name} could not be opened as an image "
+                         f"({type(e).__name__}: {e})") from None
+
+
+def _draft_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """The smallest size, same aspect ratio, whose longest side is ``max_side``."""
+    scale = max_side / max(size)
+    return max(1, int(size[0] * scale + 0.999)), max(1, int(size[1] * scale + 0.999))
+
+
+def _high_bit_to_8bit(img: Image.Image) -> Image.Image:
+    """Greyscale with more than 8 bits (I;16*, I, F) → 'L', rescaling rather than clipping.
+
+    PIL's own convert('L') clips at 255, which turns a 16-bit photo almost white.
+    """
+    a = np.asarray(img).astype(np.float64)
+    if img.mode.startswith("I;16"):
+        a = a / 257.0                              # 0..65535 → 0..255
+    elif img.mode == "F" and a.size and a.min() >= 0 and a.max() <= 1.0:
+        a = a * 255.0                              # float image in [0, 1]
+    elif a.size and (a.min() < 0 or a.max() > 255):
+        if img.mode == "I" and a.min() >= 0 and a.max() <= 65535:
+            a = a / 257.0                          # 16-bit PNGs open as 'I' in some versions
+        else:                                      # unknown range: stretch to 0..255
+            lo, hi = a.min(), a.max()
+            a = (a - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+
+
+def _flatten_alpha(img: Image.Image, background=(255, 255, 255)) -> Image.Image:
+    """RGBA → RGB composited onto ``background`` (white): transparent pixels hold arbitrary
+    colours (often black), which the network would otherwise see."""
+    rgba = img.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, background + (255,))
+    return Image.alpha_composite(canvas, rgba).convert("RGB")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode → 'RGB' (alpha composited onto white, >8-bit greyscale rescaled)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (
+            img.mode in ("P", "L", "RGB") and "transparency" in img.info):
+        return _flatten_alpha(img)
+    if img.mode.startswith("I") or img.mode == "F":
+        return _high_bit_to_8bit(img).convert("RGB")
+    # P, L, 1, CMYK, YCbCr: PIL converts these directly (CMYK naively, without an ICC profile).
+    return img.convert("RGB")
+
+
+def load_image(source: Source, *, max_side: int | None = MAX_SIDE,
+               max_pixels: int | None = None) -> Image.Image:
+    """A path, bytes, open file or PIL image → an upright RGB PIL image.
+
+    Applies the EXIF orientation, converts every colour mode to RGB (transparency onto white),
+    takes the first frame of an animation, and shrinks the image so its longest side is at most
+    ``max_side`` (None: keep the full size); JPEGs are shrunk while decoding (``Image.draft``,
+    DCT scaling), which is several times faster than decoding the full photo.
+    Raises ``ImageError`` (a ValueError) naming the file for anything that is not a usable image:
+    not an image, empty, truncated, or more than ``max_pixels`` pixels (default ``MAX_PIXELS``,
+    checked before decoding; PIL itself refuses more than 2 × Image.MAX_IMAGE_PIXELS ≈ 179 MP).
+    """
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    # Messages name a path exactly as given (the user can find it); other sources by name.
+    name = str(source) if isinstance(source, (str, os.PathLike)) else source_name(source)
+    opened = None if isinstance(source, Image.Image) else _open(source, name)
+    try:
+        return _decode(source if opened is None else opened, name, max_side, max_pixels)
+    finally:
+        if opened is not None:
+            opened.close()  # the result is always a new image; release the file handle now
+
+
+def _decode(img: Image.Image, name: str, max_side: int | None, max_pixels: int) -> Image.Image:
+    """load_image after opening: size check, draft, decode, orientation, mode, shrink."""
+    source = img
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"{name} is {w}×{h} = {w * h / 1e6:.0f} megapixels, more than the "
+                         f"{max_pixels / 1e6:.0f} MP limit (cifar_lib.images.MAX_PIXELS): "
+                         f"refusing to decode it")
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)  # animations: the first frame only
+        if max_side is not None and max(w, h) > max_side:
+            # JPEG (and MPO) only, a no-op elsewhere; before load(): decode at 1/2, 1/4 or 1/8.
+            img.draft(None, _draft_size((w, h), max_side))
+        if ImageFile.LOAD_TRUNCATED_IMAGES:
+            warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated files are "
+                          "padded with grey instead of being refused", stacklevel=3)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        img = to_rgb(img)
+    except ImageError:
+        raise
+    except Exception as e:  # truncated data, corrupt chunks, decoder errors
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"{name} could not be decoded: {reason} "
+                         f"(is the file complete and really an image?)") from None
+    if max_side is not None and max(img.size) > max_side:
+        img = img.copy() if img is source else img
+        # reducing_gap: a cheap integer box-reduce first, then the exact filter on a small image.
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return img
+
+
+def square_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the largest centred square inside an image of ``size``."""
+    w, h = size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return left, top, left + side, top + side
+
+
+def to_model_input(img: Source, size: int = 32, method: str = "center_crop") -> torch.Tensor:
+    """An image (anything ``load_image`` takes) → uint8 tensor 3×size×size, RGB.
+
+    method "center_crop": the largest centred square, resized (the object keeps its shape, as
+    in CIFAR-10, where objects are roughly centred in square photos); "squash": the whole photo
+    resized to a square without cropping, as the seed notebook did, which stretches it.
+    Both use Lanczos resampling, antialiased (a 1000→32 resize would otherwise alias badly);
+    ``reducing_gap`` box-reduces first for speed.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    if not isinstance(img, Image.Image) or img.mode != "RGB":
+        img = load_image(img)
+    box = square_box(img.size) if method == "center_crop" else (0, 0) + img.size
+    small = img.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    return torch.from_numpy(np.array(small, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+SAMPLES = Path(__file__).resolve().parent / "sample_images"
+
+
+def sample_images() -> list[Path]:
+    """The sample photos shipped inside the package (so they exist on Colab too)."""
+    return sorted(SAMPLES.glob("*.jpg"))
+
+
+def upload_or_paths(default_paths) -> list:
+    """Photos for a notebook: on Colab, ask to upload files; elsewhere use ``default_paths``.
+
+    Returns a list of sources for ``load_image``/``predict``: ``Upload`` bytes (which keep their
+    file names) on Colab, the given paths elsewhere. If nothing is uploaded, the defaults are used,
+    so "Run all" never stalls on an empty list.
+    """
+    paths = [Path(p) for p in ([default_paths] if isinstance(default_paths, (str, os.PathLike))
+                               else default_paths)]
+    if not on_colab():
+        return paths
+    from google.colab import files  # only exists on Colab
+    uploaded = files.upload()  # {file name: bytes}
+    return [Upload(data, name) for name, data in uploaded.items()] or paths

@@ -1,0 +1,150 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3 · Evaluate: what does the model get right, and wrong?
+#
+[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cifar10-course/cifar10-course/blob/main/notebooks/03_evaluate.ipynb)
+#
+# **What you will learn**
+# - that one accuracy number needs an error bar (a 95% confidence interval);
+# - per-class accuracy, precision and recall, and the confusion matrix: *which* classes are
+#   confused with which;
+# - to look at the mistakes the model is most sure of;
+# - calibration: when the model says 90%, is it right 90% of the time?
+# - what test-time augmentation adds, and how two training recipes compare.
+#
+# It needs a trained run folder from [01 · Train](01_train.ipynb).
+
+# %%
+# Setup: on Colab, and only there, install cifar_lib from the repository (the address lives
+# in cifar_lib/notebook.py: REPOSITORY) and let the data download.
+import subprocess
+import sys
+
+ON_COLAB = "google.colab" in sys.modules
+if ON_COLAB:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "git+https://github.com/cifar10-course/cifar10-course"], check=True)
+
+# %% tags=["parameters"]
+run_dir = "runs/fast"     # the run folder written by 01_train
+compare_with = None       # run folders to compare with (None: run_dir + "-seed", which 01_train writes)
+tta_level = None          # test-time augmentation: None (the run's own), 0 (off), 1 (flip), 2 (+shifts)
+data_root = None          # folder containing cifar-10-batches-py (None: $CIFAR10_ROOT or ~/.cache)
+download = ON_COLAB       # fetch CIFAR-10 with torchvision if missing (needs internet)
+device = "auto"           # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda" or "mps"
+quick = False             # CI smoke test: the first 1,000 test images only
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+
+from cifar_lib import load_cifar10
+from cifar_lib.evaluation import compare_runs, evaluate_run
+from cifar_lib.notebook import record
+from cifar_lib.plots import plot_confusion_matrix, plot_mistakes, plot_per_class, plot_reliability, save_figure
+
+_, test = load_cifar10(data_root, download=download)
+test = test.subset(1000 if quick else None)
+report = evaluate_run(run_dir, test, tta_level, device=device)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"model: {report.info['model']}; classes: {', '.join(report.classes)}")
+print(f"probabilities: {report.probs.shape[1]} per image, each row sums to 1: "
+      f"{bool(abs(report.probs.sum(1) - 1).max() < 1e-4)}")
+
+# %%
+low, high = report.ci
+print(f"{report.info['model']} from {run_dir}, TTA level {report.info['tta_level']}: "
+      f"accuracy {report.accuracy:.2%} on {report.n:,} test images (95% CI {low:.2%} – {high:.2%})")
+
+# %% [markdown]
+# ## Per class
+# Precision: of the images predicted as this class, how many are? Recall (= per-class
+# accuracy): of the images of this class, how many were found?
+
+# %%
+pd.DataFrame(report.per_class).set_index("class").round(3)
+
+# %%
+fig = plot_per_class(report.per_class)
+save_figure(fig, run_dir, "per_class")
+fig
+
+# %% [markdown]
+# ## Confusion matrix
+# Rows are the true class, columns the prediction. The counts show where the errors are; the
+# row-normalised version shows each class's error rate whatever its size.
+
+# %%
+fig = plot_confusion_matrix(report.confusion, report.classes)
+save_figure(fig, run_dir, "confusion_counts")
+fig
+
+# %%
+fig = plot_confusion_matrix(report.confusion, report.classes, normalize=True)
+save_figure(fig, run_dir, "confusion_normalized")
+fig
+
+# %%
+pd.DataFrame(report.most_confused, columns=["true", "predicted", "count"]).head(10)
+
+# %% [markdown]
+# ## The most confident mistakes
+# Wrong answers given with high confidence: some are the model's fault, some are odd images,
+# and a few are arguably mislabelled.
+
+# %%
+fig = plot_mistakes(test.images, report.mistakes[:24])
+save_figure(fig, run_dir, "confident_mistakes")
+fig
+
+# %% [markdown]
+# ## Calibration
+# Predictions are grouped by confidence; a perfectly calibrated model's bars sit on the
+# diagonal. The expected calibration error (ECE) is the average gap, weighted by group size.
+# Label smoothing (used by the fast recipe) tends to make a model *less* over-confident.
+
+# %%
+fig = plot_reliability(report.calibration, report.ece)
+save_figure(fig, run_dir, "reliability")
+fig
+
+# %% [markdown]
+# ## With and without test-time augmentation, and against other runs
+# Each run is evaluated without TTA and with its own TTA level (if it has one).
+
+# %%
+others = [f"{run_dir}-seed"] if compare_with is None else list(compare_with)
+runs = [run_dir] + [r for r in others if (Path(r) / "checkpoint.pt").is_file()]
+missing = [r for r in others if r not in runs]
+if missing:
+    print(f"not found, left out: {missing} (train them with 01_train)")
+comparison = pd.DataFrame(compare_runs(runs, test, device=device))
+comparison.round(4)
+
+# %%
+record({"model": report.info["model"], "tta_level": report.info["tta_level"],
+        "test_images": report.n, "accuracy": report.accuracy, "ci95": list(report.ci),
+        "ece": report.ece, "nll": report.nll,
+        "worst_class": min(report.per_class, key=lambda r: r["recall"])["class"],
+        "most_confused": list(report.most_confused[0]),
+        "comparison": comparison.to_dict(orient="records")},
+       run_dir=run_dir, name="evaluate_results")

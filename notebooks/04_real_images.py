@@ -1,0 +1,127 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4 · Classify your own photos
+#
+[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cifar10-course/cifar10-course/blob/main/notebooks/04_real_images.ipynb)
+#
+# **What you will learn**
+# - how a real photo becomes a 32×32 input: orientation from EXIF, colour modes converted to
+#   RGB, a centre crop to a square, then an antialiased resize (the original notebook simply
+#   squashed the whole photo, distorting it);
+# - top-k predictions with probabilities, and why a model trained on ten classes must be
+#   allowed to say "not confident" (it has never seen a giraffe);
+# - that bad files (not an image, truncated, absurdly large) give one clear error each.
+#
+# On Colab you can upload your own photos; elsewhere the sample photos are used.
+# It needs a trained run folder from [01 · Train](01_train.ipynb).
+
+# %%
+# Setup: on Colab, and only there, install cifar_lib from the repository (the address lives
+# in cifar_lib/notebook.py: REPOSITORY) and let the data download.
+import subprocess
+import sys
+
+ON_COLAB = "google.colab" in sys.modules
+if ON_COLAB:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "git+https://github.com/cifar10-course/cifar10-course"], check=True)
+
+# %% tags=["parameters"]
+run_dir = "runs/fast"     # the run folder written by 01_train
+image_paths = None        # photos to classify (None: the sample photos shipped with cifar_lib)
+upload = True             # on Colab: offer an upload button (ignored elsewhere)
+top_k = 3                 # how many classes to show per photo
+threshold = 0.5           # below this top probability the answer is flagged "not confident"
+device = "auto"           # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda" or "mps"
+quick = False             # CI smoke test (the sample photos are few and small: no change needed)
+
+# %%
+import pandas as pd
+
+from cifar_lib.images import ImageError, load_image, sample_images, upload_or_paths
+from cifar_lib.notebook import record
+from cifar_lib.plots import plot_prediction_grid, plot_preprocessing, plot_topk, save_figure
+from cifar_lib.predict import predict, resolve_model
+
+model = resolve_model(run_dir, device)
+paths = image_paths or sample_images()
+photos = upload_or_paths(paths) if upload else paths
+print("photos:", [getattr(p, "name", str(p)) for p in photos])
+
+# %% [markdown]
+# ## From a photo to 32×32
+# The seed squashed the whole photo into 32×32; a centre crop keeps the proportions.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from cifar_lib.images import to_model_input
+
+photo = load_image(photos[0])
+x = to_model_input(photo)
+print(f"model input: {tuple(x.shape)} {x.dtype}, values {int(x.min())}–{int(x.max())}")
+
+# %%
+fig = plot_preprocessing(photo)
+save_figure(fig, run_dir, "preprocessing")
+fig
+
+# %% [markdown]
+# ## Predictions
+# Top-k classes with probabilities for each photo.
+
+# %%
+predictions = predict(model, photos, top_k=top_k, threshold=threshold)
+for p in predictions:
+    print(p)
+
+# %%
+fig = plot_topk(predictions[0])
+fig
+
+# %%
+fig = plot_prediction_grid(predictions)
+save_figure(fig, run_dir, "predictions")
+fig
+
+# %% [markdown]
+# ## Not confident
+# None of the ten classes is a giraffe. A classifier still has to output *some* class, so the
+# honest thing is to flag answers whose top probability is below the threshold.
+
+# %%
+pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.probability, 3),
+               "confident": p.confident} for p in predictions])
+
+# %% [markdown]
+# ## Bad input gets one clear error
+# Files that are not images, are empty or truncated, or claim absurd dimensions are refused
+# with an `ImageError` before anything is decoded.
+
+# %%
+for bad in [b"", b"this is a text file, not a photo", open(paths[0], "rb").read()[:2000]]:
+    try:
+        load_image(bad)
+    except ImageError as e:
+        print("ImageError:", e)
+
+# %%
+record({"photos": [p.name for p in predictions], "top1": [p.label for p in predictions],
+        "probability": [p.probability for p in predictions],
+        "confident": [p.confident for p in predictions]},
+       run_dir=run_dir, name="real_images_results")
