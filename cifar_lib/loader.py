@@ -38,11 +38,11 @@ def translate(x: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
     """
     n, c, h, w = x.shape
     padded = F.pad(x, (pad,) * 4, mode="reflect")
-    rows = (torch.arange(h, device=x.device).view(1, h) + pad + shifts[:, :1]).view(n, 1, h, 1)
-    cols = (torch.arange(w, device=x.device).view(1, w) + pad + shifts[:, 1:]).view(n, 1, 1, w)
-    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-    chans = torch.arange(c, device=x.device).view(1, c, 1, 1)
-    return padded[batch, chans, rows, cols]
+    # Two 1-D gathers (rows, then columns) are far cheaper than one 4-D advanced index.
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1) + (pad + shifts[:, 0]).view(n, 1, 1, 1)
+    padded = padded.gather(2, rows.expand(n, c, h, w + 2 * pad))
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w) + (pad + shifts[:, 1]).view(n, 1, 1, 1)
+    return padded.gather(3, cols.expand(n, c, h, w))
 
 
 class BatchIterator:
@@ -58,7 +58,9 @@ class BatchIterator:
     translate: maximum shift in pixels (0 = off), reflect-filled.
     drop_last: drop the final partial batch (training wants equal-size steps) or keep it
     (evaluation must see every image). ``shard=(rank, world)`` yields this process's part of every
-    epoch for data-parallel training.
+    epoch for data-parallel training: positions rank, rank + world, ... of the epoch's order, with
+    the flips and shifts those positions get in one process, so batch k of all ranks together is
+    batch k of a single process with a ``world`` times larger batch.
     """
 
     def __init__(self, split: CifarSplit, batch_size: int, *, mean=HALF[0], std=HALF[1],
@@ -90,21 +92,30 @@ class BatchIterator:
         g.manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + stream)
         return g
 
+    def _shard(self, per_position: torch.Tensor) -> torch.Tensor:
+        """This rank's part of a tensor with one row per position of the whole epoch's order.
+
+        Strided, not in blocks: rank r's batch k is then positions [k·B·world, (k+1)·B·world)
+        of the epoch, r-th of every ``world``; the ranks' batches k are one global batch.
+        """
+        if self.world == 1:
+            return per_position
+        n = len(per_position)
+        if self.drop_last:  # the ragged end falls in the last, dropped, partial global batch
+            per_position = per_position[: n - n % self.world]
+        else:  # pad by repeating from the start so every rank takes equal steps
+            per_position = torch.cat([per_position, per_position[: (-n) % self.world]])
+        return per_position[self.rank::self.world]
+
     def epoch_order(self) -> torch.Tensor:
         """Indices of this rank's images for the current epoch (int64 on CPU)."""
         n = len(self.labels)
         order = torch.randperm(n, generator=self._generator(0)) if self.shuffle else torch.arange(n)
-        if self.world > 1:
-            if self.drop_last:
-                order = order[: n - n % self.world]
-            else:  # pad by repeating from the start so every rank takes equal steps
-                order = torch.cat([order, order[: (-n) % self.world]])
-            order = order[self.rank::self.world]
-        return order
+        return self._shard(order)
 
     def _flip_mask(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.flip == "random":
-            return torch.rand(len(idx), generator=self._generator(1)) < 0.5
+        if self.flip == "random":  # drawn for every position of the epoch, then sharded
+            return self._shard(torch.rand(len(self.labels), generator=self._generator(1)) < 0.5)
         base = torch.Generator().manual_seed(self.seed)  # fixed across epochs, then alternated
         per_image = torch.rand(len(self.labels), generator=base) < 0.5
         return per_image[idx] ^ bool(self.epoch % 2)
@@ -112,7 +123,8 @@ class BatchIterator:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.epoch_order()
         flips = self._flip_mask(order) if self.flip else None
-        shifts = (torch.randint(-self.pad, self.pad + 1, (len(order), 2), generator=self._generator(2))
+        shifts = (self._shard(torch.randint(-self.pad, self.pad + 1, (len(self.labels), 2),
+                                            generator=self._generator(2)))
                   if self.pad else None)
         self.epoch += 1
         for start in range(0, len(order), self.batch_size):

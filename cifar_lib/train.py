@@ -219,8 +219,9 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
         for epoch in range(start_epoch, cfg.epochs):
             loader.epoch = epoch
             whiten = _whiten_bias(model)
-            if whiten is not None:
+            if whiten is not None and whiten.requires_grad != (epoch < cfg.whiten_bias_epochs):
                 whiten.requires_grad_(epoch < cfg.whiten_bias_epochs)
+                ddp_model = dist.wrap(model)  # DDP must know which parameters get gradients
             ddp_model.train()
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
@@ -278,6 +279,7 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     if run_dir is not None and dist.is_main:
         write_json(run_dir / HISTORY, history)
         write_json(run_dir / METRICS, metrics)
+    dist.close()
     return FitResult(model, history, metrics)
 
 
