@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export CIFAR10_ROOT ?= $(abspath ../shared/data)
-export MPLBACKEND ?= Agg
 
 # Notebook parameters from the command line, e.g. `make run-notebooks EPOCHS=1 RECIPE=seed`;
 # any other parameter with PARAMS="-p NAME VALUE ...".

@@ -2,12 +2,13 @@
 
     python -m cifar_lib.bench_train [--seeds 0 1 2] [--quick] [--out FILE.json]
 
-Trains the fast recipe once per seed on the full data (accuracy with TTA on all 10,000 test
-images, wall time from loaded data to final accuracy, images/s), then runs the seed notebook's
-pipeline exactly as it ran (SimpleCNN, Adam 1e-3, batch 128, torchvision DataLoader with
-ToTensor + Normalize) until it reaches 64%. Time to 64% counts training time only, evaluated
-at the end of each epoch, by the same rule for both. Prints a markdown table and writes a JSON
-record.
+1. Accuracy: the ``fast`` recipe once per seed on the full data; test accuracy with TTA on all
+   10,000 test images; ``seconds`` is the wall time from loaded data to that final accuracy.
+2. Time to 64%: the ``fast_small`` recipe (the same recipe sized for 64%) against the seed
+   notebook's pipeline exactly as it ran (SimpleCNN, Adam 1e-3, batch 128, torchvision
+   DataLoader with ToTensor + Normalize), side by side in this run. Both count training time
+   only, evaluated at the end of each epoch: the same rule for both.
+Prints a markdown table and writes a JSON record.
 """
 from __future__ import annotations
 
@@ -69,23 +70,22 @@ def seed_as_ran(test: CifarSplit, root, max_epochs: int = 6, workers: int = 2,
 
 def run(seeds=(0, 1, 2), root=None, quick: bool = False) -> dict:
     train, test = load_cifar10(root)
-    overrides = dict(epochs=1, train_subset=4096, test_subset=1000) if quick else {}
+    small = dict(epochs=1, train_subset=4096, test_subset=1000) if quick else {}
     runs = []
     for seed in seeds:
-        cfg = get_recipe("fast", seed=seed, **overrides)
+        cfg = get_recipe("fast", seed=seed, eval_every=0, **small)  # evaluate once, at the end
         t0 = time.perf_counter()
         result = fit(cfg, train, test, progress=not quick)
         seconds = time.perf_counter() - t0  # loaded data → final (TTA) accuracy
         m = result.metrics
         runs.append({"seed": seed, "test_acc": 100 * m.get("test_acc_tta", m["test_acc"]),
                      "test_acc_no_tta": 100 * m["test_acc"], "seconds": seconds,
-                     "images_per_second": m["images_per_second"],
-                     "time_to_64": time_to(result.history), "epochs": cfg.epochs})
-    baseline = seed_as_ran(test.subset(overrides.get("test_subset")), root,
+                     "images_per_second": m["images_per_second"], "epochs": cfg.epochs})
+    fast_small = fit(get_recipe("fast_small", **small), train, test, progress=False).history
+    baseline = seed_as_ran(test.subset(small.get("test_subset")), root,
                            max_epochs=1 if quick else 6, limit=4096 if quick else None)
     accs = [r["test_acc"] for r in runs]
-    fast_t64 = runs[0]["time_to_64"]
-    seed_t64 = time_to(baseline)
+    fast_t64, seed_t64 = time_to(fast_small), time_to(baseline)
     return {
         "recipe": "fast", "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
         "seeds": list(seeds), "test_acc": accs, "seconds": [r["seconds"] for r in runs],
@@ -94,7 +94,8 @@ def run(seeds=(0, 1, 2), root=None, quick: bool = False) -> dict:
         "images_per_second": statistics.mean(r["images_per_second"] for r in runs),
         "time_to_64": {"fast": fast_t64, "seed": seed_t64,
                        "speedup": seed_t64 / fast_t64 if fast_t64 and seed_t64 else None},
-        "seed_recipe_history": baseline, "runs": runs, "quick": quick,
+        "fast_small_history": fast_small, "seed_recipe_history": baseline, "runs": runs,
+        "quick": quick,
     }
 
 
@@ -109,9 +110,11 @@ def main(argv=None) -> int:
     result = run(args.seeds, args.data_root, args.quick)
     print_table(result["runs"])
     t = result["time_to_64"]
+    fmt = lambda v, spec: "never" if v is None else format(v, spec)
     print(f"\nmean test accuracy {result['test_acc_mean']:.2f}% ± {result['test_acc_std']:.2f} "
-          f"over seeds {result['seeds']}; time to 64%: fast {t['fast']} s, seed recipe "
-          f"{t['seed']} s, speed-up {t['speedup']}")
+          f"over seeds {result['seeds']}")
+    print(f"time to 64%: fast_small {fmt(t['fast'], '.1f')} s, seed recipe as it ran "
+          f"{fmt(t['seed'], '.1f')} s: {fmt(t['speedup'], '.1f')}× sooner")
     write_record(args.out, result.pop("runs"), benchmark="train", settings=vars(args), **result)
     print(f"record written to {args.out}")
     return 0

@@ -45,8 +45,9 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, help="override the peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed for everything (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
-                   help="override autocast precision")
+    p.add_argument("--precision", choices=["auto", "gpu", "bf16", "fp16", "fp32"],
+                   help="override the recipe's autocast precision: auto (mixed on GPUs and on "
+                        "CPUs with native bf16), gpu (mixed on GPUs only), or one dtype")
     p.add_argument("--train-subset", type=int, help="use only the first N training images")
     p.add_argument("--test-subset", type=int, help="use only the first N test images")
     p.add_argument("--quick", action="store_true",

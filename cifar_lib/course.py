@@ -11,6 +11,7 @@ import argparse
 import csv
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,9 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = Tr
     out_dir.mkdir(parents=True, exist_ok=True)
     source, target = NOTEBOOK_DIR / f"{name}.ipynb", out_dir / f"{name}.ipynb"
     known = set(pm.inspect_notebook(str(source)))
+    # The kernel inherits our environment; a non-interactive MPLBACKEND (e.g. Agg, set for
+    # scripts and tests) would stop the figures from being embedded in the notebook.
+    os.environ.pop("MPLBACKEND", None)
     try:
         pm.execute_notebook(str(source), str(target), cwd=str(NOTEBOOK_DIR),
                             parameters={k: v for k, v in parameters.items() if k in known},

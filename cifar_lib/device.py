@@ -39,19 +39,21 @@ def select_device(requested: str | torch.device | None = "auto") -> torch.device
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``precision`` ('auto', 'bf16', 'fp16', 'fp32'); None means full fp32.
+    """The autocast dtype for ``precision``; None means full fp32.
 
     'auto' is bf16 on GPUs that support it (else fp16) and on CPUs with native bf16 (AVX512-BF16/AMX),
     fp32 elsewhere: bf16 where the hardware is slow at it would cost speed and gain nothing.
+    'gpu' is the same on GPUs and fp32 on every CPU (the seed recipe: faithful on a CPU, fast on
+    a GPU). 'bf16', 'fp16' and 'fp32' force one.
     """
-    if precision == "fp32":
+    if precision == "fp32" or (precision == "gpu" and device.type != "cuda"):
         return None
     if precision == "bf16":
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
-    if precision != "auto":
-        raise ValueError(f"unknown precision {precision!r}: use 'auto', 'bf16', 'fp16' or 'fp32'")
+    if precision not in ("auto", "gpu"):
+        raise ValueError(f"unknown precision {precision!r}: use 'auto', 'gpu', 'bf16', 'fp16' or 'fp32'")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_native_bf16():

@@ -31,6 +31,9 @@ RECIPES: dict[str, TrainConfig] = {
         channels_last=True,      # the memory layout fast convolution kernels want
     ),
 }
+# The same recipe sized for the seed's 64% instead of 94%: an eighth of the widths, one epoch.
+RECIPES["fast_small"] = RECIPES["fast"].replace(model_kwargs={"widths": (16, 32, 32)}, epochs=1,
+                                                batch_size=256, tta_level=0)
 
 
 def get_recipe(name: str, **overrides) -> TrainConfig:

@@ -6,6 +6,7 @@ import os
 import platform
 import shlex
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -23,11 +24,20 @@ def environment() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def command_line() -> str:
+    """How this process was started, as a user would type it (``python -m cifar_lib.x ...``)."""
+    prog = Path(sys.argv[0])
+    start = [str(prog)]
+    if prog.suffix == ".py" and prog.parent.name == "cifar_lib":  # run with python -m
+        start = ["-m", "cifar_lib" + ("" if prog.stem == "__main__" else f".{prog.stem}")]
+    return " ".join(shlex.quote(a) for a in ["python", *start, *sys.argv[1:]])
+
+
 def make_record(rows: Sequence[dict], *, benchmark: str = "", command: str | None = None,
                 settings: dict | None = None, **extra) -> dict:
     """The JSON-ready record: benchmark name, date, command, machine, settings, extra, rows."""
-    if command is None:  # how this process was started
-        command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+    if command is None:
+        command = command_line()
     return json_safe({
         "benchmark": benchmark,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

@@ -49,7 +49,8 @@ class TrainConfig:
     mean: tuple = HALF[0]
     std: tuple = HALF[1]
     tta_level: int = 0                   # test-time augmentation for the final evaluation
-    precision: str = "fp32"              # "auto" (bf16/fp16 where fast), "bf16", "fp16", "fp32"
+    precision: str = "gpu"               # "gpu" (mixed on GPUs only), "auto" (also CPUs with native
+                                         # bf16), "bf16", "fp16", "fp32" (see device.autocast_dtype)
     channels_last: bool = False
     seed: int = 0
     device: str = "auto"
@@ -185,6 +186,7 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
     lookahead = Lookahead(model) if cfg.lookahead else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     loader = BatchIterator(train, cfg.batch_size, mean=cfg.mean, std=cfg.std, device=device,
                            shuffle=True, flip=cfg.flip, translate=cfg.translate, drop_last=True,
                            seed=cfg.seed, shard=(dist.rank, dist.world_size),
@@ -199,7 +201,7 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
 
     ckpt_path = run_dir / CHECKPOINT if run_dir is not None else None
     if resume:
-        start_epoch, history = _restore(ckpt_path, cfg, model, optimizer, lookahead)
+        start_epoch, history = _restore(ckpt_path, cfg, model, optimizer, lookahead, scaler)
     ddp_model = dist.wrap(model)
 
     def checkpoint(epoch_done: int, final: bool = False) -> None:
@@ -207,7 +209,7 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
             return
         state = {} if final else dict(optimizer=optimizer.state_dict(),
                                       lookahead=lookahead.state if lookahead else None,
-                                      rng=torch.get_rng_state())
+                                      rng=torch.get_rng_state(), scaler=scaler.state_dict())
         save_checkpoint(ckpt_path, model, model_name=cfg.model, model_kwargs=cfg.model_kwargs,
                         classes=train.classes, mean=cfg.mean, std=cfg.std, config=cfg.to_dict(),
                         epoch=epoch_done, history=history, **state)
@@ -235,8 +237,9 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
                     logits = ddp_model(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()  # fp16 only: scaled so small gradients survive
+                scaler.step(optimizer)
+                scaler.update()
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
@@ -283,7 +286,7 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     return FitResult(model, history, metrics)
 
 
-def _restore(ckpt_path, cfg, model, optimizer, lookahead) -> tuple[int, list]:
+def _restore(ckpt_path, cfg, model, optimizer, lookahead, scaler) -> tuple[int, list]:
     if ckpt_path is None:
         raise CheckpointError("resume=True needs run_dir: the folder of the run to continue")
     ckpt = load_checkpoint(ckpt_path)
@@ -295,18 +298,25 @@ def _restore(ckpt_path, cfg, model, optimizer, lookahead) -> tuple[int, list]:
     if lookahead is not None:
         lookahead.state = ckpt["lookahead"]
     torch.set_rng_state(ckpt["rng"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
     return ckpt["epoch"], list(ckpt["history"])
 
 
 def _final_metrics(cfg, model, n_train, test, history, amp_dtype, device, dist) -> dict:
-    loss, acc = dist.evaluate(evaluate, model, test, cfg, amp_dtype=amp_dtype)
+    last = history[-1] if history else {}
+    if "test_acc" in last:  # the last epoch was just evaluated on these very weights
+        loss, acc = last["test_loss"], last["test_acc"]
+    else:
+        loss, acc = dist.evaluate(evaluate, model, test, cfg, amp_dtype=amp_dtype)
+    seconds = sum(h["seconds"] for h in history)
     metrics = {"model": cfg.model, "parameters": count_parameters(model), "epochs": cfg.epochs,
                "seed": cfg.seed, "device": str(device), "world_size": dist.world_size,
                "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
                "train_images": n_train, "test_images": len(test), "test_loss": loss, "test_acc": acc,
-               "train_seconds": history[-1]["train_seconds"] if history else 0.0,
-               "images_per_second": float(np.mean([h["images_per_second"] for h in history]))
-               if history else 0.0,
+               "train_seconds": last.get("train_seconds", 0.0),
+               "images_per_second": sum(h["images_per_second"] * h["seconds"] for h in history)
+               / seconds if seconds else 0.0,
                "tta_level": cfg.tta_level}
     if cfg.tta_level:
         metrics["test_loss_tta"], metrics["test_acc_tta"] = dist.evaluate(

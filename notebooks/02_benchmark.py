@@ -18,7 +18,7 @@
 # %% [markdown]
 # # 2 · Benchmark: how fast does the model predict, on CPU and GPU?
 #
-[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cifar10-course/cifar10-course/blob/main/notebooks/02_benchmark.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cifar10-course/cifar10-course/blob/main/notebooks/02_benchmark.ipynb)
 #
 # **What you will learn**
 # - why timing one call with `time.time()` (what the original notebook did) misleads: the first
@@ -57,7 +57,7 @@ import pandas as pd
 import torch
 
 from cifar_lib.bench_data import run as bench_pipeline
-from cifar_lib.bench_inference import QUICK_BATCH_SIZES, benchmark_run
+from cifar_lib.bench_inference import benchmark_run
 from cifar_lib.notebook import record
 from cifar_lib.plots import plot_throughput, save_figure
 

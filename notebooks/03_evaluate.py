@@ -18,7 +18,7 @@
 # %% [markdown]
 # # 3 · Evaluate: what does the model get right, and wrong?
 #
-[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cifar10-course/cifar10-course/blob/main/notebooks/03_evaluate.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cifar10-course/cifar10-course/blob/main/notebooks/03_evaluate.ipynb)
 #
 # **What you will learn**
 # - that one accuracy number needs an error bar (a 95% confidence interval);

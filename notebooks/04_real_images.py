@@ -18,7 +18,7 @@
 # %% [markdown]
 # # 4 · Classify your own photos
 #
-[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cifar10-course/cifar10-course/blob/main/notebooks/04_real_images.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cifar10-course/cifar10-course/blob/main/notebooks/04_real_images.ipynb)
 #
 # **What you will learn**
 # - how a real photo becomes a 32×32 input: orientation from EXIF, colour modes converted to

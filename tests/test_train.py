@@ -41,6 +41,13 @@ def test_same_seed_same_weights_and_other_seed_differs(data):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_unknown_recipe_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="nope.*fast, fast_small, seed"):
+        get_recipe("nope")
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        get_recipe("seed", epoch=3)
+
+
 def test_diverging_loss_stops_with_a_clear_message(data):
     cfg = _tiny(optimizer="sgd", lr=1e12, momentum=0.9)
     with pytest.raises(TrainingDiverged, match="Lower the learning rate"):
