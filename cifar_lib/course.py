@@ -58,7 +58,31 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = Tr
     except PapermillExecutionError as e:
         raise NotebookFailed(f"{name}.ipynb failed in cell {e.exec_count} "
                              f"({e.ename}: {e.evalue}); executed copy: {target}") from None
+    drop_widget_outputs(target)
     return target
+
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def drop_widget_outputs(path: Path) -> int:
+    """Remove widget outputs (tqdm's live bars) from an executed notebook; returns how many.
+
+    Papermill does not save widget state, so the stored fallback would show the bar's first
+    frame ("0/480") to every reader; the cell's printed summary says how the run ended.
+    """
+    import nbformat
+    nb = nbformat.read(str(path), as_version=4)
+    dropped = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            kept = [o for o in cell.outputs if WIDGET not in o.get("data", {})]
+            dropped += len(cell.outputs) - len(kept)
+            cell.outputs = kept
+    if dropped or "widgets" in nb.metadata:
+        nb.metadata.pop("widgets", None)  # the saved widget state, now unused
+        nbformat.write(nb, str(path))
+    return dropped
 
 
 def run_all(out_dir: Path, parameters: dict, names=NOTEBOOKS, progress: bool = True) -> list[Path]:

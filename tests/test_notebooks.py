@@ -10,7 +10,7 @@ import jupytext
 import nbformat
 import pytest
 
-from cifar_lib.course import NOTEBOOK_DIR, NOTEBOOKS, run_all, sweep
+from cifar_lib.course import NOTEBOOK_DIR, NOTEBOOKS, WIDGET, drop_widget_outputs, run_all, sweep
 from cifar_lib.notebook import REPOSITORY, read_results
 
 ROOT = NOTEBOOK_DIR.parent
@@ -76,6 +76,20 @@ def test_every_notebook_runs_headlessly_and_records_results(quick_runs):
     assert (out / "run" / "checkpoint.pt").is_file()
     for name in NOTEBOOKS[1:]:
         assert results[name], f"{name} recorded no results"
+    for path in executed:  # stale progress-bar widgets are dropped from the executed copies
+        outputs = [o for c in nbformat.read(path, as_version=4).cells for o in c.get("outputs", [])]
+        assert not any(WIDGET in o.get("data", {}) for o in outputs), path.name
+
+
+def test_drop_widget_outputs_keeps_everything_else(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fit()", outputs=[
+        nbformat.v4.new_output("display_data", data={WIDGET: {"model_id": "x"}, "text/plain": "0/480"}),
+        nbformat.v4.new_output("stream", name="stdout", text="test accuracy 94%\n")])])
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert drop_widget_outputs(path) == 1
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [o.output_type for o in outputs] == ["stream"] and "94%" in outputs[0].text
 
 
 def test_nbval_checks_outputs_that_must_not_drift(quick_runs, tmp_path):
