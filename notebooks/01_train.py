@@ -57,6 +57,7 @@ compare_seed = True      # also train the seed's recipe, to compare with
 quick = False            # CI smoke test: 2,048 training and 1,000 test images, one epoch
 
 # %%
+# %matplotlib inline
 import torch
 
 from cifar_lib import count_parameters, fit, get_recipe, load_cifar10, select_device

@@ -53,6 +53,7 @@ download = ON_COLAB       # fetch CIFAR-10 with torchvision if missing (needs in
 quick = False             # CI smoke test: three batch sizes, short timings, a small data subset
 
 # %%
+# %matplotlib inline
 import pandas as pd
 import torch
 

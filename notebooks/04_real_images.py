@@ -52,6 +52,7 @@ device = "auto"           # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cud
 quick = False             # CI smoke test (the sample photos are few and small: no change needed)
 
 # %%
+# %matplotlib inline
 import pandas as pd
 
 from cifar_lib.images import ImageError, load_image, sample_images, upload_or_paths
@@ -100,6 +101,13 @@ save_figure(fig, run_dir, "predictions")
 fig
 
 # %% [markdown]
+# Photos are not CIFAR-10. Its images are small, centred, single objects; a photo is often a
+# scene (a dog beside a bicycle, a herd on a hillside) that becomes a few blurry blobs at 32×32.
+# Expect mistakes and low probabilities: this is distribution shift, the everyday reason a
+# model that scores 94% on its test set disappoints on your own pictures. The fast recipe's
+# label smoothing also keeps its probabilities modest (see the calibration section of
+# 03 · Evaluate).
+#
 # ## Not confident
 # None of the ten classes is a giraffe. A classifier still has to output *some* class, so the
 # honest thing is to flag answers whose top probability is below the threshold.
