@@ -19,8 +19,9 @@ from .loader import HALF, BatchIterator
 from .records import print_table, write_record
 
 
-def _seed_pipeline(root: Path, batch_size: int, workers: int):
-    """The seed notebook's input pipeline: PIL images → ToTensor → Normalize, via DataLoader."""
+def _seed_pipeline(root: Path, batch_size: int, workers: int, limit: int | None = None):
+    """The seed notebook's input pipeline: PIL images → ToTensor → Normalize, via DataLoader
+    (over the first ``limit`` training images only, when given)."""
     from torchvision import datasets, transforms
 
     class CIFAR10(datasets.CIFAR10):
@@ -35,6 +36,8 @@ def _seed_pipeline(root: Path, batch_size: int, workers: int):
 
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(*HALF)])
     dataset = CIFAR10(str(root), train=True, download=False, transform=tf)
+    if limit is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
                                        num_workers=workers)
 
@@ -59,11 +62,7 @@ def run(root=None, batch_size: int = 128, workers: int = 2, limit: int | None = 
         rows.append({"pipeline": name, "seconds": round(seconds, 3), "images": n,
                      "images_per_second": round(n / seconds, 1)})
 
-    loader = _seed_pipeline(resolve_root(root), batch_size, workers)
-    if limit is not None:
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(loader.dataset, range(len(train))), batch_size=batch_size,
-            shuffle=True, num_workers=workers)
+    loader = _seed_pipeline(resolve_root(root), batch_size, workers, limit)
     record(f"torchvision DataLoader, {workers} workers (seed)", *time_epoch(loader))
     record("BatchIterator, no augmentation", *time_epoch(BatchIterator(train, batch_size)))
     record("BatchIterator, flip + translate 2",

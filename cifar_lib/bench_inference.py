@@ -24,6 +24,7 @@ from torch.utils import benchmark
 
 from .checkpoint import load_model
 from .device import cpu_model
+from .models import count_parameters
 from .records import environment as machine_info, make_record, write_record  # noqa: F401 (re-exported)
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 1024)
@@ -271,7 +272,7 @@ def benchmark_run(run_dir, *, quick: bool = False, **kwargs) -> tuple[list[dict]
         kwargs = {"batch_sizes": QUICK_BATCH_SIZES, "warmup": 1, "min_run_time": 0.05,
                   "min_repeats": 3, **kwargs}
     info = {"run": str(run_dir), "model": ckpt["model"], "model_kwargs": ckpt["model_kwargs"],
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "parameters": count_parameters(model)}
     return benchmark_inference(model, **kwargs), info
 
 

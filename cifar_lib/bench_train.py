@@ -46,10 +46,7 @@ def seed_as_ran(test: CifarSplit, root, max_epochs: int = 6, workers: int = 2,
     """
     from .bench_data import _seed_pipeline
     seed_everything(seed)
-    loader = _seed_pipeline(resolve_root(root), 128, workers)
-    if limit is not None:
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(loader.dataset, range(limit)),
-                                             batch_size=128, shuffle=True, num_workers=workers)
+    loader = _seed_pipeline(resolve_root(root), 128, workers, limit)
     model = SimpleCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     history, train_seconds = [], 0.0

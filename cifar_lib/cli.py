@@ -133,6 +133,7 @@ def _cmd_bench(args) -> int:
     from pathlib import Path
 
     from .bench_inference import benchmark_run, markdown_table, parse_batch_sizes, write_record
+    from .checkpoint import resolve_checkpoint
     kwargs = {"device": args.device, "compile": args.compile}
     if args.batch_sizes:
         kwargs["batch_sizes"] = parse_batch_sizes(args.batch_sizes)
@@ -142,9 +143,8 @@ def _cmd_bench(args) -> int:
         kwargs["threads"] = args.threads
     rows, model_info = benchmark_run(args.run_dir, quick=args.quick,
                                      log=lambda s: print(s, file=sys.stderr), **kwargs)
-    run = Path(args.run_dir)
-    out = Path(args.out) if args.out else \
-        (run if run.is_dir() else run.parent) / "bench_inference.json"
+    run_folder = resolve_checkpoint(args.run_dir).parent
+    out = Path(args.out) if args.out else run_folder / "bench_inference.json"
     settings = {k: v for k, v in vars(args).items() if k != "func"}
     # The command as parsed (sys.argv is someone else's when main() is called from Python).
     command = ["python -m cifar_lib bench --run-dir", str(args.run_dir), "--device", args.device]

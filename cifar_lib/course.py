@@ -133,11 +133,11 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _plot(rows: list[dict], names: list[str], path: Path, metric: str = "test_acc") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure, not pyplot: no global backend switch in a notebook that calls sweep().
+    from matplotlib.figure import Figure
     ok = [r for r in rows if r["status"] == "ok" and r.get(metric) is not None]
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows)), 3.5))
+    fig = Figure(figsize=(max(5, 0.9 * len(rows)), 3.5))
+    ax = fig.add_subplot()
     labels = [", ".join(f"{n}={r[n]}" for n in names) for r in ok]
     ax.bar(range(len(ok)), [100 * r[metric] for r in ok], color="tab:blue")
     ax.set_xticks(range(len(ok)), labels, rotation=30, ha="right", fontsize=8)
@@ -146,7 +146,6 @@ def _plot(rows: list[dict], names: list[str], path: Path, metric: str = "test_ac
     ax.set_title(f"sweep of {', '.join(names)}" + (f" ({failed} failed)" if failed else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _params(pairs) -> dict:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from statistics import NormalDist
 from typing import Sequence
 
@@ -16,10 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import METRICS, json_safe, load_model, read_json, write_json
+from .checkpoint import METRICS, json_safe, load_model, read_json, resolve_checkpoint, write_json
 from .data import CifarSplit
 from .device import select_device
 from .inference import predict_logits
+from .models import count_parameters
 
 EVALUATION = "evaluation.json"
 
@@ -214,8 +214,7 @@ def evaluate_run(run_dir, test_split: CifarSplit, tta_level: int | None = None, 
     report = evaluate_predictions(probs, test_split.labels, ckpt["classes"], n_bins=n_bins,
                                   info=info)
     if write and not isinstance(run_dir, tuple):
-        folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
-        write_json(folder / json_name, report.to_dict())
+        write_json(resolve_checkpoint(run_dir).parent / json_name, report.to_dict())
     return report
 
 
@@ -232,7 +231,7 @@ def compare_runs(run_dirs: Sequence, test_split: CifarSplit,
     rows = []
     for run in run_dirs:
         model, ckpt = load_model(run, select_device(device))
-        folder = Path(run) if Path(run).is_dir() else Path(run).parent
+        folder = resolve_checkpoint(run).parent
         metrics_path = folder / METRICS
         metrics = read_json(metrics_path) if metrics_path.is_file() else {}
         own = ckpt.get("config", {}).get("tta_level", 0)
@@ -241,7 +240,7 @@ def compare_runs(run_dirs: Sequence, test_split: CifarSplit,
             r = evaluate_run((model, ckpt), test_split, tta, batch_size=batch_size,
                              n_bins=n_bins, write=False)
             rows.append({"run": folder.name or str(run), "model": ckpt["model"],
-                         "parameters": sum(p.numel() for p in model.parameters()),
+                         "parameters": count_parameters(model),
                          "epochs": ckpt.get("epoch", metrics.get("epochs")),
                          "train_seconds": metrics.get("train_seconds"), "tta_level": tta,
                          "test_images": r.n, "accuracy": r.accuracy, "ci_low": r.ci[0],

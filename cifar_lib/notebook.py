@@ -38,9 +38,9 @@ def record(results: dict, run_dir: str | Path | None = None, name: str = "result
     Displays them as a JSON output tagged ``RESULTS_KEY`` (``read_results`` finds it in the
     executed ``.ipynb``) and, with ``run_dir``, also writes ``<run_dir>/<name>.json``.
     """
-    results = json.loads(json.dumps(results, default=float))  # plain JSON types only
+    from .checkpoint import json_safe, write_json
+    results = json_safe(results)  # plain JSON types only: numpy/torch scalars, NaN → null
     if run_dir is not None:
-        from .checkpoint import write_json
         write_json(Path(run_dir) / f"{name}.json", results)
     try:
         from IPython.display import display

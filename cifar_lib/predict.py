@@ -132,8 +132,3 @@ def predict(model_or_run, images: Source | Sequence[Source], *, top_k: int = 3,
             r.top_k = [(lm.classes[i], float(q)) for i, q in zip(ti, tp)]
             r.confident = tp[0] >= threshold
     return results[0] if single else results
-
-
-def format_predictions(predictions: Sequence[Prediction]) -> str:
-    """One line per photo, e.g. ``dog.jpg: dog 81.2%, cat 9.0%, deer 3.1%``."""
-    return "\n".join(str(p) for p in predictions)
