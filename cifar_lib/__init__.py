@@ -1,12 +1,14 @@
 """cifar_lib: the small, tested library behind the CIFAR-10 course notebooks."""
+from .checkpoint import CheckpointError, LoadedModel, load_model, load_run
+from .config import ConfigError, TrainConfig
 from .data import CLASSES, CifarSplit, DataError, load_cifar10
 from .device import DeviceError, select_device
 from .models import UnknownModelError, build_model, count_parameters
-from .checkpoint import CheckpointError, load_model
-from .train import FitResult, TrainConfig, TrainingDiverged, fit
-from .recipes import RECIPES, get_recipe
+from .recipes import RECIPES, configure, get_recipe
+from .train import FitResult, TrainingDiverged, fit
 
 __all__ = ["CLASSES", "CifarSplit", "DataError", "load_cifar10", "DeviceError", "select_device",
-           "UnknownModelError", "build_model", "count_parameters", "CheckpointError", "load_model",
-           "FitResult", "TrainConfig", "TrainingDiverged", "fit", "RECIPES", "get_recipe"]
-__version__ = "0.1.0"
+           "UnknownModelError", "build_model", "count_parameters", "CheckpointError",
+           "LoadedModel", "load_model", "load_run", "ConfigError", "TrainConfig", "FitResult",
+           "TrainingDiverged", "fit", "RECIPES", "configure", "get_recipe"]
+__version__ = "0.2.0"

@@ -12,12 +12,14 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .data import CLASSES
 from .models import build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -91,29 +93,40 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, model_name: st
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A run folder or a checkpoint file → the checkpoint file, with a clear error if absent."""
     path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: train one first, e.g. "
-                              f"`python -m cifar_lib train --run-dir {path.parent}`")
-    return path
+    is_file = path.is_file() or (not path.is_dir() and path.suffix == ".pt")
+    folder, file = (path.parent, path) if is_file else (path, path / CHECKPOINT)
+    if not file.is_file():
+        raise CheckpointError(f"no checkpoint at {file}: train one first, e.g. "
+                              f"`python -m cifar_lib train --run-dir {folder}`")
+    return file
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint (file or run folder) safely: ``weights_only=True``, no code runs."""
+    """Read a checkpoint (file or run folder) safely: ``weights_only=True``, no code runs.
+
+    Tensors go to ``map_location`` (resuming on a GPU maps everything to the model's device).
+    """
     path = resolve_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        # torch's own message suggests weights_only=False, which would run whatever code the
+        # file carries: never pass that advice on.
+        why = ("it holds Python objects besides tensors and plain values (refused unread: "
+               "cifar_lib never writes those)" if "weights only" in str(e).lower()
+               else f"the file is truncated or corrupt ({type(e).__name__})")
+        raise CheckpointError(f"{path} is not a readable checkpoint: {why}; train the run "
+                              f"again or copy the file again") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise CheckpointError(f"{path} is not a cifar_lib checkpoint (format {FORMAT})")
     return ckpt
 
 
 def load_weights(model: nn.Module, ckpt: dict, model_name: str | None = None) -> None:
-    """Load ``ckpt``'s weights into ``model``, refusing a checkpoint of another architecture."""
+    """Load ``ckpt``'s weights into ``model``, refusing a checkpoint of another architecture.
+
+    Weights stored in fp16 (the shipped model) are widened to the model's dtype.
+    """
     if model_name is not None and ckpt["model"] != model_name:
         raise CheckpointError(f"checkpoint is for model {ckpt['model']!r} "
                               f"({ckpt['model_kwargs']}), not {model_name!r}: "
@@ -136,3 +149,46 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     model = build_model(ckpt["model"], **ckpt["model_kwargs"])
     load_weights(model, ckpt)
     return model.to(device).eval(), ckpt
+
+
+@dataclass
+class LoadedModel:
+    """A model with what it needs to be used: class names, normalisation, its TTA level, and
+    where it came from (``folder``: the run folder, None when built in memory)."""
+    model: nn.Module
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    tta_level: int = 0
+    name: str = ""
+    config: dict = field(default_factory=dict)
+    folder: Path | None = None
+
+    @classmethod
+    def from_checkpoint(cls, model: nn.Module, ckpt: dict, folder: Path | None = None
+                        ) -> "LoadedModel":
+        return cls(model.eval(), tuple(ckpt.get("classes", CLASSES)), tuple(ckpt["mean"]),
+                   tuple(ckpt["std"]), int(ckpt.get("config", {}).get("tta_level", 0)),
+                   ckpt["model"], dict(ckpt.get("config", {})), folder)
+
+
+def load_run(run, device: str | torch.device = "cpu") -> LoadedModel:
+    """The one way to get a usable model: a run folder or checkpoint path, a (model, ckpt) pair
+    from ``load_model``, or a ``LoadedModel`` (returned as it is).
+
+    A bare nn.Module is refused: without its checkpoint the normalisation is unknown, and a wrong
+    one silently ruins every prediction.
+    """
+    if isinstance(run, LoadedModel):
+        return run
+    if isinstance(run, (str, os.PathLike)):
+        from .device import select_device
+        model, ckpt = load_model(run, select_device(device))
+        return LoadedModel.from_checkpoint(model, ckpt, resolve_checkpoint(run).parent)
+    if isinstance(run, tuple) and len(run) == 2:
+        return LoadedModel.from_checkpoint(*run)
+    if isinstance(run, nn.Module):
+        raise TypeError("pass a run folder, load_model(run) or LoadedModel(model, classes, mean, "
+                        "std): a bare model does not say how its inputs were normalised")
+    raise TypeError(f"expected a run folder, (model, ckpt) or LoadedModel, "
+                    f"got {type(run).__name__}")

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from .checkpoint import CheckpointError
+from .config import ConfigError
 from .data import DataError
 from .device import DeviceError
 from .models import UnknownModelError
 from .train import TrainingDiverged
 
-USER_ERRORS = (DataError, DeviceError, CheckpointError, UnknownModelError, TrainingDiverged,
-               ValueError, FileNotFoundError)
+USER_ERRORS = (DataError, DeviceError, CheckpointError, ConfigError, UnknownModelError,
+               TrainingDiverged, ValueError, FileNotFoundError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,8 +38,9 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model and save a run folder",
                        description="Train a recipe on CIFAR-10; writes checkpoint.pt, "
                                    "history.json and metrics.json into --run-dir.")
-    p.add_argument("--recipe", default="fast", help="'fast' (airbench-style, default) or "
-                   "'seed' (the original notebook: SimpleCNN, Adam, 2 epochs)")
+    p.add_argument("--recipe", default="fast", help="'fast' (airbench-style, default), "
+                   "'fast_small' or 'original' (the seed notebook: SimpleCNN, Adam, 2 epochs; "
+                   "'seed' is accepted too)")
     p.add_argument("--run-dir", default="runs/default", help="output folder (default: runs/default)")
     p.add_argument("--model", help="override the recipe's model (simple_cnn, airbench)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
@@ -59,21 +62,17 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(args) -> int:
+    from . import distributed
     from .data import load_cifar10
-    from .recipes import get_recipe, quick
+    from .recipes import configure
     from .train import fit
-    overrides = {k: v for k, v in dict(model=args.model, epochs=args.epochs,
-                                       batch_size=args.batch_size, lr=args.lr,
-                                       precision=args.precision, train_subset=args.train_subset,
-                                       test_subset=args.test_subset).items() if v is not None}
-    if "model" in overrides and overrides["model"] != get_recipe(args.recipe).model:
-        overrides.setdefault("model_kwargs", {})
-    cfg = get_recipe(args.recipe, seed=args.seed, device=args.device)
-    cfg = (quick(cfg) if args.quick else cfg).replace(**overrides)
+    cfg = configure(args.recipe, quick=args.quick, seed=args.seed, device=args.device,
+                    model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    precision=args.precision, train_subset=args.train_subset,
+                    test_subset=args.test_subset)
     train, test = load_cifar10(args.data_root, download=args.download)
     result = fit(cfg, train, test, run_dir=args.run_dir, resume=args.resume,
                  progress=not args.no_progress)
-    from . import distributed
     if distributed.is_main_process():
         m = result.metrics
         tta = f", with TTA {m['test_acc_tta']:.2%}" if "test_acc_tta" in m else ""
@@ -95,67 +94,32 @@ def _add_evaluate(sub) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from .checkpoint import load_model
     from .data import load_cifar10
-    from .device import select_device
-    from .inference import accuracy, predict_logits
-    model, ckpt = load_model(args.run_dir, select_device(args.device))
+    from .evaluation import evaluate_run
     _, test = load_cifar10(args.data_root, download=args.download)
-    test = test.subset(args.test_subset)
-    tta = args.tta_level if args.tta_level is not None else ckpt["config"].get("tta_level", 0)
-    logits = predict_logits(model, test.images, ckpt["mean"], ckpt["std"], tta_level=tta)
-    print(json.dumps({"run": str(args.run_dir), "model": ckpt["model"], "tta_level": tta,
-                      "test_images": len(test), "test_acc": accuracy(logits, test.labels)}))
+    report = evaluate_run(args.run_dir, test.subset(args.test_subset), args.tta_level,
+                          device=args.device, write=False)
+    print(json.dumps({"run": str(args.run_dir), "model": report.info["model"],
+                      "tta_level": report.info["tta_level"], "test_images": report.n,
+                      "test_acc": report.accuracy}))
     return 0
 
 
 def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="inference speed of a saved run (CPU and GPU)",
-                       description="Measure inference throughput and latency per batch size "
-                                   "(warm-up, torch.utils.benchmark, median and IQR), beside the "
-                                   "seed's single-call timing; writes a JSON record and prints "
-                                   "a markdown table.")
-    p.add_argument("--run-dir", required=True, help="run folder (or checkpoint file)")
-    p.add_argument("--batch-sizes",
-                   help="comma-separated, e.g. 1,8,32,128,512,1024 (the default)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
-                   help="auto: CPU and GPU (GPU rows say when there is none); default auto")
-    p.add_argument("--compile", action="store_true",
-                   help="also time torch.compile (slow to compile on a CPU)")
-    p.add_argument("--min-run-time", type=float, help="seconds of timing per row (default 0.3)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually the cores)")
-    p.add_argument("--out", help="JSON file to write (default: RUN_DIR/bench_inference.json)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: batch sizes 1,32,256 and short timings")
+    from .bench import BENCHMARKS
+    p = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHMARKS),
+                       description="Run a benchmark: it prints a markdown table and writes a "
+                                   "JSON record (numbers, command, machine, versions, date).")
+    names = p.add_subparsers(dest="benchmark", required=True, parser_class=_Parser)
+    for name, module in BENCHMARKS.items():
+        module.add_arguments(names.add_parser(name, help=module.__doc__.strip().splitlines()[0],
+                                              description=module.__doc__,
+                                              formatter_class=argparse.RawDescriptionHelpFormatter))
 
 
 def _cmd_bench(args) -> int:
-    from pathlib import Path
-
-    from .bench_inference import benchmark_run, markdown_table, parse_batch_sizes, write_record
-    from .checkpoint import resolve_checkpoint
-    kwargs = {"device": args.device, "compile": args.compile}
-    if args.batch_sizes:
-        kwargs["batch_sizes"] = parse_batch_sizes(args.batch_sizes)
-    if args.min_run_time is not None:
-        kwargs["min_run_time"] = args.min_run_time
-    if args.threads is not None:
-        kwargs["threads"] = args.threads
-    rows, model_info = benchmark_run(args.run_dir, quick=args.quick,
-                                     log=lambda s: print(s, file=sys.stderr), **kwargs)
-    run_folder = resolve_checkpoint(args.run_dir).parent
-    out = Path(args.out) if args.out else run_folder / "bench_inference.json"
-    settings = {k: v for k, v in vars(args).items() if k != "func"}
-    # The command as parsed (sys.argv is someone else's when main() is called from Python).
-    command = ["python -m cifar_lib bench --run-dir", str(args.run_dir), "--device", args.device]
-    for flag in ("batch_sizes", "min_run_time", "threads", "out"):
-        if getattr(args, flag) is not None:
-            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    command += [f"--{flag}" for flag in ("compile", "quick") if getattr(args, flag)]
-    write_record(out, rows, command=" ".join(command), settings=settings, model=model_info)
-    print(markdown_table(rows))
-    print(f"\nrecord written to {out}")
-    return 0
+    from .bench import BENCHMARKS
+    return BENCHMARKS[args.benchmark].main(args)
 
 
 def _add_predict(sub) -> None:
@@ -186,8 +150,36 @@ def _cmd_predict(args) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def _add_ship(sub) -> None:
+    p = sub.add_parser("ship", help="package a finished run as the model shipped with cifar_lib",
+                       description="Copy a finished run into cifar_lib/pretrained_runs/NAME with "
+                                   "fp16 weights, re-measure its test accuracy on those weights "
+                                   "and record the command that trained it (maintainers).")
+    p.add_argument("--run-dir", required=True, help="the finished run folder")
+    p.add_argument("--name", default="fast", help="name of the shipped run (default fast)")
+    p.add_argument("--trained-by", required=True, metavar="COMMAND",
+                   help="the exact command that trained the run, for provenance.json")
+    _add_data_args(p)
+
+
+def _cmd_ship(args) -> int:
+    import torch
+
+    from .data import load_cifar10
+    from .device import cpu_has_native_bf16, cpu_model
+    from .pretrained import describe, ship
+    _, test = load_cifar10(args.data_root, download=args.download)
+    machine = (f"{cpu_model()} ({'native bf16' if cpu_has_native_bf16() else 'no native bf16'}, "
+               f"{torch.get_num_threads()} threads)")
+    folder = ship(args.run_dir, args.name, command=args.trained_by, test_split=test,
+                  machine=machine)
+    print(f"shipped in {folder}\n{describe(args.name)}")
+    return 0
+
+
 COMMANDS = {"train": (_add_train, _cmd_train), "evaluate": (_add_evaluate, _cmd_evaluate),
-            "bench": (_add_bench, _cmd_bench), "predict": (_add_predict, _cmd_predict)}
+            "bench": (_add_bench, _cmd_bench), "predict": (_add_predict, _cmd_predict),
+            "ship": (_add_ship, _cmd_ship)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,7 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    # How this command was typed, for benchmark records (not sys.argv: main() may be called
+    # from Python with its own list).
+    args.command_line = "python -m cifar_lib " + shlex.join(map(str, argv))
     try:
         return COMMANDS[args.command][1](args)
     except USER_ERRORS as e:

@@ -4,6 +4,9 @@
     python -m cifar_lib.course sweep --grid lr=0.5,1.5 epochs=1,2 [-p NAME VALUE ...]
 
 Parameters given with ``-p`` go to every notebook that has them (papermill ignores the rest).
+The notebooks are found with ``--notebooks DIR``, else in ``./notebooks`` or the ``notebooks``
+folder of the repository the current folder is in (they are not part of the installed package).
+Needs the ``course`` extra: ``pip install "cifar_lib[course]"`` (papermill, nbformat).
 """
 from __future__ import annotations
 
@@ -17,8 +20,18 @@ import time
 from pathlib import Path
 
 NOTEBOOKS = ("01_train", "02_benchmark", "03_evaluate", "04_real_images")
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 QUICK = {"quick": True}
+
+
+def find_notebooks(start: str | Path | None = None) -> Path:
+    """The folder holding ``01_train.ipynb``: ``start`` itself, or ``notebooks/`` in ``start``
+    (default: the current folder) or in any folder above it."""
+    start = Path(start or Path.cwd()).resolve()
+    for folder in (start, *[p / "notebooks" for p in (start, *start.parents)]):
+        if (folder / f"{NOTEBOOKS[0]}.ipynb").is_file():
+            return folder
+    raise FileNotFoundError(f"no course notebooks ({NOTEBOOKS[0]}.ipynb) in or above {start}: "
+                            f"run from a checkout of the course or pass --notebooks DIR")
 
 
 class NotebookFailed(RuntimeError):
@@ -38,21 +51,24 @@ def parse_value(text: str):
         return text
 
 
-def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = True) -> Path:
-    """Execute ``notebooks/<name>.ipynb`` into ``out_dir`` with papermill; returns the output.
+def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = True,
+                 notebook_dir: Path | None = None, cwd: Path | None = None) -> Path:
+    """Execute ``<notebook_dir>/<name>.ipynb`` into ``out_dir`` with papermill; returns the output.
 
-    Runs with the notebooks folder as working directory, as Jupyter would.
+    Runs with the notebooks folder as working directory (as Jupyter would) unless ``cwd`` says
+    otherwise (e.g. an empty folder, as on Colab).
     """
+    notebook_dir = Path(notebook_dir) if notebook_dir else find_notebooks()
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     out_dir.mkdir(parents=True, exist_ok=True)
-    source, target = NOTEBOOK_DIR / f"{name}.ipynb", out_dir / f"{name}.ipynb"
+    source, target = notebook_dir / f"{name}.ipynb", out_dir / f"{name}.ipynb"
     known = set(pm.inspect_notebook(str(source)))
     # The kernel inherits our environment; a non-interactive MPLBACKEND (e.g. Agg, set for
     # scripts and tests) would stop the figures from being embedded in the notebook.
     os.environ.pop("MPLBACKEND", None)
     try:
-        pm.execute_notebook(str(source), str(target), cwd=str(NOTEBOOK_DIR),
+        pm.execute_notebook(str(source), str(target), cwd=str(cwd or notebook_dir),
                             parameters={k: v for k, v in parameters.items() if k in known},
                             progress_bar=progress, log_output=progress, kernel_name="python3")
     except PapermillExecutionError as e:
@@ -85,19 +101,20 @@ def drop_widget_outputs(path: Path) -> int:
     return dropped
 
 
-def run_all(out_dir: Path, parameters: dict, names=NOTEBOOKS, progress: bool = True) -> list[Path]:
-    """Every notebook in order; stops at the first failure (later lessons need earlier ones)."""
+def run_all(out_dir: Path, parameters: dict, names=NOTEBOOKS, progress: bool = True,
+            notebook_dir: Path | None = None) -> list[Path]:
+    """Every notebook in order; stops at the first failure (later lessons use earlier ones' runs)."""
     outputs = []
     for name in names:
         t0 = time.perf_counter()
         print(f"=== {name} ===", flush=True)
-        outputs.append(run_notebook(name, out_dir, parameters, progress))
+        outputs.append(run_notebook(name, out_dir, parameters, progress, notebook_dir))
         print(f"=== {name}: done in {time.perf_counter() - t0:.0f} s ===", flush=True)
     return outputs
 
 
 def sweep(grid: dict[str, list], out_dir: Path, parameters: dict, notebook: str = "01_train",
-          progress: bool = False) -> list[dict]:
+          progress: bool = False, notebook_dir: Path | None = None) -> list[dict]:
     """Run ``notebook`` once per point of ``grid`` (a cartesian product), collecting results.
 
     A failing run is recorded (status 'failed' with the error) and the sweep goes on.
@@ -113,7 +130,8 @@ def sweep(grid: dict[str, list], out_dir: Path, parameters: dict, notebook: str 
         print(f"--- sweep run {i}: {label}", flush=True)
         row = {"run": i, **point, "status": "ok", "error": ""}
         try:
-            executed = run_notebook(notebook, out_dir / f"run{i:03d}", run_params, progress)
+            executed = run_notebook(notebook, out_dir / f"run{i:03d}", run_params, progress,
+                                    notebook_dir)
             row.update(read_results(executed))
         except Exception as e:  # record and continue: one bad point must not lose the others
             row.update(status="failed", error=str(e).splitlines()[0])
@@ -164,6 +182,8 @@ def main(argv=None) -> int:
         s.add_argument("--out", default=f"build/{'notebooks' if name == 'run' else 'sweep'}",
                        help="folder for the executed notebooks and results")
         s.add_argument("--no-progress", action="store_true")
+        s.add_argument("--notebooks", type=Path, help="folder of the course notebooks "
+                       "(default: ./notebooks or the repository's, found from here)")
     sub.choices["run"].add_argument("--only", nargs="+", choices=NOTEBOOKS,
                                     help="run only these notebooks")
     sub.choices["sweep"].add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2",
@@ -174,7 +194,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     try:
         if args.command == "run":
-            run_all(out, params, args.only or NOTEBOOKS, not args.no_progress)
+            run_all(out, params, args.only or NOTEBOOKS, not args.no_progress, args.notebooks)
             print(f"all notebooks ran; executed copies in {out}/")
         else:
             grid = {}
@@ -183,10 +203,10 @@ def main(argv=None) -> int:
                 if not values:
                     p.error(f"--grid takes NAME=V1,V2,..., got {item!r}")
                 grid[name] = [parse_value(v) for v in values.split(",")]
-            rows = sweep(grid, out, params, args.notebook, not args.no_progress)
+            rows = sweep(grid, out, params, args.notebook, not args.no_progress, args.notebooks)
             failed = sum(r["status"] != "ok" for r in rows)
             print(f"{len(rows)} runs ({failed} failed): {out}/sweep.csv, {out}/sweep.png")
-    except NotebookFailed as e:
+    except (NotebookFailed, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

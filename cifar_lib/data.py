@@ -47,6 +47,12 @@ class CifarSplit:
         return CifarSplit(self.images[:n], self.labels[:n], self.classes)
 
 
+def class_counts(split: CifarSplit) -> dict[str, int]:
+    """Images per class, by name."""
+    counts = torch.bincount(split.labels, minlength=len(split.classes)).tolist()
+    return dict(zip(split.classes, counts))
+
+
 # Exactly what numpy arrays inside a CIFAR pickle need (numpy 1.x and 2.x spellings).
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),

@@ -60,9 +60,10 @@ class Context:
         """The mean of ``value`` over all processes."""
         return value
 
-    def evaluate(self, fn, model, split, cfg, **kwargs):
-        """``fn(model, split, cfg, **kwargs)`` → (loss, accuracy) over the whole ``split``."""
-        return fn(model, split, cfg, **kwargs)
+    def evaluate(self, model, split, **kwargs):
+        """``inference.loss_and_accuracy(model, split, **kwargs)`` over the whole ``split``."""
+        from .inference import loss_and_accuracy
+        return loss_and_accuracy(model, split, **kwargs)
 
     def close(self) -> None:
         """Tear down the process group (if this context created it)."""
@@ -87,9 +88,10 @@ class DataParallelContext(Context):
         torch.distributed.all_reduce(t)
         return t.item() / self.world_size
 
-    def evaluate(self, fn, model, split, cfg, **kwargs):
+    def evaluate(self, model, split, **kwargs):
         from .checkpoint import unwrap
         from .data import CifarSplit
+        from .inference import loss_and_accuracy
         plain = unwrap(model)
         # After the last training step each process's BatchNorm running statistics hold its own
         # batch: make them rank 0's, the ones the checkpoint saves, so all evaluate one model.
@@ -98,7 +100,7 @@ class DataParallelContext(Context):
         n = len(split)
         lo, hi = n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
         part = CifarSplit(split.images[lo:hi], split.labels[lo:hi], split.classes)
-        loss, acc = fn(plain, part, cfg, **kwargs) if len(part) else (0.0, 0.0)
+        loss, acc = loss_and_accuracy(plain, part, **kwargs) if len(part) else (0.0, 0.0)
         # Sums, not means: slices may differ in size by one image.
         totals = torch.tensor([loss * len(part), round(acc * len(part)), len(part)],
                               dtype=torch.float64, device=self.device)

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import METRICS, json_safe, load_model, read_json, resolve_checkpoint, write_json
+from .checkpoint import METRICS, json_safe, load_run, read_json, write_json
 from .data import CifarSplit
-from .device import select_device
 from .inference import predict_logits
 from .models import count_parameters
 
@@ -187,38 +186,30 @@ def evaluate_predictions(probs, labels, classes: Sequence[str], *, n_bins: int =
         mistakes=confident_mistakes(probs, labels, classes, n_mistakes), info=dict(info or {}))
 
 
-def _load(run, device):
-    """A run folder / checkpoint path, or an already loaded (model, ckpt) pair."""
-    if isinstance(run, tuple):
-        return run
-    return load_model(run, select_device(device))
-
-
-def evaluate_run(run_dir, test_split: CifarSplit, tta_level: int | None = None, *,
+def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
                  device: str = "auto", batch_size: int = 1000, n_bins: int = 15,
                  write: bool = True, json_name: str = EVALUATION) -> EvaluationReport:
-    """Evaluate a run folder's checkpoint on ``test_split`` (uint8 N×3×32×32 + labels).
+    """Evaluate a run (folder, checkpoint, ``load_model`` pair or ``LoadedModel``) on
+    ``test_split`` (uint8 N×3×32×32 + labels): the one evaluation path of the course.
 
     ``tta_level`` None uses the run's own setting (``config['tta_level']``). Writes the report's
-    summary to ``run_dir/evaluation.json`` (``write=False``: don't; ``json_name``: another file,
-    e.g. to keep the TTA and no-TTA results side by side).
+    summary to ``<run folder>/evaluation.json`` (``write=False``: don't; ``json_name``: another
+    file, e.g. to keep the TTA and no-TTA results side by side).
     """
-    model, ckpt = _load(run_dir, device)
-    tta = ckpt.get("config", {}).get("tta_level", 0) if tta_level is None else tta_level
-    logits = predict_logits(model, test_split.images, ckpt["mean"], ckpt["std"],
-                            tta_level=tta, batch_size=batch_size)
+    lm = load_run(run, device)
+    tta = lm.tta_level if tta_level is None else tta_level
+    logits = predict_logits(lm.model, test_split.images, lm.mean, lm.std, tta_level=tta,
+                            batch_size=batch_size)
     probs = F.softmax(logits.float(), dim=1)
-    info = {"run": str(run_dir) if not isinstance(run_dir, tuple) else None,
-            "model": ckpt["model"], "tta_level": tta,
+    info = {"run": str(lm.folder) if lm.folder else None, "model": lm.name, "tta_level": tta,
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
-    report = evaluate_predictions(probs, test_split.labels, ckpt["classes"], n_bins=n_bins,
-                                  info=info)
-    if write and not isinstance(run_dir, tuple):
-        write_json(resolve_checkpoint(run_dir).parent / json_name, report.to_dict())
+    report = evaluate_predictions(probs, test_split.labels, lm.classes, n_bins=n_bins, info=info)
+    if write and lm.folder is not None:
+        write_json(lm.folder / json_name, report.to_dict())
     return report
 
 
-def compare_runs(run_dirs: Sequence, test_split: CifarSplit,
+def compare_runs(runs: Sequence, test_split: CifarSplit,
                  tta_levels: Sequence[int | None] = (0, None), *, device: str = "auto",
                  batch_size: int = 1000, n_bins: int = 15) -> list[dict]:
     """One row per (run, TTA level) for a side-by-side table (``pandas.DataFrame(rows)``).
@@ -229,19 +220,17 @@ def compare_runs(run_dirs: Sequence, test_split: CifarSplit,
     ci_low, ci_high, nll, ece. Nothing is written into the run folders.
     """
     rows = []
-    for run in run_dirs:
-        model, ckpt = load_model(run, select_device(device))
-        folder = resolve_checkpoint(run).parent
-        metrics_path = folder / METRICS
-        metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-        own = ckpt.get("config", {}).get("tta_level", 0)
-        levels = list(dict.fromkeys(own if t is None else t for t in tta_levels))
+    for run in runs:
+        lm = load_run(run, device)
+        metrics_path = lm.folder / METRICS if lm.folder else None
+        metrics = read_json(metrics_path) if metrics_path and metrics_path.is_file() else {}
+        levels = list(dict.fromkeys(lm.tta_level if t is None else t for t in tta_levels))
         for tta in levels:
-            r = evaluate_run((model, ckpt), test_split, tta, batch_size=batch_size,
-                             n_bins=n_bins, write=False)
-            rows.append({"run": folder.name or str(run), "model": ckpt["model"],
-                         "parameters": count_parameters(model),
-                         "epochs": ckpt.get("epoch", metrics.get("epochs")),
+            r = evaluate_run(lm, test_split, tta, batch_size=batch_size, n_bins=n_bins,
+                             write=False)
+            rows.append({"run": lm.folder.name if lm.folder else str(run), "model": lm.name,
+                         "parameters": count_parameters(lm.model),
+                         "epochs": metrics.get("epochs", lm.config.get("epochs")),
                          "train_seconds": metrics.get("train_seconds"), "tta_level": tta,
                          "test_images": r.n, "accuracy": r.accuracy, "ci_low": r.ci[0],
                          "ci_high": r.ci[1], "nll": r.nll, "ece": r.ece})

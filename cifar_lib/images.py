@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from .notebook import on_colab
 
 # Refuse images with more pixels than this before decoding them: 64 megapixels is more than any
 # phone photo (a 200 MP sensor bins to 50 MP) and still only ~200 MB as RGB.
@@ -64,8 +63,11 @@ def _open(source: Source, name: str) -> Image.Image:
         fp = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        if path.is_dir():
+            raise ImageError(f"{source} is a folder, not an image file: pass the photos in it, "
+                             f"e.g. {Path(source) / '*.jpg'}")
         if not path.is_file():
-            raise ImageError(f"{name} does not exist or is not a file: check the path")
+            raise ImageError(f"{name} does not exist: check the path")
         if path.stat().st_size == 0:
             raise ImageError(f"{name} is empty (0 bytes): it is not an image")
         fp = path
@@ -220,19 +222,3 @@ SAMPLES = Path(__file__).resolve().parent / "sample_images"
 def sample_images() -> list[Path]:
     """The sample photos shipped inside the package (so they exist on Colab too)."""
     return sorted(SAMPLES.glob("*.jpg"))
-
-
-def upload_or_paths(default_paths) -> list:
-    """Photos for a notebook: on Colab, ask to upload files; elsewhere use ``default_paths``.
-
-    Returns a list of sources for ``load_image``/``predict``: ``Upload`` bytes (which keep their
-    file names) on Colab, the given paths elsewhere. If nothing is uploaded, the defaults are used,
-    so "Run all" never stalls on an empty list.
-    """
-    paths = [Path(p) for p in ([default_paths] if isinstance(default_paths, (str, os.PathLike))
-                               else default_paths)]
-    if not on_colab():
-        return paths
-    from google.colab import files  # only exists on Colab
-    uploaded = files.upload()  # {file name: bytes}
-    return [Upload(data, name) for name, data in uploaded.items()] or paths

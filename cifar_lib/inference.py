@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loader import normalize
+from .batches import normalize
+from .data import CifarSplit
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
@@ -63,3 +64,12 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean: Sequence[float]
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of rows whose argmax equals the label (0..1)."""
     return (logits.argmax(1) == labels.to(logits.device)).float().mean().item()
+
+
+def loss_and_accuracy(model: nn.Module, split: CifarSplit, mean: Sequence[float],
+                      std: Sequence[float], *, tta_level: int = 0,
+                      amp_dtype: torch.dtype | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in 0..1) of ``model`` on ``split``."""
+    logits = predict_logits(model, split.images, mean, std, tta_level=tta_level,
+                            amp_dtype=amp_dtype)
+    return F.cross_entropy(logits, split.labels).item(), accuracy(logits, split.labels)

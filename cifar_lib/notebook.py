@@ -1,12 +1,16 @@
-"""What the lessons need from their environment: Colab detection, recorded results.
+"""What the lessons need from their environment: Colab (detection, uploads, Google Drive),
+which run folder to use, and recorded results.
 
 ``REPOSITORY`` is the one place that holds the project's address: the notebooks' install
 cells and Colab badges, and the README's badges, must all use it (a test checks that they do).
+On Colab the install cell runs ``pip install $CIFAR_LIB_INSTALL`` when that variable is set
+(a local checkout, a wheel, a fork), else ``pip install git+https://github.com/REPOSITORY``.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +18,11 @@ from pathlib import Path
 # notebook's badge and install cell, and the README's badges, use this same address.
 REPOSITORY = "cifar10-course/cifar10-course"
 RESULTS_KEY = "cifar_lib_results"
+INSTALL_ENV = "CIFAR_LIB_INSTALL"   # what the Colab install cell installs instead of REPOSITORY
+# Where Colab mounts Google Drive; the variable exists for tests with a stand-in google.colab.
+DRIVE_MOUNTPOINT = os.environ.get("COLAB_DRIVE_MOUNTPOINT", "/content/drive")
+DRIVE_FOLDER = "cifar10-course"     # run folders go to MyDrive/cifar10-course/<run_dir>
+IF_MISSING = ("shipped", "train", "error")
 
 
 def on_colab() -> bool:
@@ -59,3 +68,75 @@ def read_results(ipynb: str | Path) -> dict:
             if isinstance(data, dict) and RESULTS_KEY in data:
                 found.update(data[RESULTS_KEY])
     return found
+
+
+def upload_or_paths(default_paths) -> list:
+    """Photos for a notebook: on Colab, ask to upload files; elsewhere use ``default_paths``.
+
+    Returns a list of sources for ``load_image``/``predict``: ``Upload`` bytes (which keep their
+    file names) on Colab, the given paths elsewhere. If nothing is uploaded, the defaults are
+    used, so "Run all" never stalls on an empty list.
+    """
+    from .images import Upload
+    paths = [Path(p) for p in ([default_paths] if isinstance(default_paths, (str, os.PathLike))
+                               else default_paths)]
+    if not on_colab():
+        return paths
+    from google.colab import files  # only exists on Colab
+    uploaded = files.upload()  # {file name: bytes}
+    return [Upload(data, name) for name, data in uploaded.items()] or paths
+
+
+def keep_runs_on_drive(run_dir: str | Path, keep: bool = True) -> str:
+    """``run_dir`` on Google Drive when ``keep`` and on Colab, else ``run_dir`` unchanged.
+
+    Colab gives every notebook a fresh runtime whose files vanish with it; on Drive, the run
+    that 01_train writes is still there when 02–04 open. Drive is mounted only when asked
+    (Colab then shows its permission prompt). A relative ``run_dir`` goes under
+    ``MyDrive/cifar10-course/``; an absolute one is used as it is.
+    """
+    if not keep:
+        return str(run_dir)
+    if not on_colab():
+        print(f"keep_on_drive is for Google Colab; here the runs stay in {run_dir}")
+        return str(run_dir)
+    from google.colab import drive  # only exists on Colab
+    drive.mount(DRIVE_MOUNTPOINT)
+    path = Path(DRIVE_MOUNTPOINT) / "MyDrive" / DRIVE_FOLDER / run_dir
+    path.mkdir(parents=True, exist_ok=True)
+    print(f"run folders are kept on Google Drive: {path}")
+    return str(path)
+
+
+def find_run(run_dir: str | Path, if_missing: str = "shipped", *, data_root=None,
+             download: bool = False, quick: bool = False, device: str = "auto") -> Path:
+    """The run folder a lesson works with.
+
+    ``run_dir`` when it holds a checkpoint (e.g. written by 01_train). Otherwise, by
+    ``if_missing``: "shipped" uses the fast model that ships with cifar_lib (and says so),
+    "train" trains the fast recipe into ``run_dir`` now (``quick``: the smoke-test version),
+    "error" raises ``CheckpointError``.
+    """
+    from .checkpoint import CHECKPOINT, resolve_checkpoint
+    if if_missing not in IF_MISSING:
+        raise ValueError(f"if_missing must be one of {', '.join(IF_MISSING)}, got {if_missing!r}")
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).is_file() or (run_dir.suffix == ".pt" and run_dir.is_file()):
+        return resolve_checkpoint(run_dir).parent
+    if if_missing == "error":
+        resolve_checkpoint(run_dir)  # raises, naming the folder and the command that fills it
+    if if_missing == "train":
+        from .data import load_cifar10
+        from .recipes import configure
+        from .train import fit
+        print(f"no checkpoint in {run_dir}: training the fast recipe there now"
+              + (" (quick version)" if quick else ""))
+        fit(configure("fast", quick=quick, device=device),
+            *load_cifar10(data_root, download=download), run_dir=run_dir)
+        return run_dir
+    from . import pretrained
+    print(f"no checkpoint in {run_dir}: using the model that ships with cifar_lib instead.\n"
+          f"{pretrained.describe()}\n"
+          f"(Train your own with 01_train, keep it with keep_on_drive=True, or set "
+          f"if_missing='train'.)")
+    return pretrained.shipped_run()

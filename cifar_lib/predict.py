@@ -14,11 +14,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 
-from .checkpoint import load_model
-from .data import CLASSES
-from .device import select_device
+from .checkpoint import load_run
 from .images import ImageError, Source, load_image, source_name, to_model_input
 from .inference import predict_logits
 
@@ -57,35 +54,6 @@ class Prediction:
         return f"{self.name}: {self.summary()}"
 
 
-@dataclass
-class LoadedModel:
-    """A model with what it needs to be used: class names, normalisation, TTA level."""
-    model: nn.Module
-    classes: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    tta_level: int = 0
-
-
-def resolve_model(model_or_run, device: str | torch.device = "cpu") -> LoadedModel:
-    """A run folder / checkpoint path, a (model, ckpt) pair from ``load_model``, or a
-    ``LoadedModel`` → ``LoadedModel``. A bare nn.Module is refused: without the checkpoint the
-    normalisation is unknown, and a wrong one silently ruins every prediction."""
-    if isinstance(model_or_run, LoadedModel):
-        return model_or_run
-    if isinstance(model_or_run, (str, os.PathLike)):
-        model_or_run = load_model(model_or_run, select_device(device))
-    if isinstance(model_or_run, tuple) and len(model_or_run) == 2:
-        model, ckpt = model_or_run
-        return LoadedModel(model.eval(), tuple(ckpt.get("classes", CLASSES)), tuple(ckpt["mean"]),
-                           tuple(ckpt["std"]), int(ckpt.get("config", {}).get("tta_level", 0)))
-    if isinstance(model_or_run, nn.Module):
-        raise TypeError("pass a run folder, load_model(run) or LoadedModel(model, classes, mean, "
-                        "std): a bare model does not say how its inputs were normalised")
-    raise TypeError(f"expected a run folder, (model, ckpt) or LoadedModel, "
-                    f"got {type(model_or_run).__name__}")
-
-
 def _is_batch(images) -> bool:
     return isinstance(images, (list, tuple)) or (
         not isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image))
@@ -108,7 +76,7 @@ def predict(model_or_run, images: Source | Sequence[Source], *, top_k: int = 3,
         raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}")
     single = not _is_batch(images)
     sources = [images] if single else list(images)
-    lm = resolve_model(model_or_run, device)
+    lm = load_run(model_or_run, device)
     k = max(1, min(top_k, len(lm.classes)))
     results: list[Prediction] = []
     for src in sources:

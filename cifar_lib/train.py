@@ -1,11 +1,15 @@
-"""Training: one ``fit`` for every recipe, with progress, history, checkpoints and resume."""
+"""Training: one ``fit`` for every recipe, with progress, history, checkpoints and resume.
+
+``fit`` reads as the steps of a run: ``prepare`` (model, optimiser, batches), ``restore`` (when
+resuming), then ``train_one_epoch`` (each ``train_step``: schedule, forward under autocast,
+backward, step, lookahead), an evaluation and a checkpoint per epoch, and ``final_metrics``.
+"""
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -18,54 +22,12 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import (CHECKPOINT, HISTORY, METRICS, CheckpointError, load_checkpoint,
                          load_weights, save_checkpoint, unwrap, write_json)
+from .batches import BatchIterator, normalize
+from .config import TrainConfig
 from .data import CifarSplit
-from .device import autocast_dtype, select_device
-from .inference import accuracy, autocast, predict_logits
-from .loader import HALF, BatchIterator
+from .device import autocast_dtype, select_device, use_channels_last
+from .inference import autocast
 from .models import AirbenchNet, build_model, count_parameters
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a training run. The defaults are the seed notebook's recipe."""
-    model: str = "simple_cnn"            # registry name (see cifar_lib.models.MODELS)
-    model_kwargs: dict = field(default_factory=dict)
-    epochs: int = 2
-    batch_size: int = 128
-    optimizer: str = "adam"              # "adam" or "sgd" (Nesterov momentum)
-    lr: float = 1e-3                     # peak learning rate, for the mean loss over a batch
-    momentum: float = 0.9                # SGD only
-    weight_decay: float = 0.0            # PyTorch's coupled L2, as the optimiser takes it
-    bias_lr_scale: float = 1.0           # BatchNorm and whitening biases learn this much faster
-    schedule: str = "constant"           # "constant" or "triangle" (linear warm-up then decay)
-    lr_start: float = 0.2                # triangle: lr multiplier at step 0 ...
-    lr_peak_at: float = 0.23             # ... rising to 1 at this fraction of training ...
-    lr_end: float = 0.07                 # ... and falling to this at the end
-    label_smoothing: float = 0.0
-    lookahead: bool = False              # average weights every 5 steps, copy back (airbench)
-    whiten_bias_epochs: int = 0          # whitening-layer bias trains only this many epochs
-    flip: str | None = None              # None, "random" or "alternating"
-    translate: int = 0                   # max random shift in pixels (reflect-filled)
-    mean: tuple = HALF[0]
-    std: tuple = HALF[1]
-    tta_level: int = 0                   # test-time augmentation for the final evaluation
-    precision: str = "gpu"               # "gpu" (mixed on GPUs only), "auto" (also CPUs with native
-                                         # bf16), "bf16", "fp16", "fp32" (see device.autocast_dtype)
-    channels_last: bool = False
-    seed: int = 0
-    device: str = "auto"
-    train_subset: int | None = None      # use only the first N training images (quick runs)
-    test_subset: int | None = None
-    eval_every: int = 1                  # evaluate on the test set every N epochs (0: only at end)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes) -> "TrainConfig":
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, **changes)
 
 
 class TrainingDiverged(RuntimeError):
@@ -152,12 +114,162 @@ def _check_finite(loss: float, epoch: int, step: int, cfg: TrainConfig) -> None:
             f"Lower the learning rate (lr={cfg.lr}) or use precision='fp32'.")
 
 
-def evaluate(model: nn.Module, split: CifarSplit, cfg: TrainConfig, tta_level: int = 0,
-             amp_dtype=None) -> tuple[float, float]:
-    """(loss, accuracy in 0..1) of ``model`` on ``split``."""
-    logits = predict_logits(model, split.images, cfg.mean, cfg.std, tta_level=tta_level,
-                            amp_dtype=amp_dtype)
-    return F.cross_entropy(logits, split.labels).item(), accuracy(logits, split.labels)
+@dataclass
+class Training:
+    """A run in progress: what ``prepare`` builds and every later step reads or updates."""
+    cfg: TrainConfig
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    dist: distributed.Context
+    model: nn.Module                  # the plain model (saved, evaluated, averaged)
+    ddp_model: nn.Module              # what the steps run: the model, DDP-wrapped under torchrun
+    optimizer: torch.optim.Optimizer
+    lookahead: Lookahead | None
+    scaler: torch.amp.GradScaler
+    batches: BatchIterator
+    history: list[dict]
+    start_epoch: int = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.epochs * self.steps_per_epoch
+
+
+def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
+            dist: distributed.Context | None = None) -> Training:
+    """Seed everything, then build the model (whitening fitted to ``train``), optimiser,
+    lookahead, gradient scaler and training batches on ``device``."""
+    dist = dist or distributed.Context(device=device)
+    amp_dtype = autocast_dtype(device, cfg.precision)
+    channels_last = use_channels_last(device, cfg.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, **cfg.model_kwargs)
+    if isinstance(model, AirbenchNet):
+        model.whitening.init_from(normalize(train.images[:5000], cfg.mean, cfg.std))
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model)
+    lookahead = Lookahead(model) if cfg.lookahead else None
+    # fp16 only: the loss is scaled so that small gradients do not underflow to zero.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    batches = BatchIterator(train, cfg.batch_size, mean=cfg.mean, std=cfg.std, device=device,
+                            shuffle=True, flip=cfg.flip, translate=cfg.translate, drop_last=True,
+                            seed=cfg.seed, shard=(dist.rank, dist.world_size),
+                            channels_last=channels_last)
+    if len(batches) == 0:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
+                         f"images per process: lower batch_size or use more data")
+    return Training(cfg, device, amp_dtype, dist, model, model, optimizer, lookahead, scaler,
+                    batches, history=[])
+
+
+def restore(t: Training, ckpt_path: Path | None) -> None:
+    """Continue from the last finished epoch saved at ``ckpt_path``: weights, optimiser,
+    lookahead and scaler state, all moved to the model's device, and the history so far."""
+    if ckpt_path is None:
+        raise CheckpointError("resume=True needs run_dir: the folder of the run to continue")
+    ckpt = load_checkpoint(ckpt_path, map_location=t.device)
+    load_weights(t.model, ckpt, model_name=t.cfg.model)
+    if "optimizer" not in ckpt:
+        raise CheckpointError(f"{ckpt_path} is a finished run ({ckpt['epoch']} epochs), "
+                              f"nothing to resume; train into a new run folder")
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    if t.lookahead is not None:
+        t.lookahead.state = ckpt["lookahead"]
+    torch.set_rng_state(ckpt["rng"].cpu())  # the CPU generator's state is a CPU tensor
+    if ckpt.get("scaler"):
+        t.scaler.load_state_dict(ckpt["scaler"])
+    t.start_epoch, t.history = ckpt["epoch"], list(ckpt["history"])
+
+
+def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch (x float N×3×32×32, y int64 N) at global ``step``;
+    returns (loss, logits N×10), still on the device: reading them would wait for the GPU."""
+    cfg = t.cfg
+    for group in t.optimizer.param_groups:
+        group["lr"] = group.get("base_lr", cfg.lr) * lr_multiplier(cfg, step, t.total_steps)
+    with autocast(t.device, t.amp_dtype):
+        logits = t.ddp_model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    t.optimizer.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    if t.lookahead is not None and (step + 1) % 5 == 0:
+        t.lookahead.update(t.model, Lookahead.decay(step + 1, t.total_steps))
+    return loss, logits
+
+
+def _freeze_whitening_bias_after(t: Training, epoch: int) -> None:
+    """The whitening bias trains for ``whiten_bias_epochs`` epochs, then stays fixed."""
+    whiten = _whiten_bias(t.model)
+    trainable = epoch < t.cfg.whiten_bias_epochs
+    if whiten is not None and whiten.requires_grad != trainable:
+        whiten.requires_grad_(trainable)
+        t.ddp_model = t.dist.wrap(t.model)  # DDP must know which parameters get gradients
+
+
+def train_one_epoch(t: Training, epoch: int, bar: tqdm) -> dict:
+    """Every step of epoch ``epoch`` (0-based); returns its history row (loss, accuracy, time)."""
+    t.batches.epoch = epoch
+    _freeze_whitening_bias_after(t, epoch)
+    t.ddp_model.train()
+    # Reading a GPU number makes the CPU wait for the GPU: on CUDA the bar is updated once an
+    # epoch; on a CPU, where it costs nothing, every 20 steps.
+    report_every = 20 if t.device.type == "cpu" else t.steps_per_epoch
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=t.device)
+    correct = torch.zeros((), device=t.device, dtype=torch.long)
+    seen = 0
+    for i, (x, y) in enumerate(t.batches):
+        loss, logits = train_step(t, x, y, epoch * t.steps_per_epoch + i)
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if i % report_every == 0 or i == t.steps_per_epoch - 1:
+            running = loss_sum.item() / seen
+            _check_finite(running, epoch, i, t.cfg)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{running:.3f}",
+                            acc=f"{correct.item() / seen:.3f}")
+        bar.update(1)
+    if t.lookahead is not None and epoch == t.cfg.epochs - 1:
+        t.lookahead.update(t.model, 1.0)  # finish on the averaged weights
+    if t.device.type == "cuda":
+        torch.cuda.synchronize(t.device)
+    seconds = time.perf_counter() - t0
+    dist = t.dist
+    return {"epoch": epoch + 1, "train_loss": dist.mean(loss_sum.item() / seen),
+            "train_acc": dist.mean(correct.item() / seen), "seconds": seconds,
+            "train_seconds": (t.history[-1]["train_seconds"] if t.history else 0.0) + seconds,
+            "images_per_second": seen * dist.world_size / seconds,
+            "lr": t.optimizer.param_groups[0]["lr"]}
+
+
+def save_progress(t: Training, ckpt_path: Path | None, classes, epochs_done: int,
+                  final: bool = False) -> None:
+    """Checkpoint after ``epochs_done`` epochs (rank 0 only); ``final`` drops the resume state."""
+    if ckpt_path is None or not t.dist.is_main:
+        return
+    cfg = t.cfg
+    state = {} if final else dict(optimizer=t.optimizer.state_dict(),
+                                  lookahead=t.lookahead.state if t.lookahead else None,
+                                  rng=torch.get_rng_state(), scaler=t.scaler.state_dict())
+    save_checkpoint(ckpt_path, t.model, model_name=cfg.model, model_kwargs=cfg.model_kwargs,
+                    classes=classes, mean=cfg.mean, std=cfg.std, config=cfg.to_dict(),
+                    epoch=epochs_done, history=t.history, **state)
+
+
+def _evaluate(t: Training, test: CifarSplit, tta_level: int = 0) -> tuple[float, float]:
+    return t.dist.evaluate(t.model, test, mean=t.cfg.mean, std=t.cfg.std, tta_level=tta_level,
+                           amp_dtype=t.amp_dtype)
 
 
 def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str | Path | None = None,
@@ -173,100 +285,22 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     dist = distributed.setup(cfg.device)
     device = dist.device if dist.enabled else select_device(cfg.device)
     train, test = train.subset(cfg.train_subset), test.subset(cfg.test_subset)
-    amp_dtype = autocast_dtype(device, cfg.precision)
     run_dir = Path(run_dir) if run_dir is not None else None
-
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model, **cfg.model_kwargs)
-    if isinstance(model, AirbenchNet):
-        from .loader import normalize
-        model.whitening.init_from(normalize(train.images[:5000], cfg.mean, cfg.std))
-    model = model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg, model)
-    lookahead = Lookahead(model) if cfg.lookahead else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    loader = BatchIterator(train, cfg.batch_size, mean=cfg.mean, std=cfg.std, device=device,
-                           shuffle=True, flip=cfg.flip, translate=cfg.translate, drop_last=True,
-                           seed=cfg.seed, shard=(dist.rank, dist.world_size),
-                           channels_last=cfg.channels_last)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
-                         f"images per process: lower batch_size or use more data")
-    total_steps = cfg.epochs * steps_per_epoch
-    history: list[dict] = []
-    start_epoch = 0
-
     ckpt_path = run_dir / CHECKPOINT if run_dir is not None else None
+
+    t = prepare(cfg, train, device, dist)
     if resume:
-        start_epoch, history = _restore(ckpt_path, cfg, model, optimizer, lookahead, scaler)
-    ddp_model = dist.wrap(model)
-
-    def checkpoint(epoch_done: int, final: bool = False) -> None:
-        if ckpt_path is None or not dist.is_main:
-            return
-        state = {} if final else dict(optimizer=optimizer.state_dict(),
-                                      lookahead=lookahead.state if lookahead else None,
-                                      rng=torch.get_rng_state(), scaler=scaler.state_dict())
-        save_checkpoint(ckpt_path, model, model_name=cfg.model, model_kwargs=cfg.model_kwargs,
-                        classes=train.classes, mean=cfg.mean, std=cfg.std, config=cfg.to_dict(),
-                        epoch=epoch_done, history=history, **state)
-
-    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, unit="step",
+        restore(t, ckpt_path)
+    t.ddp_model = dist.wrap(t.model)
+    bar = tqdm(total=t.total_steps, initial=t.start_epoch * t.steps_per_epoch, unit="step",
                desc=f"train {cfg.model}", disable=not progress or not dist.is_main)
-    train_seconds = history[-1]["train_seconds"] if history else 0.0
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            loader.epoch = epoch
-            whiten = _whiten_bias(model)
-            if whiten is not None and whiten.requires_grad != (epoch < cfg.whiten_bias_epochs):
-                whiten.requires_grad_(epoch < cfg.whiten_bias_epochs)
-                ddp_model = dist.wrap(model)  # DDP must know which parameters get gradients
-            ddp_model.train()
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            for i, (x, y) in enumerate(loader):
-                step = epoch * steps_per_epoch + i
-                for group in optimizer.param_groups:
-                    group["lr"] = group.get("base_lr", cfg.lr) * lr_multiplier(cfg, step, total_steps)
-                with autocast(device, amp_dtype):
-                    logits = ddp_model(x)
-                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()  # fp16 only: scaled so small gradients survive
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.argmax(1) == y).sum()
-                seen += len(y)
-                if lookahead is not None and (step + 1) % 5 == 0:
-                    lookahead.update(model, Lookahead.decay(step + 1, total_steps))
-                if i % 20 == 0 or i == steps_per_epoch - 1:  # a sync point: not every step
-                    running = loss_sum.item() / seen
-                    _check_finite(running, epoch, i, cfg)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{running:.3f}",
-                                    acc=f"{correct.item() / seen:.3f}")
-                bar.update(1)
-            if lookahead is not None and epoch == cfg.epochs - 1:
-                lookahead.update(model, 1.0)  # finish on the averaged weights
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - t0
-            train_seconds += seconds
-            row = {"epoch": epoch + 1, "train_loss": dist.mean(loss_sum.item() / seen),
-                   "train_acc": dist.mean(correct.item() / seen), "seconds": seconds,
-                   "train_seconds": train_seconds,
-                   "images_per_second": seen * dist.world_size / seconds,
-                   "lr": optimizer.param_groups[0]["lr"]}
+        for epoch in range(t.start_epoch, cfg.epochs):
+            row = train_one_epoch(t, epoch, bar)
             if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                row["test_loss"], row["test_acc"] = dist.evaluate(evaluate, model, test, cfg,
-                                                                  amp_dtype=amp_dtype)
-            history.append(row)
-            checkpoint(epoch + 1)
+                row["test_loss"], row["test_acc"] = _evaluate(t, test)
+            t.history.append(row)
+            save_progress(t, ckpt_path, train.classes, epoch + 1)
             for callback in callbacks:
                 callback(row)
     except KeyboardInterrupt:
@@ -277,48 +311,32 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     finally:
         bar.close()
 
-    metrics = _final_metrics(cfg, model, len(train), test, history, amp_dtype, device, dist)
-    checkpoint(cfg.epochs, final=True)
+    metrics = final_metrics(t, len(train), test)
+    save_progress(t, ckpt_path, train.classes, cfg.epochs, final=True)
     if run_dir is not None and dist.is_main:
-        write_json(run_dir / HISTORY, history)
+        write_json(run_dir / HISTORY, t.history)
         write_json(run_dir / METRICS, metrics)
     dist.close()
-    return FitResult(model, history, metrics)
+    return FitResult(t.model, t.history, metrics)
 
 
-def _restore(ckpt_path, cfg, model, optimizer, lookahead, scaler) -> tuple[int, list]:
-    if ckpt_path is None:
-        raise CheckpointError("resume=True needs run_dir: the folder of the run to continue")
-    ckpt = load_checkpoint(ckpt_path)
-    load_weights(model, ckpt, model_name=cfg.model)
-    if "optimizer" not in ckpt:
-        raise CheckpointError(f"{ckpt_path} is a finished run ({ckpt['epoch']} epochs), "
-                              f"nothing to resume; train into a new run folder")
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if lookahead is not None:
-        lookahead.state = ckpt["lookahead"]
-    torch.set_rng_state(ckpt["rng"])
-    if ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    return ckpt["epoch"], list(ckpt["history"])
-
-
-def _final_metrics(cfg, model, n_train, test, history, amp_dtype, device, dist) -> dict:
+def final_metrics(t: Training, n_train: int, test: CifarSplit) -> dict:
+    """The run's summary: model, size, device, precision, test loss/accuracy (and with TTA)."""
+    cfg, history = t.cfg, t.history
     last = history[-1] if history else {}
     if "test_acc" in last:  # the last epoch was just evaluated on these very weights
         loss, acc = last["test_loss"], last["test_acc"]
     else:
-        loss, acc = dist.evaluate(evaluate, model, test, cfg, amp_dtype=amp_dtype)
+        loss, acc = _evaluate(t, test)
     seconds = sum(h["seconds"] for h in history)
-    metrics = {"model": cfg.model, "parameters": count_parameters(model), "epochs": cfg.epochs,
-               "seed": cfg.seed, "device": str(device), "world_size": dist.world_size,
-               "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
-               "train_images": n_train, "test_images": len(test), "test_loss": loss, "test_acc": acc,
-               "train_seconds": last.get("train_seconds", 0.0),
+    metrics = {"model": cfg.model, "parameters": count_parameters(t.model), "epochs": cfg.epochs,
+               "seed": cfg.seed, "device": str(t.device), "world_size": t.dist.world_size,
+               "precision": str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32",
+               "train_images": n_train, "test_images": len(test), "test_loss": loss,
+               "test_acc": acc, "train_seconds": last.get("train_seconds", 0.0),
                "images_per_second": sum(h["images_per_second"] * h["seconds"] for h in history)
                / seconds if seconds else 0.0,
                "tta_level": cfg.tta_level}
     if cfg.tta_level:
-        metrics["test_loss_tta"], metrics["test_acc_tta"] = dist.evaluate(
-            evaluate, model, test, cfg, tta_level=cfg.tta_level, amp_dtype=amp_dtype)
+        metrics["test_loss_tta"], metrics["test_acc_tta"] = _evaluate(t, test, cfg.tta_level)
     return metrics

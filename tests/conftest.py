@@ -1,6 +1,8 @@
 """Shared fixtures: small synthetic CIFAR folders in the real format, and the real data."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -24,15 +26,30 @@ def make_cifar_folder(root, n_per_batch: int = 40, seed: int = 0):
     return root
 
 
+@pytest.fixture(scope="session")
+def cifar_folder():
+    """``make_cifar_folder`` for tests that need a folder of their own size or scope."""
+    return make_cifar_folder
+
+
 @pytest.fixture
 def synthetic_root(tmp_path):
     return make_cifar_folder(tmp_path)
 
 
-@pytest.fixture(scope="session")
-def cifar10():
-    """(train, test) of the real CIFAR-10 from $CIFAR10_ROOT; skips where it is absent."""
+def real_data_or_skip():
+    """(train, test) of the real CIFAR-10 from $CIFAR10_ROOT. Where it is absent the test is
+    skipped on a laptop, but fails under CI (CI=true), which always has the data: a silent
+    skip there would hide that nothing was checked."""
     try:
         return load_cifar10()
     except DataError as e:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true but the real CIFAR-10 is missing: {e}")
         pytest.skip(f"real CIFAR-10 not available: {e}")
+
+
+@pytest.fixture(scope="session")
+def cifar10():
+    """(train, test) of the real CIFAR-10 (see ``real_data_or_skip``)."""
+    return real_data_or_skip()

@@ -36,7 +36,7 @@ def test_unknown_model_and_missing_data_are_one_line_errors(synthetic_root, tmp_
 
 def test_train_then_evaluate_a_run_folder(synthetic_root, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--recipe", "seed", "--quick", "--no-progress", "--device", "cpu",
+    assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
                  "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 0
     assert "test accuracy" in capsys.readouterr().out
     assert (run / "checkpoint.pt").is_file() and (run / "metrics.json").is_file()

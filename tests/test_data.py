@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from cifar_lib.data import CLASSES, FOLDER, DataError, load_cifar10, resolve_root, write_batch
-from conftest import make_cifar_folder
 
 
 def test_loads_synthetic_folder_with_shapes_and_types(synthetic_root):
@@ -17,9 +16,9 @@ def test_loads_synthetic_folder_with_shapes_and_types(synthetic_root):
     assert train.classes == CLASSES
 
 
-def test_round_trip_preserves_pixels_in_channel_plane_order(tmp_path):
+def test_round_trip_preserves_pixels_in_channel_plane_order(tmp_path, cifar_folder):
     folder = tmp_path / FOLDER
-    make_cifar_folder(tmp_path)
+    cifar_folder(tmp_path)
     images = np.arange(2 * 3072, dtype=np.int64).reshape(2, 3, 32, 32) % 251
     write_batch(folder / "test_batch", images, [3, 7])
     _, test = load_cifar10(tmp_path)

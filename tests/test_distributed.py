@@ -17,12 +17,10 @@ from cifar_lib.checkpoint import load_checkpoint, load_model, load_weights, save
 from cifar_lib.data import CifarSplit, load_cifar10
 from cifar_lib.device import DeviceError
 from cifar_lib.inference import accuracy, predict_logits
-from cifar_lib.loader import BatchIterator
+from cifar_lib.batches import BatchIterator
 from cifar_lib.models import build_model
-from cifar_lib.recipes import get_recipe
+from cifar_lib.recipes import configure
 from cifar_lib.train import fit
-
-from conftest import make_cifar_folder
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with Gloo is not available")
@@ -33,32 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_FAST = dict(epochs=3, whiten_bias_epochs=1, device="cpu", precision="fp32", lr=0.4,
                  model_kwargs={"widths": (16, 32, 32)})
 
-# A worker that trains the fast recipe and saves each rank's final weights, to check they agree.
-FAST_WORKER = """
-import ast, os, sys, torch
-from cifar_lib.data import load_cifar10
-from cifar_lib.recipes import get_recipe
-from cifar_lib.train import fit
-root, run_dir, cfg = sys.argv[1], sys.argv[2], ast.literal_eval(sys.argv[3])
-result = fit(get_recipe("fast", batch_size=32, **cfg), *load_cifar10(root), run_dir=run_dir,
-             progress=False)
-torch.save(result.model.state_dict(), f"{run_dir}/rank{os.environ['RANK']}.pt")
-"""
-
-# The command line, with one rank failing at its first batch (crash) or stuck there (hang).
-FAILING_WORKER = """
-import os, sys, time
-from cifar_lib import cli, loader
-mode = os.environ.pop("TEST_FAILURE")
-def fail(self):
-    if mode == "crash":
-        raise RuntimeError("simulated crash on rank 1")
-    time.sleep(600)
-    yield
-if os.environ["RANK"] == "1":
-    loader.BatchIterator.__iter__ = fail
-sys.exit(cli.main())
-"""
+WORKERS = Path(__file__).resolve().parent / "workers"  # fast_worker.py, failing_worker.py
 
 
 class Torchrun:
@@ -112,9 +85,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
+def root(tmp_path_factory, cifar_folder):
     # 320 training images: 5 global batches of 64 per epoch; 64 test images.
-    return make_cifar_folder(tmp_path_factory.mktemp("ddp"), n_per_batch=64)
+    return cifar_folder(tmp_path_factory.mktemp("ddp"), n_per_batch=64)
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +95,13 @@ def jobs(root, tmp_path_factory):
     """Every torchrun job of this module, started at once: much of each is start-up (imports,
     rendezvous, a timeout), which overlaps. Each test waits for its own."""
     d = tmp_path_factory.mktemp("jobs")
-    (d / "fast_worker.py").write_text(FAST_WORKER)
-    (d / "failing_worker.py").write_text(FAILING_WORKER)
-    failing = [d / "failing_worker.py", "train", "--recipe", "seed", "--device", "cpu",
+    failing = [WORKERS / "failing_worker.py", "train", "--recipe", "original", "--device", "cpu",
                "--no-progress", "--data-root", root, "--run-dir"]
     specs = {
-        "seed": (["-m", "cifar_lib", "train", "--recipe", "seed", "--batch-size", 32, "--device",
+        "seed": (["-m", "cifar_lib", "train", "--recipe", "original", "--batch-size", 32, "--device",
                   "cpu", "--test-subset", 63, "--no-progress", "--data-root", root, "--run-dir",
                   d / "seed"], {}),
-        "fast": ([d / "fast_worker.py", root, d / "fast", repr(TINY_FAST)], {}),
+        "fast": ([WORKERS / "fast_worker.py", root, d / "fast", repr(TINY_FAST)], {}),
         "bad_root": (["-m", "cifar_lib", "train", "--device", "cpu", "--data-root", d / "none",
                       "--run-dir", d / "bad"], {}),
         "crash": ([*failing, d / "crash"], {"TEST_FAILURE": "crash"}),
@@ -191,7 +162,7 @@ def test_data_parallel_seed_recipe_equals_one_process_with_the_global_batch(root
     # a near-zero gradient into a whole lr-sized step, so a few weights in a thousand differ by
     # ~1e-3; hence: almost all weights equal, and all close norm-wise. (Measured: ≥ 99.7% and
     # 4e-4 here; other batches or another seed give ≤ 32% and ≥ 0.2.)
-    single = fit(get_recipe("seed", batch_size=64, device="cpu", test_subset=63), train, test,
+    single = fit(configure("seed", batch_size=64, device="cpu", test_subset=63), train, test,
                  progress=False)
     a, b = model.state_dict(), single.model.state_dict()
     for k in a:
@@ -216,7 +187,7 @@ def test_data_parallel_fast_recipe_keeps_ranks_in_sync(root, jobs, one_thread):
 
     # BatchNorm normalises each process's 32 images, not all 64: close to, not equal to, one
     # process with batch 64. On this toy data both should learn it about equally well.
-    single = fit(get_recipe("fast", batch_size=64, **TINY_FAST), *load_cifar10(root),
+    single = fit(configure("fast", batch_size=64, **TINY_FAST), *load_cifar10(root),
                  progress=False)
     ddp_acc = json.loads((run / "metrics.json").read_text())["test_acc"]
     assert ddp_acc > 0.5 and abs(ddp_acc - single.metrics["test_acc"]) <= 0.15

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cifar_lib.inference import accuracy, predict_logits, tta_logits
-from cifar_lib.recipes import get_recipe
+from cifar_lib.recipes import configure
 from cifar_lib.train import fit
 
 pytestmark = pytest.mark.real_data
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.real_data
 @pytest.fixture(scope="module")
 def small_fast_run(cifar10):
     """The fast recipe with a narrower net on 5,000 real images for 3 epochs (CPU, ~half a minute)."""
-    cfg = get_recipe("fast", model_kwargs={"widths": (32, 64, 64)}, epochs=3, batch_size=256,
+    cfg = configure("fast", model_kwargs={"widths": (32, 64, 64)}, epochs=3, batch_size=256,
                      lr=0.5, train_subset=5000, test_subset=2000, device="cpu")
     return fit(cfg, *cifar10, progress=False), cfg
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_lib import images
-from cifar_lib.images import ImageError, Upload, load_image, to_model_input, upload_or_paths
+from cifar_lib import images, notebook
+from cifar_lib.images import ImageError, Upload, load_image, to_model_input
+from cifar_lib.notebook import upload_or_paths
 
 SAMPLES = Path(__file__).resolve().parent.parent / "cifar_lib" / "sample_images"
 
@@ -228,7 +229,7 @@ def test_sample_photos_load():
 
 def test_upload_or_paths_without_colab(monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    monkeypatch.setattr(images, "on_colab", lambda: False)
+    monkeypatch.setattr(notebook, "on_colab", lambda: False)
     assert upload_or_paths(["a.jpg", "b.png"]) == [Path("a.jpg"), Path("b.png")]
     assert upload_or_paths("c.jpg") == [Path("c.jpg")]
 
@@ -240,7 +241,7 @@ def test_upload_or_paths_on_colab(monkeypatch):
     google.colab = colab
     monkeypatch.setitem(sys.modules, "google", google)
     monkeypatch.setitem(sys.modules, "google.colab", colab)
-    assert images.on_colab()
+    assert notebook.on_colab()
     got = upload_or_paths(["default.jpg"])
     assert len(got) == 1 and got[0] == b"\x89PNG..." and got[0].name == "cat.png"
     colab.files = types.SimpleNamespace(upload=lambda: {})  # nothing uploaded: the defaults

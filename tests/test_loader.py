@@ -1,7 +1,7 @@
 import torch
 
 from cifar_lib.data import CifarSplit
-from cifar_lib.loader import BatchIterator, flip_some, normalize, translate
+from cifar_lib.batches import BatchIterator, flip_some, normalize, translate
 
 
 def _split(n=10):

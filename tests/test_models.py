@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cifar_lib.device import DeviceError, autocast_dtype, select_device
-from cifar_lib.loader import CIFAR10_STATS, normalize
+from cifar_lib.batches import CIFAR10_MEAN_STD, normalize
 from cifar_lib.models import MODELS, Whitening, UnknownModelError, build_model, count_parameters
 
 
@@ -31,9 +31,9 @@ def test_whitening_layer_whitens_real_patches(cifar10):
     # eps regularises the tiniest eigenvalue (airbench's 5e-4 halves its variance on purpose);
     # with a negligible eps the output covariance must be the identity.
     layer = Whitening(eps=1e-7)
-    layer.init_from(normalize(train.images[:5000], *CIFAR10_STATS))
+    layer.init_from(normalize(train.images[:5000], *CIFAR10_MEAN_STD))
     with torch.no_grad():  # held-out images: whitening must generalise, not just fit
-        out = layer(normalize(test.images[:2000], *CIFAR10_STATS))
+        out = layer(normalize(test.images[:2000], *CIFAR10_MEAN_STD))
     cov = torch.cov(out[:, :12].permute(1, 0, 2, 3).reshape(12, -1))
     assert torch.allclose(cov, torch.eye(12), atol=0.15), cov.diag()
     assert torch.allclose(out[:, 12:], -out[:, :12])  # negated copies

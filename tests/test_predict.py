@@ -12,8 +12,9 @@ from cifar_lib.checkpoint import load_model
 from cifar_lib.cli import main
 from cifar_lib.data import CLASSES, CifarSplit, DataError, load_cifar10
 from cifar_lib.images import ImageError, Upload
-from cifar_lib.predict import LoadedModel, Prediction, predict, resolve_model
-from cifar_lib.recipes import get_recipe
+from cifar_lib.checkpoint import LoadedModel, load_run
+from cifar_lib.predict import Prediction, predict
+from cifar_lib.recipes import configure
 from cifar_lib.train import fit
 
 SAMPLES = Path(__file__).resolve().parent.parent / "cifar_lib" / "sample_images"
@@ -32,7 +33,7 @@ def run_dir(tmp_path_factory):
                            torch.arange(512) % 10)
         test = train
     folder = tmp_path_factory.mktemp("run")
-    cfg = get_recipe("seed", epochs=1, train_subset=512, test_subset=256, device="cpu")
+    cfg = configure("original", epochs=1, train_subset=512, test_subset=256, device="cpu")
     fit(cfg, train, test, run_dir=folder, progress=False)
     return folder
 
@@ -88,7 +89,7 @@ def test_model_without_checkpoint_is_refused(run_dir):
     with pytest.raises(TypeError, match="normalised"):
         predict(model, PHOTOS[0])
     lm = LoadedModel(model, CLASSES, tuple(ckpt["mean"]), tuple(ckpt["std"]))
-    assert resolve_model(lm) is lm and predict(lm, PHOTOS[0]).label in CLASSES
+    assert load_run(lm) is lm and predict(lm, PHOTOS[0]).label in CLASSES
 
 
 def test_figures(run_dir, tmp_path):

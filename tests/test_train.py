@@ -7,16 +7,16 @@ from cifar_lib.checkpoint import (CheckpointError, load_checkpoint, load_model, 
                                   save_checkpoint)
 from cifar_lib.data import load_cifar10
 from cifar_lib.models import build_model
-from cifar_lib.recipes import get_recipe
+from cifar_lib.recipes import configure
 from cifar_lib.train import TrainingDiverged, fit
 
 
-def _tiny(recipe="seed", **kw):
+def _tiny(recipe="original", **kw):
     base = dict(epochs=2, batch_size=32, device="cpu")
     if recipe == "fast":
         # a narrow net and a learning rate for batch 32 instead of 1024
         base.update(model_kwargs={"widths": (16, 32, 32)}, precision="fp32", lr=0.2)
-    return get_recipe(recipe, **{**base, **kw})
+    return configure(recipe, **{**base, **kw})
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def data(synthetic_root):
     return load_cifar10(synthetic_root)
 
 
-@pytest.mark.parametrize("recipe", ["seed", "fast"])
+@pytest.mark.parametrize("recipe", ["original", "fast"])
 def test_quick_run_learns_well_above_chance(data, recipe):
     result = fit(_tiny(recipe, epochs=4), *data, progress=False)
     assert result.metrics["test_acc"] > 0.5  # chance is 0.1 on this toy data
@@ -42,10 +42,12 @@ def test_same_seed_same_weights_and_other_seed_differs(data):
 
 
 def test_unknown_recipe_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="nope.*fast, fast_small, seed"):
-        get_recipe("nope")
+    with pytest.raises(ValueError, match="nope.*fast, fast_small, original.*seed = original"):
+        configure("nope")
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
-        get_recipe("seed", epoch=3)
+        configure("original", epoch=3)
+    # the old name of the original recipe still works
+    assert configure("seed") == configure("original")
 
 
 def test_diverging_loss_stops_with_a_clear_message(data):
@@ -100,7 +102,7 @@ def test_crash_mid_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
-@pytest.mark.parametrize("recipe", ["seed", "fast"])
+@pytest.mark.parametrize("recipe", ["original", "fast"])
 def test_interrupted_then_resumed_run_equals_uninterrupted(data, tmp_path, recipe):
     cfg = _tiny(recipe, epochs=3)
     full = fit(cfg, *data, run_dir=tmp_path / "full", progress=False)

@@ -15,14 +15,22 @@ import torch.nn.functional as F
 from .data import CifarSplit
 
 # The seed notebook normalised with 0.5/0.5; the fast recipe uses the real channel statistics.
-HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+HALF_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 N×3×H×W → float32 N×3×H×W, scaled to [0, 1] then standardised per channel."""
-    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+def channel_stats(values, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Per-channel constants (mean or std, 3 numbers) as a float32 1×3×1×1 tensor on ``device``."""
+    return torch.as_tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+
+def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 N×3×H×W → float32 N×3×H×W, scaled to [0, 1] then standardised per channel.
+
+    ``mean``/``std``: 3 numbers, or ``channel_stats`` tensors already on the images' device
+    (what ``BatchIterator`` passes, so no constant is copied to the GPU per batch).
+    """
+    mean_t, std_t = channel_stats(mean, images.device), channel_stats(std, images.device)
     return (images.float().div_(255) - mean_t) / std_t
 
 
@@ -63,7 +71,7 @@ class BatchIterator:
     batch k of a single process with a ``world`` times larger batch.
     """
 
-    def __init__(self, split: CifarSplit, batch_size: int, *, mean=HALF[0], std=HALF[1],
+    def __init__(self, split: CifarSplit, batch_size: int, *, mean=HALF_MEAN_STD[0], std=HALF_MEAN_STD[1],
                  device: torch.device | str = "cpu", shuffle: bool = True, flip: str | None = None,
                  translate: int = 0, drop_last: bool = False, seed: int = 0,
                  shard: tuple[int, int] = (0, 1), channels_last: bool = False):
@@ -73,7 +81,8 @@ class BatchIterator:
         # The whole split moves to the device once: 150 MB of uint8 for CIFAR-10's training set.
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
-        self.batch_size, self.mean, self.std = batch_size, mean, std
+        self.batch_size = batch_size
+        self.mean, self.std = channel_stats(mean, self.device), channel_stats(std, self.device)
         self.shuffle, self.flip, self.pad = shuffle, flip, translate
         self.drop_last, self.seed, self.epoch = drop_last, seed, 0
         self.rank, self.world = shard
@@ -121,22 +130,25 @@ class BatchIterator:
         return per_image[idx] ^ bool(self.epoch % 2)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # The epoch's order, flips and shifts are drawn on the CPU (the same numbers on every
+        # device) and copied to the device once per epoch: no host→device copy per batch.
         order = self.epoch_order()
-        flips = self._flip_mask(order) if self.flip else None
+        flips = self._flip_mask(order).to(self.device) if self.flip else None
         shifts = (self._shard(torch.randint(-self.pad, self.pad + 1, (len(self.labels), 2),
-                                            generator=self._generator(2)))
+                                            generator=self._generator(2))).to(self.device)
                   if self.pad else None)
+        order = order.to(self.device)
         self.epoch += 1
         for start in range(0, len(order), self.batch_size):
             sel = slice(start, start + self.batch_size)
             if self.drop_last and len(order[sel]) < self.batch_size:
                 break
-            idx = order[sel].to(self.device)
+            idx = order[sel]
             x = normalize(self.images[idx], self.mean, self.std)
             if flips is not None:
-                x = flip_some(x, flips[sel].to(self.device))
+                x = flip_some(x, flips[sel])
             if shifts is not None:
-                x = translate(x, shifts[sel].to(self.device), self.pad)
+                x = translate(x, shifts[sel], self.pad)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]

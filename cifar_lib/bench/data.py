@@ -1,10 +1,10 @@
-"""Benchmark: one epoch of training batches, our tensor pipeline against the seed's DataLoader.
+"""Data pipeline: one epoch of training batches, ours against the original's torchvision DataLoader.
 
-    python -m cifar_lib.bench_data [--batch-size 128] [--workers 2] [--out FILE.json]
+    python -m cifar_lib bench data [--batch-size 128] [--workers 2] [--limit N] [--out FILE.json]
 
 Side by side in one run: torchvision's CIFAR10 dataset + DataLoader with ToTensor + Normalize
-(the seed notebook's pipeline) and ``BatchIterator`` (plain, and with flip + translate). Prints a
-markdown table of images/s and writes a JSON record.
+(the original notebook's pipeline, ``original_pipeline``) and ``BatchIterator`` (plain, and with
+flip + translate). Prints a markdown table of images/s and writes a JSON record.
 """
 from __future__ import annotations
 
@@ -14,14 +14,19 @@ from pathlib import Path
 
 import torch
 
-from .data import CLASSES, load_cifar10, resolve_root
-from .loader import HALF, BatchIterator
-from .records import print_table, write_record
+from ..batches import HALF_MEAN_STD, BatchIterator
+from ..data import CLASSES, load_cifar10, resolve_root
+from .records import print_table, settings, write_record
+
+DEFAULT_OUT = "benchmarks/results/data_pipeline.json"
 
 
-def _seed_pipeline(root: Path, batch_size: int, workers: int, limit: int | None = None):
-    """The seed notebook's input pipeline: PIL images → ToTensor → Normalize, via DataLoader
-    (over the first ``limit`` training images only, when given)."""
+def original_pipeline(root: str | Path | None, batch_size: int = 128, workers: int = 2,
+                      limit: int | None = None) -> torch.utils.data.DataLoader:
+    """The original notebook's input pipeline: PIL images → ToTensor → Normalize(0.5, 0.5),
+    shuffled by a torchvision ``DataLoader`` with ``workers`` processes (over the first ``limit``
+    training images only, when given). Yields float32 N×3×32×32 images and int64 N labels, on
+    the CPU."""
     from torchvision import datasets, transforms
 
     class CIFAR10(datasets.CIFAR10):
@@ -34,8 +39,8 @@ def _seed_pipeline(root: Path, batch_size: int, workers: int, limit: int | None 
             self.classes = list(CLASSES)
             self.class_to_idx = {name: i for i, name in enumerate(CLASSES)}
 
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(*HALF)])
-    dataset = CIFAR10(str(root), train=True, download=False, transform=tf)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(*HALF_MEAN_STD)])
+    dataset = CIFAR10(str(resolve_root(root)), train=True, download=False, transform=tf)
     if limit is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
@@ -51,10 +56,12 @@ def time_epoch(batches) -> tuple[float, int]:
 
 
 def run(root=None, batch_size: int = 128, workers: int = 2, limit: int | None = None) -> list[dict]:
-    """Rows: pipeline, seconds, images, images_per_second (one epoch of ``limit`` images)."""
+    """Rows: pipeline, seconds, images, images_per_second, speedup_vs_seed (one epoch of the
+    first ``limit`` training images, all when None), then the time to load all of CIFAR-10."""
     t0 = time.perf_counter()
-    train, _ = load_cifar10(root)
+    train, test = load_cifar10(root)
     load_seconds = time.perf_counter() - t0
+    n_all = len(train) + len(test)
     train = train.subset(limit)
     rows = []
 
@@ -62,34 +69,32 @@ def run(root=None, batch_size: int = 128, workers: int = 2, limit: int | None = 
         rows.append({"pipeline": name, "seconds": round(seconds, 3), "images": n,
                      "images_per_second": round(n / seconds, 1)})
 
-    loader = _seed_pipeline(resolve_root(root), batch_size, workers, limit)
+    loader = original_pipeline(root, batch_size, workers, limit)
     record(f"torchvision DataLoader, {workers} workers (seed)", *time_epoch(loader))
     record("BatchIterator, no augmentation", *time_epoch(BatchIterator(train, batch_size)))
     record("BatchIterator, flip + translate 2",
            *time_epoch(BatchIterator(train, batch_size, flip="alternating", translate=2)))
     for row in rows:
         row["speedup_vs_seed"] = round(row["images_per_second"] / rows[0]["images_per_second"], 1)
-    rows.append({"pipeline": "load_cifar10 (all 60,000 images)", "seconds": round(load_seconds, 3),
-                 "images": 60_000, "images_per_second": round(60_000 / load_seconds, 1),
-                 "speedup_vs_seed": None})
+    rows.append({"pipeline": f"load_cifar10 (all {n_all:,} images)",
+                 "seconds": round(load_seconds, 3), "images": n_all,
+                 "images_per_second": round(n_all / load_seconds, 1), "speedup_vs_seed": None})
     return rows
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cifar_lib.bench_data", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder containing cifar-10-batches-py")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the seed pipeline")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="DataLoader workers for the original pipeline (default 2)")
     p.add_argument("--limit", type=int, help="only the first N training images (quick check)")
-    p.add_argument("--out", default="benchmarks/results/data_pipeline.json")
-    args = p.parse_args(argv)
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON record (default {DEFAULT_OUT})")
+
+
+def main(args: argparse.Namespace) -> int:
     rows = run(args.data_root, args.batch_size, args.workers, args.limit)
     print_table(rows)
-    write_record(args.out, rows, benchmark="data_pipeline", settings=vars(args))
+    write_record(args.out, rows, benchmark="data_pipeline", command=args.command_line,
+                 settings=settings(args))
     print(f"\nrecord written to {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""Training throughput (images/s) of each recipe on the CPU and on each GPU present.
+
+    python -m cifar_lib bench throughput [--recipes original fast] [--steps 20] [--warmup 3]
+        [--devices auto] [--quick] [--out FILE.json]
+
+The original notebook's headline, measured: how much faster does training run on a GPU? For
+each recipe and device the training is built exactly as ``fit`` builds it (``train.prepare``:
+model, optimiser, precision, memory layout, batches made on the device), then ``--warmup``
+steps run untimed (memory allocation, kernel selection) and ``--steps`` steps are timed, the
+clock read after synchronising the GPU at both ends. Producing the batches (normalise, flip,
+translate) is part of each step, as in ``fit``. ``speedup_vs_cpu`` is a GPU row's images/s over
+the CPU row's, for the same recipe; without a GPU the GPU rows say "no GPU available".
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+
+from ..data import load_cifar10
+from ..device import cpu_model
+from ..recipes import configure
+from ..train import Training, prepare, train_step
+from .records import print_table, settings, write_record
+from .timing import synced_clock
+
+DEFAULT_OUT = "benchmarks/results/train_throughput.json"
+DEFAULT_RECIPES = ("original", "fast")
+NO_GPU = "no GPU available"
+STEPS, WARMUP = 20, 3
+# --quick: a smoke test (2,048 training images, at most 256 per batch, 2 + 3 steps).
+QUICK_STEPS, QUICK_WARMUP = 3, 2
+ROW_KEYS = ("recipe", "model", "device", "device_name", "status", "precision", "channels_last",
+            "batch_size", "warmup", "steps", "seconds", "seconds_per_step", "images_per_s",
+            "speedup_vs_cpu")
+
+
+def devices_for(requested: str | Sequence[str] = "auto") -> list[str]:
+    """'auto' → the CPU and every CUDA GPU present ('cuda' alone when there is none, so that its
+    row can say so); otherwise the names given."""
+    if isinstance(requested, str):
+        requested = [requested]
+    out = []
+    for name in requested:
+        if name == "auto":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            out += ["cpu"] + ([f"cuda:{i}" for i in range(n)] if n else ["cuda"])
+        elif name in ("cpu", "cuda") or name.startswith("cuda:"):
+            out.append(name)
+        else:
+            raise ValueError(f"unknown benchmark device {name!r}: use 'auto', 'cpu', 'cuda' "
+                             f"or 'cuda:N'")
+    return list(dict.fromkeys(out))  # in order, without repeats
+
+
+def endless(batches: Iterable) -> Iterator:
+    """Batches of epoch after epoch (a ``BatchIterator`` reshuffles at every ``iter()``)."""
+    for _ in itertools.count():
+        yield from batches
+
+
+def time_steps(step: Callable[[torch.Tensor, torch.Tensor, int], object], batches: Iterable,
+               steps: int, warmup: int, device: torch.device | str) -> float:
+    """Seconds for ``steps`` calls of ``step(x, y, i)`` on successive batches, after ``warmup``
+    untimed calls; on a GPU the clock is read only once the queued work has finished, at the
+    start and at the end."""
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be ≥ 1 and warmup ≥ 0, got steps={steps}, warmup={warmup}")
+    it = endless(batches)
+    for i in range(warmup):
+        step(*next(it), i)
+    t0 = synced_clock(device)
+    for i in range(warmup, warmup + steps):
+        step(*next(it), i)
+    return synced_clock(device) - t0
+
+
+def _row(**values) -> dict:
+    row = dict.fromkeys(ROW_KEYS)
+    row.update(values)
+    return row
+
+
+def measure(t: Training, steps: int, warmup: int) -> dict:
+    """images/s of ``train_step`` on the prepared training ``t`` (one row's measured fields)."""
+    t.ddp_model.train()
+
+    def step(x, y, i):
+        train_step(t, x, y, i % t.total_steps)  # past the end, restart the schedule
+
+    seconds = time_steps(step, t.batches, steps, warmup, t.device)
+    return {"seconds": seconds, "seconds_per_step": seconds / steps,
+            "images_per_s": steps * t.cfg.batch_size / seconds}
+
+
+def _add_speedups(rows: list[dict]) -> None:
+    """speedup_vs_cpu = images/s over the same recipe's CPU images/s (1 on the CPU itself)."""
+    cpu = {r["recipe"]: r["images_per_s"] for r in rows
+           if r["device"] == "cpu" and r["status"] == "ok"}
+    for r in rows:
+        if r["status"] == "ok" and cpu.get(r["recipe"]):
+            r["speedup_vs_cpu"] = r["images_per_s"] / cpu[r["recipe"]]
+
+
+def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] = "auto",
+        steps: int | None = None, warmup: int | None = None, root=None, quick: bool = False,
+        log: Callable[[str], None] | None = None) -> list[dict]:
+    """One row (ROW_KEYS) per recipe × device: training images/s over ``steps`` steps after
+    ``warmup`` (None: 20 and 3, or 3 and 2 when ``quick``), seconds per step, the autocast precision ('fp32' when none), channels-last,
+    batch size, device name (CPU model or GPU name), ``speedup_vs_cpu`` (None where no GPU),
+    and 'status': 'ok' or NO_GPU. ``quick``: each recipe's quick settings (2,048 training images,
+    batch ≤ 256, and no larger than the data).
+    """
+    log = log or (lambda s: None)
+    steps = steps if steps is not None else (QUICK_STEPS if quick else STEPS)
+    warmup = warmup if warmup is not None else (QUICK_WARMUP if quick else WARMUP)
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be ≥ 1 and warmup ≥ 0, got steps={steps}, warmup={warmup}")
+    train, _test = load_cifar10(root)
+    rows = []
+    for recipe in recipes:
+        for dev in devices_for(devices):
+            cfg = configure(recipe, quick=quick, device=dev)
+            base = dict(recipe=recipe, model=cfg.model, device=dev, warmup=warmup, steps=steps)
+            if dev.startswith("cuda") and not torch.cuda.is_available():
+                rows.append(_row(**base, status=NO_GPU, batch_size=cfg.batch_size))
+                continue
+            split = train.subset(cfg.train_subset)
+            if quick and cfg.batch_size > len(split):  # tiny test data: still a few steps
+                cfg = cfg.replace(batch_size=len(split))
+            device = torch.device(dev)
+            t = prepare(cfg, split, device)
+            row = _row(**base, status="ok", batch_size=cfg.batch_size,
+                       device_name=torch.cuda.get_device_name(device) if device.type == "cuda"
+                       else cpu_model(),
+                       precision=str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32",
+                       channels_last=t.batches.channels_last)
+            row.update(measure(t, steps, warmup))
+            rows.append(row)
+            log(f"{recipe:10s} {dev:7s}: {row['images_per_s']:,.0f} images/s")
+            del t
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    _add_speedups(rows)
+    return rows
+
+
+def _fmt(v, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+COLUMNS = {
+    "recipe": "recipe", "device": "device", "device name": "device_name",
+    "precision": "precision", "channels last": "channels_last", "batch": "batch_size",
+    "ms / step": lambda r: _fmt(r["seconds_per_step"] and 1e3 * r["seconds_per_step"], ".4g"),
+    "images/s": lambda r: _fmt(r["images_per_s"], ",.0f"),
+    "speed-up vs CPU": lambda r: _fmt(r["speedup_vs_cpu"], ".1f") + ("×" if r["speedup_vs_cpu"]
+                                                                       else ""),
+    "status": "status",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES),
+                   help="recipes to time (default: original fast)")
+    p.add_argument("--steps", type=int,
+                   help=f"timed steps (default {STEPS}; {QUICK_STEPS} with --quick)")
+    p.add_argument("--warmup", type=int,
+                   help=f"untimed steps first (default {WARMUP}; {QUICK_WARMUP} with --quick)")
+    p.add_argument("--devices", nargs="+", default=["auto"],
+                   help="auto (the CPU and every GPU; default), or names: cpu cuda cuda:1 ...")
+    p.add_argument("--data-root", help="folder containing cifar-10-batches-py")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke test: 2,048 training images, batch ≤ 256, {QUICK_WARMUP} + "
+                        f"{QUICK_STEPS} steps")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON record (default {DEFAULT_OUT})")
+
+
+def main(args: argparse.Namespace) -> int:
+    rows = run(args.recipes, args.devices, args.steps, args.warmup, root=args.data_root,
+               quick=args.quick, log=lambda s: print(s, file=sys.stderr))
+    print_table(rows, COLUMNS)
+    write_record(args.out, rows, benchmark="train_throughput", command=args.command_line,
+                 settings=settings(args))
+    print(f"\nrecord written to {args.out}")
+    return 0

@@ -1,0 +1,140 @@
+"""``TrainConfig``: every knob of a training run, checked once, when the config is built.
+
+The command line, the notebooks and the Python API all build a ``TrainConfig`` (through
+``cifar_lib.recipes.configure``), so a bad value gets the same one-line ``ConfigError`` wherever
+it comes from, before any data is loaded or any time is spent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from dataclasses import dataclass, field
+
+from .batches import HALF_MEAN_STD
+from .models import MODELS, UnknownModelError
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "triangle")
+FLIPS = (None, "random", "alternating")
+PRECISIONS = ("auto", "gpu", "bf16", "fp16", "fp32")
+CHANNELS_LAST = (True, False, "auto")
+
+
+class ConfigError(ValueError):
+    """A ``TrainConfig`` field with a value it cannot take; the message names field and range."""
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run. The defaults are the seed notebook's recipe."""
+    model: str = "simple_cnn"            # registry name (see cifar_lib.models.MODELS)
+    model_kwargs: dict = field(default_factory=dict)
+    epochs: int = 2
+    batch_size: int = 128
+    optimizer: str = "adam"              # "adam" or "sgd" (Nesterov momentum)
+    lr: float = 1e-3                     # peak learning rate, for the mean loss over a batch
+    momentum: float = 0.9                # SGD only
+    weight_decay: float = 0.0            # PyTorch's coupled L2, as the optimiser takes it
+    bias_lr_scale: float = 1.0           # BatchNorm and whitening biases learn this much faster
+    schedule: str = "constant"           # "constant" or "triangle" (linear warm-up then decay)
+    lr_start: float = 0.2                # triangle: lr multiplier at step 0 ...
+    lr_peak_at: float = 0.23             # ... rising to 1 at this fraction of training ...
+    lr_end: float = 0.07                 # ... and falling to this at the end
+    label_smoothing: float = 0.0
+    lookahead: bool = False              # average weights every 5 steps, copy back (airbench)
+    whiten_bias_epochs: int = 0          # whitening-layer bias trains only this many epochs
+    flip: str | None = None              # None, "random" or "alternating"
+    translate: int = 0                   # max random shift in pixels (reflect-filled)
+    mean: tuple = HALF_MEAN_STD[0]
+    std: tuple = HALF_MEAN_STD[1]
+    tta_level: int = 0                   # test-time augmentation for the final evaluation
+    precision: str = "gpu"               # "gpu" (mixed on GPUs only), "auto" (also CPUs with native
+                                         # bf16), "bf16", "fp16", "fp32" (see device.autocast_dtype)
+    channels_last: bool | str = False    # True, False or "auto" (see device.use_channels_last)
+    seed: int = 0
+    device: str = "auto"
+    train_subset: int | None = None      # use only the first N training images (quick runs)
+    test_subset: int | None = None
+    eval_every: int = 1                  # evaluate on the test set every N epochs (0: only at end)
+
+    def __post_init__(self):
+        validate(self)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s): {', '.join(sorted(unknown))}; "
+                              f"valid: {', '.join(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **changes)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _check(ok: bool, name: str, rule: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{name} must be {rule}, got {value!r}")
+
+
+def _one_of(name: str, value, choices) -> None:
+    _check(value in choices, name, "one of " + ", ".join(map(repr, choices)), value)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ``ConfigError`` (or ``UnknownModelError``) for the first field out of range."""
+    if cfg.model not in MODELS:
+        raise UnknownModelError(f"unknown model {cfg.model!r}; valid names: "
+                                f"{', '.join(sorted(MODELS))}")
+    _check(isinstance(cfg.model_kwargs, dict), "model_kwargs", "a dict", cfg.model_kwargs)
+    try:
+        inspect.signature(MODELS[cfg.model]).bind(**cfg.model_kwargs)
+    except TypeError as e:
+        raise ConfigError(f"model_kwargs {cfg.model_kwargs} do not fit model {cfg.model!r} "
+                          f"({e}); pass model_kwargs={{}} for its defaults") from None
+    for name in ("epochs", "batch_size"):
+        _check(_is_int(getattr(cfg, name)) and getattr(cfg, name) >= 1, name,
+               "a whole number ≥ 1", getattr(cfg, name))
+    for name in ("whiten_bias_epochs", "translate", "eval_every", "seed"):
+        _check(_is_int(getattr(cfg, name)) and getattr(cfg, name) >= 0, name,
+               "a whole number ≥ 0", getattr(cfg, name))
+    for name in ("train_subset", "test_subset"):
+        value = getattr(cfg, name)
+        _check(value is None or (_is_int(value) and value >= 1), name,
+               "None (all) or a whole number ≥ 1", value)
+    _check(_is_number(cfg.lr) and cfg.lr > 0, "lr", "a number > 0", cfg.lr)
+    _check(_is_number(cfg.bias_lr_scale) and cfg.bias_lr_scale > 0, "bias_lr_scale",
+           "a number > 0", cfg.bias_lr_scale)
+    _check(_is_number(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay",
+           "a number ≥ 0", cfg.weight_decay)
+    _check(_is_number(cfg.momentum) and 0 <= cfg.momentum < 1, "momentum", "in [0, 1)",
+           cfg.momentum)
+    _check(_is_number(cfg.label_smoothing) and 0 <= cfg.label_smoothing < 1, "label_smoothing",
+           "in [0, 1)", cfg.label_smoothing)
+    _check(_is_number(cfg.lr_peak_at) and 0 <= cfg.lr_peak_at <= 1, "lr_peak_at", "in [0, 1]",
+           cfg.lr_peak_at)
+    for name in ("lr_start", "lr_end"):
+        _check(_is_number(getattr(cfg, name)) and getattr(cfg, name) >= 0, name, "a number ≥ 0",
+               getattr(cfg, name))
+    _one_of("optimizer", cfg.optimizer, OPTIMIZERS)
+    _one_of("schedule", cfg.schedule, SCHEDULES)
+    _one_of("flip", cfg.flip, FLIPS)
+    _one_of("precision", cfg.precision, PRECISIONS)
+    _one_of("channels_last", cfg.channels_last, CHANNELS_LAST)
+    _one_of("tta_level", cfg.tta_level, (0, 1, 2))
+    _check(isinstance(cfg.lookahead, bool), "lookahead", "True or False", cfg.lookahead)
+    _check(isinstance(cfg.device, str) and bool(cfg.device), "device",
+           "a device name ('auto', 'cpu', 'cuda', 'cuda:N', 'mps')", cfg.device)
+    for name in ("mean", "std"):
+        value = getattr(cfg, name)
+        _check(isinstance(value, (tuple, list)) and len(value) == 3
+               and all(_is_number(v) for v in value), name, "three numbers (R, G, B)", value)
+    _check(all(v > 0 for v in cfg.std), "std", "three numbers > 0", cfg.std)

@@ -1,0 +1,77 @@
+"""The trained fast model that ships inside the package, so that every lesson runs on its own.
+
+Colab gives each notebook a fresh runtime: the run folder 01_train wrote is gone when a learner
+opens 02, 03 or 04 from its badge. ``pip install`` of the course therefore brings one trained
+run along: ``cifar_lib/pretrained_runs/fast/`` holds the checkpoint with its weights in fp16
+(4 MB instead of 8; the accuracy in ``metrics.json`` is measured on those very weights), the
+training history, and ``provenance.json``: the command, seed, commit and machine that made it.
+
+``ship`` makes such a folder from any finished run (``python -m cifar_lib ship --run-dir ...``).
+"""
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import torch
+
+from .checkpoint import (CHECKPOINT, HISTORY, METRICS, _atomic_write, load_checkpoint, read_json,
+                         resolve_checkpoint, write_json)
+
+RUNS = Path(__file__).resolve().parent / "pretrained_runs"
+PROVENANCE = "provenance.json"
+
+
+def shipped_run(name: str = "fast") -> Path:
+    """The folder of a shipped run (checkpoint.pt, metrics.json, history.json, provenance.json)."""
+    folder = RUNS / name
+    if not (folder / CHECKPOINT).is_file():
+        available = sorted(p.name for p in RUNS.glob("*") if (p / CHECKPOINT).is_file())
+        raise FileNotFoundError(f"no shipped run {name!r} in {RUNS}; available: "
+                                f"{', '.join(available) or 'none (reinstall cifar_lib)'}")
+    return folder
+
+
+def describe(name: str = "fast") -> str:
+    """One paragraph: what the shipped model is, how good, and the command that made it."""
+    folder = shipped_run(name)
+    m, p = read_json(folder / METRICS), read_json(folder / PROVENANCE)
+    tta = f", {m['test_acc_tta']:.2%} with test-time augmentation" if "test_acc_tta" in m else ""
+    return (f"Shipped model '{name}': {m['model']} ({m['parameters']:,} parameters), "
+            f"{m['test_acc']:.2%} test accuracy{tta}; trained {m['epochs']} epochs with seed "
+            f"{p['seed']} by `{p['command']}` on {p['machine']} ({p['date']}).")
+
+
+def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
+         dest: Path = RUNS) -> Path:
+    """Copy a finished run into ``dest/name`` with fp16 weights; re-measure its accuracy.
+
+    ``test_split``: the CIFAR-10 test set; the accuracy (with and without the run's TTA) is
+    measured in fp32 on the fp16-stored weights, so ``metrics.json`` states what ships.
+    """
+    from .data import CifarSplit  # noqa: F401  (the type test_split must have)
+    from .inference import loss_and_accuracy
+    from .checkpoint import load_run
+    src = resolve_checkpoint(run_dir)
+    ckpt = load_checkpoint(src)
+    for key in ("optimizer", "lookahead", "rng", "scaler"):  # resume state is not shipped
+        ckpt.pop(key, None)
+    ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v
+                          for k, v in ckpt["state_dict"].items()}
+    folder = Path(dest) / name
+    _atomic_write(folder / CHECKPOINT, lambda f: torch.save(ckpt, f))
+    lm = load_run(folder, "cpu")
+    metrics = dict(read_json(src.parent / METRICS))
+    metrics["test_loss"], metrics["test_acc"] = loss_and_accuracy(lm.model, test_split,
+                                                                  lm.mean, lm.std)
+    if lm.tta_level:
+        metrics["test_loss_tta"], metrics["test_acc_tta"] = loss_and_accuracy(
+            lm.model, test_split, lm.mean, lm.std, tta_level=lm.tta_level)
+    metrics["weights"] = "fp16 (accuracy measured in fp32 on these weights)"
+    write_json(folder / METRICS, metrics)
+    write_json(folder / HISTORY, read_json(src.parent / HISTORY))
+    write_json(folder / PROVENANCE, {
+        "command": command, "seed": ckpt["config"].get("seed"), "recipe_config": ckpt["config"],
+        "machine": machine, "torch": torch.__version__,
+        "date": datetime.date.today().isoformat()})
+    return folder
