@@ -10,7 +10,8 @@ NB_VARS := RUN_DIR RECIPE MODEL EPOCHS BATCH_SIZE LR SEED DEVICE QUICK
 NB_PARAMS := $(foreach v,$(NB_VARS),$(if $($(v)),-p $(shell echo $(v) | tr A-Z a-z) $($(v)))) $(PARAMS)
 GRID ?= lr=0.5,1.5 epochs=1,2
 
-.PHONY: install test train run-notebooks sweep sync bench-data bench-train bench-inference clean
+.PHONY: install test train run-notebooks sweep sync bench-data bench-train bench-inference \
+	bench-throughput clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +38,16 @@ sync: install  ## regenerate each .ipynb from its .py, keeping the outputs
 	$(VENV)/bin/jupytext --update --to ipynb notebooks/[0-9]*.py
 
 bench-data: install  ## data pipeline: ours vs torchvision DataLoader (JSON in benchmarks/results)
-	$(PY) -m cifar_lib.bench_data
+	$(PY) -m cifar_lib bench data
 
-bench-train: install  ## fast recipe, 3 seeds, and time to 64% vs the seed recipe
-	$(PY) -m cifar_lib.bench_train
+bench-train: install  ## fast recipe, 3 seeds, and time to 64% vs the original recipe, same device
+	$(PY) -m cifar_lib bench train
 
 bench-inference: install  ## inference throughput/latency by batch size, CPU and GPU
-	$(PY) -m cifar_lib bench --run-dir notebooks/runs/fast --out benchmarks/results/inference.json
+	$(PY) -m cifar_lib bench inference --run-dir notebooks/runs/fast --out benchmarks/results/inference.json
+
+bench-throughput: install  ## training images/s of both recipes, CPU and each GPU, with the speed-up
+	$(PY) -m cifar_lib bench throughput
 
 clean:
 	rm -rf build runs notebooks/runs .pytest_cache

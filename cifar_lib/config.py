@@ -7,9 +7,10 @@ it comes from, before any data is loaded or any time is spent.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from dataclasses import dataclass, field
+
+import torch
 
 from .batches import HALF_MEAN_STD
 from .models import MODELS, UnknownModelError
@@ -86,7 +87,9 @@ def _check(ok: bool, name: str, rule: str, value) -> None:
 
 
 def _one_of(name: str, value, choices) -> None:
-    _check(value in choices, name, "one of " + ", ".join(map(repr, choices)), value)
+    # Same type as well as equal: True == 1 and 2.0 == 2, but neither is a valid choice.
+    ok = any(value is c or (type(value) is type(c) and value == c) for c in choices)
+    _check(ok, name, "one of " + ", ".join(map(repr, choices)), value)
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -95,9 +98,10 @@ def validate(cfg: TrainConfig) -> None:
         raise UnknownModelError(f"unknown model {cfg.model!r}; valid names: "
                                 f"{', '.join(sorted(MODELS))}")
     _check(isinstance(cfg.model_kwargs, dict), "model_kwargs", "a dict", cfg.model_kwargs)
-    try:
-        inspect.signature(MODELS[cfg.model]).bind(**cfg.model_kwargs)
-    except TypeError as e:
+    try:  # build it on the meta device: every argument checked, no memory or time spent
+        with torch.device("meta"):
+            MODELS[cfg.model](**cfg.model_kwargs)
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"model_kwargs {cfg.model_kwargs} do not fit model {cfg.model!r} "
                           f"({e}); pass model_kwargs={{}} for its defaults") from None
     for name in ("epochs", "batch_size"):

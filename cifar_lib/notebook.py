@@ -108,13 +108,14 @@ def keep_runs_on_drive(run_dir: str | Path, keep: bool = True) -> str:
     return str(path)
 
 
-def find_run(run_dir: str | Path, if_missing: str = "shipped", *, data_root=None,
-             download: bool = False, quick: bool = False, device: str = "auto") -> Path:
+def find_run(run_dir: str | Path, if_missing: str = "shipped", *, recipe: str = "fast",
+             data_root=None, download: bool = False, quick: bool = False,
+             device: str = "auto") -> Path:
     """The run folder a lesson works with.
 
     ``run_dir`` when it holds a checkpoint (e.g. written by 01_train). Otherwise, by
-    ``if_missing``: "shipped" uses the fast model that ships with cifar_lib (and says so),
-    "train" trains the fast recipe into ``run_dir`` now (``quick``: the smoke-test version),
+    ``if_missing``: "shipped" uses the model of ``recipe`` that ships with cifar_lib (and says
+    so), "train" trains ``recipe`` into ``run_dir`` now (``quick``: the smoke-test version),
     "error" raises ``CheckpointError``.
     """
     from .checkpoint import CHECKPOINT, resolve_checkpoint
@@ -129,14 +130,14 @@ def find_run(run_dir: str | Path, if_missing: str = "shipped", *, data_root=None
         from .data import load_cifar10
         from .recipes import configure
         from .train import fit
-        print(f"no checkpoint in {run_dir}: training the fast recipe there now"
+        print(f"no checkpoint in {run_dir}: training the {recipe} recipe there now"
               + (" (quick version)" if quick else ""))
-        fit(configure("fast", quick=quick, device=device),
+        fit(configure(recipe, quick=quick, device=device),
             *load_cifar10(data_root, download=download), run_dir=run_dir)
         return run_dir
     from . import pretrained
     print(f"no checkpoint in {run_dir}: using the model that ships with cifar_lib instead.\n"
-          f"{pretrained.describe()}\n"
+          f"{pretrained.describe(recipe)}\n"
           f"(Train your own with 01_train, keep it with keep_on_drive=True, or set "
           f"if_missing='train'.)")
-    return pretrained.shipped_run()
+    return pretrained.shipped_run(recipe)

@@ -338,3 +338,54 @@ def plot_prediction_grid(predictions: Sequence, *, ncols: int = 4) -> Figure:
     fig.suptitle("top classes; green = confident, grey = top probability below the threshold",
                  fontsize=10)
     return fig
+
+
+def plot_training_throughput(rows: Sequence[dict], *,
+                             title: str = "training throughput") -> Figure:
+    """Training images/s (log scale) as bars: one group per recipe, one bar per device, each
+    GPU bar labelled with its speed-up over the same recipe's CPU bar. A device that was not
+    measured (no GPU on this machine, an error) gets no bar, only its status written in its
+    place. ``rows``: ``cifar_lib.bench.throughput.run``'s rows."""
+    recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    by_key = {(r["recipe"], r["device"]): r for r in rows}
+    measured = [r["images_per_s"] for r in rows
+                if r.get("status") == "ok" and r.get("images_per_s")]
+    low, high = (min(measured) / 4, max(measured) * 4) if measured else (1.0, 10.0)
+    fig = Figure(figsize=(max(5.0, 1.4 * len(recipes) * max(len(devices), 1) + 2), 4.5),
+                 layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(devices), 1)
+    for j, device in enumerate(devices):
+        offsets = np.arange(len(recipes)) + (j - (len(devices) - 1) / 2) * width
+        names = {r.get("device_name") for r in rows if r["device"] == device} - {None}
+        label = device + (f" ({names.pop()})" if len(names) == 1 else "")
+        for x, recipe in zip(offsets, recipes):
+            r = by_key.get((recipe, device))
+            if r is None:
+                continue
+            if r.get("status") != "ok" or not r.get("images_per_s"):
+                status = "no GPU" if r.get("status") == "no GPU available" else r.get("status")
+                ax.text(x, low * 1.15, str(status)[:40], rotation=90, ha="center", va="bottom",
+                        fontsize=8, color="0.4")
+                continue
+            v = r["images_per_s"]
+            ax.bar(x, v, width * 0.9, color=f"C{j}", label=label)
+            label = None  # one legend entry per device
+            speedup = r.get("speedup_vs_cpu")
+            text = f"{v:,.0f}/s" + (f"\n{speedup:.1f}× CPU" if speedup and device != "cpu"
+                                    else "")
+            ax.annotate(text, (x, v), xytext=(0, 2), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylim(low, high)
+    ax.set_xlim(-0.5, len(recipes) - 0.5)
+    ax.set_xticks(np.arange(len(recipes)), recipes)
+    ax.set_xlabel("recipe")
+    ax.set_ylabel("training images / second")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    if measured:
+        ax.legend(fontsize=8, loc="upper left")
+    no_gpu = any(r.get("status") == "no GPU available" for r in rows)
+    ax.set_title(title + ("\n(no GPU on this machine: CPU only)" if no_gpu else ""), fontsize=10)
+    return fig

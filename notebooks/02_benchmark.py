@@ -16,7 +16,7 @@
 # ---
 
 # %% [markdown]
-# # 2 · Benchmark: how fast does the model predict, on CPU and GPU?
+# # 2 · Benchmark: how fast does the model train and predict, on CPU and GPU?
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cifar10-course/cifar10-course/blob/main/notebooks/02_benchmark.ipynb)
 #
@@ -28,26 +28,38 @@
 #   `torch.utils.benchmark`), median and spread;
 # - how throughput and latency change with the batch size, and what `channels_last`, bf16/fp16
 #   autocast, `torch.compile` and `torch.inference_mode` buy;
-# - why a fast input pipeline matters as much as a fast model.
+# - why a fast input pipeline matters as much as a fast model;
+# - the seed notebook's headline, measured: how much faster training is on a GPU than on a CPU,
+#   and the error you get when the model and the batch are on different devices.
 #
-# It needs a trained run folder from [01 · Train](01_train.ipynb).
+# It uses the run folder from [01 · Train](01_train.ipynb) when there is one, and otherwise the
+# fast model that ships with `cifar_lib`, so it also runs on its own (as on Colab, where each
+# notebook gets a fresh runtime).
 
 # %%
 # Setup: on Colab, and only there, install cifar_lib from the repository (the address lives
-# in cifar_lib/notebook.py: REPOSITORY) and let the data download.
+# in cifar_lib/notebook.py: REPOSITORY; $CIFAR_LIB_INSTALL, if set, is installed instead).
+import os
 import subprocess
 import sys
 
-ON_COLAB = "google.colab" in sys.modules
+try:
+    import google.colab  # noqa: F401 (exists only on Colab)
+    ON_COLAB = True
+except ImportError:
+    ON_COLAB = False
 if ON_COLAB:
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    "git+https://github.com/cifar10-course/cifar10-course"], check=True)
+    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", target], check=True)
 
 # %% tags=["parameters"]
-run_dir = "runs/fast"     # the run folder written by 01_train
+run_dir = "runs/fast"     # the run folder written by 01_train (figures and results go here too)
+if_missing = "shipped"    # no checkpoint in run_dir: "shipped" (the model cifar_lib ships), "train" or "error"
+keep_on_drive = False     # on Colab: run folders on Google Drive (where 01_train kept them)
 batch_sizes = [1, 8, 32, 128, 512, 1024]  # batch sizes to time
 device = "auto"           # "auto": CPU, and the GPU too where there is one; or "cpu" / "cuda"
 compile = False           # also time torch.compile (slow to compile on a CPU: minutes)
+train_steps = 20          # training throughput: steps timed per recipe and device (after warm-up)
 data_root = None          # folder containing cifar-10-batches-py (None: $CIFAR10_ROOT or ~/.cache)
 download = ON_COLAB       # fetch CIFAR-10 with torchvision if missing (needs internet)
 quick = False             # CI smoke test: three batch sizes, short timings, a small data subset
@@ -57,22 +69,47 @@ quick = False             # CI smoke test: three batch sizes, short timings, a s
 import pandas as pd
 import torch
 
-from cifar_lib.bench_data import run as bench_pipeline
-from cifar_lib.bench_inference import benchmark_run
-from cifar_lib.notebook import record
-from cifar_lib.plots import plot_throughput, save_figure
+from cifar_lib.bench.data import run as bench_pipeline
+from cifar_lib.bench.inference import benchmark_run
+from cifar_lib.bench.throughput import run as bench_training
+from cifar_lib.models import SimpleCNN
+from cifar_lib.notebook import find_run, keep_runs_on_drive, record
+from cifar_lib.plots import plot_throughput, plot_training_throughput, save_figure
 
+run_dir = keep_runs_on_drive(run_dir, keep_on_drive)
+run = find_run(run_dir, if_missing, data_root=data_root, download=download, quick=quick)
 print(f"torch {torch.__version__}; CPU threads: {torch.get_num_threads()}; "
       f"GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none on this machine'}")
 
 # %% [markdown]
-# ## Measure
+# ## Model and data on the same device
+# The seed notebook's first lesson on a GPU: a model's weights and its input must be on the same
+# device, with the same dtype. Mixing them is the most common error in PyTorch; here it is,
+# with its one-line fix. (Without a GPU, a dtype mismatch gives the same kind of error.)
+
+# %%
+net = SimpleCNN().eval()
+batch = torch.zeros(4, 3, 32, 32)
+if torch.cuda.is_available():
+    net = net.to("cuda")                     # the weights move to the GPU, the batch does not
+else:
+    batch = batch.double()                   # no GPU here: a dtype mismatch instead
+try:
+    net(batch)
+except RuntimeError as e:
+    print("RuntimeError:", str(e).splitlines()[0])
+weights = next(net.parameters())
+fixed = net(batch.to(device=weights.device, dtype=weights.dtype))  # the fix: move the batch
+print("after batch.to(device=..., dtype=...):", tuple(fixed.shape), fixed.device, fixed.dtype)
+
+# %% [markdown]
+# ## Measure inference
 # For every batch size: first the seed's method (one cold call, `time.time()`), then each
 # variant warmed up and timed by `torch.utils.benchmark.Timer`. On a machine without a GPU the
 # GPU rows say so, and the rest still runs.
 
 # %%
-rows, info = benchmark_run(run_dir, quick=quick, device=device, compile=compile,
+rows, info = benchmark_run(run, quick=quick, device=device, compile=compile,
                            **({} if quick else {"batch_sizes": batch_sizes}))
 table = pd.DataFrame(rows)
 
@@ -84,7 +121,8 @@ print("variants timed:", ", ".join(sorted(table.variant.unique())))
 # %% [markdown]
 # ## The seed's method against a proper measurement
 # Same model, same batch, same device. The cold single call is slower on a CPU (first-call
-# overheads) and, on a GPU, misleadingly *fast* (it only measures launching the kernels).
+# overheads) and, on a GPU, misleadingly *fast* when the clock is read without synchronising
+# (it only measures launching the kernels; here it synchronises, so it shows the cold start).
 
 # %%
 plain = table[(table.variant == "no_grad") & (table.status == "ok")]
@@ -115,20 +153,41 @@ timed.pivot_table(index=["device", "batch_size"], columns="variant", values="spe
 table[table.status != "ok"][["device", "variant", "batch_size", "status"]].drop_duplicates("status")
 
 # %% [markdown]
+# ## Training on the GPU against the CPU
+# The seed notebook's point: training is much faster on a GPU. Here both recipes run the same
+# training steps as `fit` (model, optimiser, augmented batches, mixed precision where the device
+# has it) on every device present: a few warm-up steps, then a fixed number of steps timed with
+# the GPU synchronised before each clock reading.
+
+# %%
+training = bench_training(["original", "fast"], "auto", steps=3 if quick else train_steps,
+                          warmup=2 if quick else 3, root=data_root, download=download, quick=quick)
+pd.DataFrame(training)
+
+# %%
+fig = plot_training_throughput(training)
+save_figure(fig, run_dir, "training_throughput")
+fig
+
+# %% [markdown]
 # ## The input pipeline
 # Training needs batches as fast as the model eats them. The seed notebook used torchvision's
 # `Dataset` + `DataLoader` (one PIL image at a time through `ToTensor` and `Normalize`);
 # `cifar_lib` keeps the data set as one tensor and normalises and augments whole batches.
 
 # %%
-pipeline = bench_pipeline(data_root, batch_size=128, limit=2000 if quick else 10_000)
+pipeline = bench_pipeline(data_root, batch_size=128, limit=2000 if quick else 10_000,
+                          download=download)
 pd.DataFrame(pipeline)
 
 # %%
 best = timed[(timed.status == "ok")].sort_values("images_per_s").iloc[-1]
-record({"model": info["model"], "devices": sorted(table[table.status == "ok"].device.unique().tolist()),
+record({"model": info["model"], "quick": quick,
+        "devices": sorted(table[table.status == "ok"].device.unique().tolist()),
         "cpu_threads": torch.get_num_threads(),
         "best_images_per_s": float(best.images_per_s), "best_variant": best.variant,
         "best_device": best.device, "best_batch_size": int(best.batch_size),
+        "training_images_per_s": {f"{r['recipe']} on {r['device']}": r.get("images_per_s")
+                                  for r in training},
         "pipeline_speedup_vs_dataloader": pipeline[2]["speedup_vs_seed"]},
        run_dir=run_dir, name="benchmark_results")

@@ -28,22 +28,31 @@
 # - calibration: when the model says 90%, is it right 90% of the time?
 # - what test-time augmentation adds, and how two training recipes compare.
 #
-# It needs a trained run folder from [01 · Train](01_train.ipynb).
+# It uses the run folder from [01 · Train](01_train.ipynb) when there is one, and otherwise the
+# fast model that ships with `cifar_lib`, so it also runs on its own (as on Colab, where each
+# notebook gets a fresh runtime).
 
 # %%
 # Setup: on Colab, and only there, install cifar_lib from the repository (the address lives
-# in cifar_lib/notebook.py: REPOSITORY) and let the data download.
+# in cifar_lib/notebook.py: REPOSITORY; $CIFAR_LIB_INSTALL, if set, is installed instead).
+import os
 import subprocess
 import sys
 
-ON_COLAB = "google.colab" in sys.modules
+try:
+    import google.colab  # noqa: F401 (exists only on Colab)
+    ON_COLAB = True
+except ImportError:
+    ON_COLAB = False
 if ON_COLAB:
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    "git+https://github.com/cifar10-course/cifar10-course"], check=True)
+    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", target], check=True)
 
 # %% tags=["parameters"]
-run_dir = "runs/fast"     # the run folder written by 01_train
-compare_with = None       # run folders to compare with (None: run_dir + "-seed", which 01_train writes)
+run_dir = "runs/fast"     # the run folder written by 01_train (figures and results go here too)
+if_missing = "shipped"    # no checkpoint in run_dir: "shipped" (the model cifar_lib ships), "train" or "error"
+keep_on_drive = False     # on Colab: run folders on Google Drive (where 01_train kept them)
+compare_with = None       # run folders to compare with (None: the original recipe's run, see below)
 tta_level = None          # test-time augmentation: None (the run's own), 0 (off), 1 (flip), 2 (+shifts)
 data_root = None          # folder containing cifar-10-batches-py (None: $CIFAR10_ROOT or ~/.cache)
 download = ON_COLAB       # fetch CIFAR-10 with torchvision if missing (needs internet)
@@ -58,12 +67,14 @@ import pandas as pd
 
 from cifar_lib import load_cifar10
 from cifar_lib.evaluation import compare_runs, evaluate_run
-from cifar_lib.notebook import record
+from cifar_lib.notebook import find_run, keep_runs_on_drive, record
 from cifar_lib.plots import plot_confusion_matrix, plot_mistakes, plot_per_class, plot_reliability, save_figure
 
+run_dir = keep_runs_on_drive(run_dir, keep_on_drive)
+run = find_run(run_dir, if_missing, data_root=data_root, download=download, quick=quick, device=device)
 _, test = load_cifar10(data_root, download=download)
 test = test.subset(1000 if quick else None)
-report = evaluate_run(run_dir, test, tta_level, device=device)
+report = evaluate_run(run, test, tta_level, device=device, write=False)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -73,7 +84,7 @@ print(f"probabilities: {report.probs.shape[1]} per image, each row sums to 1: "
 
 # %%
 low, high = report.ci
-print(f"{report.info['model']} from {run_dir}, TTA level {report.info['tta_level']}: "
+print(f"{report.info['model']} from {run}, TTA level {report.info['tta_level']}: "
       f"accuracy {report.accuracy:.2%} on {report.n:,} test images (95% CI {low:.2%} – {high:.2%})")
 
 # %% [markdown]
@@ -143,8 +154,11 @@ fig
 # Each run is evaluated without TTA and with its own TTA level (if it has one).
 
 # %%
-others = [f"{run_dir}-seed"] if compare_with is None else list(compare_with)
-runs = [run_dir] + [r for r in others if (Path(r) / "checkpoint.pt").is_file()]
+# The original recipe's run that 01_train writes beside run_dir, else the one cifar_lib ships.
+others = ([find_run(f"{run_dir}-original", if_missing, recipe="original", data_root=data_root,
+                    download=download, quick=quick, device=device)]
+          if compare_with is None else list(compare_with))
+runs = [run] + [r for r in others if (Path(r) / "checkpoint.pt").is_file()]
 missing = [r for r in others if r not in runs]
 if missing:
     print(f"not found, left out: {missing} (train them with 01_train)")
@@ -152,7 +166,8 @@ comparison = pd.DataFrame(compare_runs(runs, test, device=device))
 comparison.round(4)
 
 # %%
-record({"model": report.info["model"], "tta_level": report.info["tta_level"],
+record({"model": report.info["model"], "run": str(run), "quick": quick,
+        "tta_level": report.info["tta_level"],
         "test_images": report.n, "accuracy": report.accuracy, "ci95": list(report.ci),
         "ece": report.ece, "nll": report.nll,
         "worst_class": min(report.per_class, key=lambda r: r["recall"])["class"],

@@ -29,38 +29,52 @@
 # - that bad files (not an image, truncated, absurdly large) give one clear error each.
 #
 # On Colab you can upload your own photos; elsewhere the sample photos are used.
-# It needs a trained run folder from [01 · Train](01_train.ipynb).
+# It uses the run folder from [01 · Train](01_train.ipynb) when there is one, and otherwise the
+# fast model that ships with `cifar_lib`, so it also runs on its own (as on Colab, where each
+# notebook gets a fresh runtime).
 
 # %%
 # Setup: on Colab, and only there, install cifar_lib from the repository (the address lives
-# in cifar_lib/notebook.py: REPOSITORY) and let the data download.
+# in cifar_lib/notebook.py: REPOSITORY; $CIFAR_LIB_INSTALL, if set, is installed instead).
+import os
 import subprocess
 import sys
 
-ON_COLAB = "google.colab" in sys.modules
+try:
+    import google.colab  # noqa: F401 (exists only on Colab)
+    ON_COLAB = True
+except ImportError:
+    ON_COLAB = False
 if ON_COLAB:
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    "git+https://github.com/cifar10-course/cifar10-course"], check=True)
+    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", target], check=True)
 
 # %% tags=["parameters"]
-run_dir = "runs/fast"     # the run folder written by 01_train
+run_dir = "runs/fast"     # the run folder written by 01_train (figures and results go here too)
+if_missing = "shipped"    # no checkpoint in run_dir: "shipped" (the model cifar_lib ships), "train" or "error"
+keep_on_drive = False     # on Colab: run folders on Google Drive (where 01_train kept them)
 image_paths = None        # photos to classify (None: the sample photos shipped with cifar_lib)
 upload = True             # on Colab: offer an upload button (ignored elsewhere)
 top_k = 3                 # how many classes to show per photo
 threshold = 0.5           # below this top probability the answer is flagged "not confident"
 device = "auto"           # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda" or "mps"
+data_root = None          # only for if_missing="train": folder containing cifar-10-batches-py
+download = ON_COLAB       # only for if_missing="train": fetch CIFAR-10 if missing (needs internet)
 quick = False             # CI smoke test (the sample photos are few and small: no change needed)
 
 # %%
 # %matplotlib inline
 import pandas as pd
 
-from cifar_lib.images import ImageError, load_image, sample_images, upload_or_paths
-from cifar_lib.notebook import record
+from cifar_lib.checkpoint import load_run
+from cifar_lib.images import ImageError, load_image, sample_images
+from cifar_lib.notebook import find_run, keep_runs_on_drive, record, upload_or_paths
 from cifar_lib.plots import plot_prediction_grid, plot_preprocessing, plot_topk, save_figure
-from cifar_lib.predict import predict, resolve_model
+from cifar_lib.predict import predict
 
-model = resolve_model(run_dir, device)
+run_dir = keep_runs_on_drive(run_dir, keep_on_drive)
+run = find_run(run_dir, if_missing, data_root=data_root, download=download, quick=quick, device=device)
+model = load_run(run, device)
 paths = image_paths or sample_images()
 photos = upload_or_paths(paths) if upload else paths
 print("photos:", [getattr(p, "name", str(p)) for p in photos])
@@ -129,7 +143,8 @@ for bad in [b"", b"this is a text file, not a photo", open(paths[0], "rb").read(
         print("ImageError:", e)
 
 # %%
-record({"photos": [p.name for p in predictions], "top1": [p.label for p in predictions],
+record({"model": model.name, "run": str(run), "quick": quick,
+        "photos": [p.name for p in predictions], "top1": [p.label for p in predictions],
         "probability": [p.probability for p in predictions],
         "confident": [p.confident for p in predictions]},
        run_dir=run_dir, name="real_images_results")

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from cifar_lib import bench_inference as bi
 from cifar_lib import plots
+from cifar_lib.bench import inference as bi
+from cifar_lib.bench.records import markdown_table, write_record
 from cifar_lib.checkpoint import save_checkpoint
 from cifar_lib.cli import main
 from cifar_lib.data import CLASSES
@@ -84,6 +86,24 @@ def test_compile_failure_is_recorded_not_raised(monkeypatch):
     assert torch.get_num_threads() == threads  # QUICK's threads=1 was undone
 
 
+def test_seed_method_synchronises_around_its_one_call(monkeypatch):
+    # On a GPU a call returns once its kernels are queued: the seed's single-call timing must
+    # wait for them (and for the input's copy) on both sides of the call.
+    events = []
+    monkeypatch.setattr(bi, "sync", lambda device: events.append(("sync", str(device))))
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            events.append(("call", len(x)))
+            return x.mean((2, 3))
+
+    bi.benchmark_inference(Spy(), batch_sizes=(1, 3), device="cpu", variants=["no_grad"],
+                           seed_method=True, **QUICK)
+    seed_part = events[:6]
+    assert seed_part == [("sync", "cpu"), ("call", 1), ("sync", "cpu"),
+                         ("sync", "cpu"), ("call", 3), ("sync", "cpu")]
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown variant"):
         bi.benchmark_inference(tiny_model(), variants=["turbo"])
@@ -93,10 +113,16 @@ def test_bad_arguments():
 
 
 def test_table_record_and_plot(rows, tmp_path):
-    table = bi.markdown_table(rows).splitlines()
-    assert len(table) == len(rows) + 2 and table[0].startswith("| device |")
+    table = markdown_table(rows, bi.COLUMNS).splitlines()
+    assert len(table) == len(rows) + 2
+    assert table[0] == ("| device | threads | variant | dtype | method | batch | median ms [IQR] "
+                        "| images/s | speedup | status |")
     assert any(bi.NO_GPU in line for line in table) != torch.cuda.is_available()
-    record = bi.write_record(tmp_path / "bench.json", rows, command="test", model={"name": "x"})
+    timed = next(r for r in rows if r["method"] == bi.TIMER_METHOD and r["status"] == "ok")
+    cells = markdown_table([timed], bi.COLUMNS).splitlines()[2].split(" | ")
+    assert cells[6] == f"{timed['median_ms']:.3g} [{timed['iqr_ms']:.2g}]"
+    assert cells[7] == f"{timed['images_per_s']:,.0f}" and cells[8] == f"{timed['speedup']:.2f}"
+    record = write_record(tmp_path / "bench.json", rows, command="test", model={"name": "x"})
     text = (tmp_path / "bench.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     saved = json.loads(text)
@@ -116,14 +142,21 @@ def test_cli_bench(tmp_path, capsys):
     save_checkpoint(tmp_path / "checkpoint.pt", build_model("simple_cnn"), model_name="simple_cnn",
                     model_kwargs={}, classes=CLASSES, mean=(0.5,) * 3, std=(0.5,) * 3)
     out = tmp_path / "b.json"
-    rc = main(["bench", "--run-dir", str(tmp_path), "--batch-sizes", "1,2", "--device", "cpu",
-               "--quick", "--min-run-time", "0.01", "--threads", "1", "--out", str(out)])
-    assert rc == 0
+    argv = ["bench", "inference", "--run-dir", str(tmp_path), "--batch-sizes", "1,2",
+            "--device", "cpu", "--quick", "--min-run-time", "0.01", "--threads", "1",
+            "--out", str(out)]
+    assert main(argv) == 0
     saved = json.loads(out.read_text())
+    assert saved["benchmark"] == "inference"
+    assert saved["command"] == "python -m cifar_lib " + shlex.join(argv)
+    assert all(tuple(r) == bi.ROW_KEYS for r in saved["rows"])
     assert {r["batch_size"] for r in saved["rows"]} == {1, 2}
-    assert saved["model"]["parameters"] == 620_362
-    assert saved["command"].startswith(f"python -m cifar_lib bench --run-dir {tmp_path} ")
-    assert "--batch-sizes 1,2" in saved["command"] and saved["command"].endswith("--quick")
+    assert {r["device"] for r in saved["rows"]} == {"cpu"}
+    assert saved["model"]["parameters"] == 620_362 and saved["model"]["model"] == "simple_cnn"
+    assert saved["settings"]["batch_sizes"] == "1,2" and "command_line" not in saved["settings"]
     assert "| device |" in capsys.readouterr().out
-    assert main(["bench", "--run-dir", str(tmp_path), "--batch-sizes", "0"]) == 1
+    # Without --out the record goes into the run folder.
+    assert main(argv[:-2]) == 0 and (tmp_path / "bench_inference.json").is_file()
+    capsys.readouterr()
+    assert main(["bench", "inference", "--run-dir", str(tmp_path), "--batch-sizes", "0"]) == 1
     assert "batch sizes must be positive" in capsys.readouterr().err

@@ -1,12 +1,27 @@
-"""The benchmark commands' structure, in their quick modes (never their timings)."""
+"""The benchmark commands' structure, in their quick modes (never their timings), and the one
+record writer and table they share."""
 import json
+import shlex
 
 import pytest
+import torch
 
-from cifar_lib import bench_data, bench_train
-from cifar_lib.records import markdown_table
+from cifar_lib.bench import BENCHMARKS, records
+from cifar_lib.bench import data as bench_data
+from cifar_lib.bench import train as bench_train
+from cifar_lib.bench.records import markdown_table
+from cifar_lib.cli import main
 
-pytestmark = pytest.mark.real_data
+RECORD_KEYS = {"benchmark", "date", "command", "machine", "settings", "rows"}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    # On a machine whose cores are busy, two OpenMP threads can be many times slower than one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_time_to_finds_the_first_epoch_reaching_the_target():
@@ -16,25 +31,92 @@ def test_time_to_finds_the_first_epoch_reaching_the_target():
     assert bench_train.time_to(history[:1]) is None
 
 
-def test_data_pipeline_benchmark_rows_and_record(cifar10, tmp_path):
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_every_benchmark_is_a_subcommand_with_help(name, capsys):
+    module = BENCHMARKS[name]
+    assert callable(module.add_arguments) and callable(module.main)
+    with pytest.raises(SystemExit) as e:
+        main(["bench", name, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m cifar_lib bench {name}") and "--out" in out
+
+
+def test_markdown_table_columns():
+    rows = [{"a": 1.23456, "b": None, "c": "x"}, {"a": 2, "b": 0.5, "c": "y"}]
+    assert markdown_table(rows) == ("| a | b | c |\n|---|---|---|\n| 1.235 |  | x |\n"
+                                    "| 2 | 0.5 | y |")
+    assert markdown_table(rows, ["c", "a"]).splitlines()[2] == "| x | 1.235 |"
+    table = markdown_table(rows, {"name": "c", "twice a": lambda r: f"{2 * r['a']:.1f}"})
+    assert table.splitlines()[0] == "| name | twice a |"
+    assert table.splitlines()[3] == "| y | 4.0 |"
+    assert markdown_table([]) == ""
+
+
+def test_environment_names_the_cpu_and_its_flags():
+    env = records.environment()
+    assert env["cpu"] and env["torch"] == torch.__version__ and env["torch_threads"] >= 1
+    assert set(env["cpu_flags"]) == {"native_bf16", "avx512f", "avx2"}
+    assert all(isinstance(v, bool) for v in env["cpu_flags"].values())
+    assert not hasattr(records, "command_line")  # the command comes from the parsed arguments
+
+
+def test_original_as_ran_reads_a_synchronised_clock(monkeypatch, synthetic_root, one_thread):
+    from cifar_lib.data import load_cifar10
+    clocks = []
+    monkeypatch.setattr(bench_train, "synced_clock",
+                        lambda device: clocks.append(torch.device(device)) or float(len(clocks)))
+    _, test = load_cifar10(synthetic_root)
+    history = bench_train.original_as_ran(test, synthetic_root, "cpu", max_epochs=2, workers=0)
+    assert clocks == [torch.device("cpu")] * 2 * len(history)
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    assert history[0]["train_seconds"] == 1.0  # the two clock readings of the first epoch
+    assert all(0 <= h["test_acc"] <= 1 for h in history)
+
+
+@pytest.mark.real_data
+def test_data_pipeline_benchmark_rows_and_record(cifar10, tmp_path, capsys):
     out = tmp_path / "data.json"
-    assert bench_data.main(["--limit", "1024", "--workers", "0", "--out", str(out)]) == 0
+    argv = ["bench", "data", "--limit", "1024", "--workers", "0", "--out", str(out)]
+    assert main(argv) == 0
     record = json.loads(out.read_text())
-    assert record["benchmark"] == "data_pipeline" and record["machine"]["torch"]
+    assert RECORD_KEYS <= set(record) and record["benchmark"] == "data_pipeline"
+    assert record["command"] == "python -m cifar_lib " + shlex.join(argv)
+    assert record["machine"]["torch"] and record["settings"]["limit"] == 1024
     pipelines = [r["pipeline"] for r in record["rows"]]
     assert pipelines[0].startswith("torchvision DataLoader") and len(pipelines) == 4
+    assert pipelines[3] == "load_cifar10 (all 60,000 images)"
+    assert [r["images"] for r in record["rows"]] == [1024, 1024, 1024, 60_000]
     assert all(r["images_per_second"] > 0 for r in record["rows"])
+    assert record["rows"][0]["speedup_vs_seed"] == 1.0
     assert markdown_table(record["rows"]).count("\n") == 5
+    assert "| pipeline |" in capsys.readouterr().out
 
 
-def test_train_benchmark_quick_record(cifar10, tmp_path):
+@pytest.mark.real_data
+def test_original_pipeline_is_the_seeds_dataloader(cifar10):
+    loader = bench_data.original_pipeline(None, batch_size=16, workers=0, limit=40)
+    x, y = next(iter(loader))
+    assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert -1.0 <= x.min() and x.max() <= 1.0  # ToTensor then Normalize(0.5, 0.5)
+    assert len(loader.dataset) == 40
+
+
+@pytest.mark.real_data
+def test_train_benchmark_quick_record(cifar10, tmp_path, one_thread):
     out = tmp_path / "train.json"
-    assert bench_train.main(["--quick", "--seeds", "0", "--out", str(out)]) == 0
+    argv = ["bench", "train", "--quick", "--seeds", "0", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
     record = json.loads(out.read_text())
     for key in ("recipe", "device", "seeds", "test_acc", "seconds", "images_per_second",
-                "time_to_64", "date", "machine"):
+                "time_to_64", "fast_small_history", "seed_recipe_history", *RECORD_KEYS):
         assert key in record, key
+    assert record["benchmark"] == "train" and record["quick"] is True
+    assert record["command"] == "python -m cifar_lib " + shlex.join(argv)
+    assert record["device"] == "cpu" and record["settings"]["device"] == "cpu"
     assert record["seeds"] == [0] and len(record["test_acc"]) == len(record["seconds"]) == 1
     assert 0 <= record["test_acc"][0] <= 100
     assert set(record["time_to_64"]) == {"fast", "seed", "speedup"}
+    assert len(record["fast_small_history"]) == len(record["seed_recipe_history"]) == 1
+    assert [r["seed"] for r in record["rows"]] == [0] and record["rows"][0]["epochs"] == 1
     assert record["machine"]["torch_threads"] >= 1 and record["machine"]["cpu"]

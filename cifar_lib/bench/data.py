@@ -55,9 +55,13 @@ def time_epoch(batches) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
-def run(root=None, batch_size: int = 128, workers: int = 2, limit: int | None = None) -> list[dict]:
+def run(root=None, batch_size: int = 128, workers: int = 2, limit: int | None = None,
+        download: bool = False) -> list[dict]:
     """Rows: pipeline, seconds, images, images_per_second, speedup_vs_seed (one epoch of the
-    first ``limit`` training images, all when None), then the time to load all of CIFAR-10."""
+    first ``limit`` training images, all when None), then the time to load all of CIFAR-10
+    (``download``: fetch it first if it is missing)."""
+    if download:
+        load_cifar10(root, download=True)  # not timed: the timed load below reads the files
     t0 = time.perf_counter()
     train, test = load_cifar10(root)
     load_seconds = time.perf_counter() - t0
@@ -88,11 +92,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2,
                    help="DataLoader workers for the original pipeline (default 2)")
     p.add_argument("--limit", type=int, help="only the first N training images (quick check)")
+    p.add_argument("--download", action="store_true",
+                   help="download CIFAR-10 with torchvision if it is missing (needs internet)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON record (default {DEFAULT_OUT})")
 
 
 def main(args: argparse.Namespace) -> int:
-    rows = run(args.data_root, args.batch_size, args.workers, args.limit)
+    rows = run(args.data_root, args.batch_size, args.workers, args.limit, args.download)
     print_table(rows)
     write_record(args.out, rows, benchmark="data_pipeline", command=args.command_line,
                  settings=settings(args))

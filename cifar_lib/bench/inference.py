@@ -28,7 +28,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from ..checkpoint import load_model, resolve_checkpoint
 from ..device import cpu_model
@@ -102,6 +101,9 @@ def measure(fn: Callable[[], object], *, warmup: int = 3, min_run_time: float = 
     first = time.perf_counter() - t0
     for _ in range(max(0, warmup - 1)):
         fn()
+    # Imported here: torch.utils.benchmark pulls in cpp_extension, which logs a CUDA warning on
+    # GPU-less machines with a CUDA build of torch; the CLI must not print it for every command.
+    from torch.utils import benchmark
     timer = benchmark.Timer("fn()", globals={"fn": fn},
                             num_threads=num_threads or torch.get_num_threads())
     m = timer.blocked_autorange(min_run_time=min_run_time)

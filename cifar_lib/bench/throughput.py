@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..data import load_cifar10
-from ..device import cpu_model
+from ..device import cpu_model, select_device
 from ..recipes import configure
 from ..train import Training, prepare, train_step
 from .records import print_table, settings, write_record
@@ -48,18 +48,23 @@ def devices_for(requested: str | Sequence[str] = "auto") -> list[str]:
         if name == "auto":
             n = torch.cuda.device_count() if torch.cuda.is_available() else 0
             out += ["cpu"] + ([f"cuda:{i}" for i in range(n)] if n else ["cuda"])
-        elif name in ("cpu", "cuda") or name.startswith("cuda:"):
+        elif name in ("cpu", "cuda", "mps") or name.startswith("cuda:"):
             out.append(name)
         else:
-            raise ValueError(f"unknown benchmark device {name!r}: use 'auto', 'cpu', 'cuda' "
-                             f"or 'cuda:N'")
+            raise ValueError(f"unknown benchmark device {name!r}: use 'auto', 'cpu', 'cuda', "
+                             f"'cuda:N' or 'mps'")
     return list(dict.fromkeys(out))  # in order, without repeats
 
 
 def endless(batches: Iterable) -> Iterator:
     """Batches of epoch after epoch (a ``BatchIterator`` reshuffles at every ``iter()``)."""
     for _ in itertools.count():
-        yield from batches
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("no batches to time: the data set is smaller than one batch")
 
 
 def time_steps(step: Callable[[torch.Tensor, torch.Tensor, int], object], batches: Iterable,
@@ -68,7 +73,8 @@ def time_steps(step: Callable[[torch.Tensor, torch.Tensor, int], object], batche
     untimed calls; on a GPU the clock is read only once the queued work has finished, at the
     start and at the end."""
     if steps < 1 or warmup < 0:
-        raise ValueError(f"steps must be ≥ 1 and warmup ≥ 0, got steps={steps}, warmup={warmup}")
+        raise ValueError(f"steps must be ≥ 1 and warmup ≥ 0, got steps={steps}, "
+                         f"warmup={warmup}")
     it = endless(batches)
     for i in range(warmup):
         step(*next(it), i)
@@ -76,6 +82,12 @@ def time_steps(step: Callable[[torch.Tensor, torch.Tensor, int], object], batche
     for i in range(warmup, warmup + steps):
         step(*next(it), i)
     return synced_clock(device) - t0
+
+
+def _name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "Apple GPU (MPS)" if device.type == "mps" else cpu_model()
 
 
 def _row(**values) -> dict:
@@ -107,19 +119,22 @@ def _add_speedups(rows: list[dict]) -> None:
 
 def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] = "auto",
         steps: int | None = None, warmup: int | None = None, root=None, quick: bool = False,
-        log: Callable[[str], None] | None = None) -> list[dict]:
-    """One row (ROW_KEYS) per recipe × device: training images/s over ``steps`` steps after
-    ``warmup`` (None: 20 and 3, or 3 and 2 when ``quick``), seconds per step, the autocast precision ('fp32' when none), channels-last,
-    batch size, device name (CPU model or GPU name), ``speedup_vs_cpu`` (None where no GPU),
-    and 'status': 'ok' or NO_GPU. ``quick``: each recipe's quick settings (2,048 training images,
-    batch ≤ 256, and no larger than the data).
+        download: bool = False, log: Callable[[str], None] | None = None) -> list[dict]:
+    """One row (ROW_KEYS) per recipe × device: training images/s over ``steps`` timed steps
+    after ``warmup`` untimed ones (None: 20 and 3, or 3 and 2 when ``quick``), seconds per
+    step, the autocast precision ('fp32' when none), channels-last, batch size, device name
+    (CPU model or GPU name), ``speedup_vs_cpu`` (None where no GPU), and 'status': 'ok' or
+    NO_GPU. ``quick``: each recipe's quick settings (2,048 training images, batch ≤ 256, and no
+    larger than the data). ``devices``: see ``devices_for``. ``root``, ``download``: as for
+    ``load_cifar10``.
     """
     log = log or (lambda s: None)
     steps = steps if steps is not None else (QUICK_STEPS if quick else STEPS)
     warmup = warmup if warmup is not None else (QUICK_WARMUP if quick else WARMUP)
     if steps < 1 or warmup < 0:
-        raise ValueError(f"steps must be ≥ 1 and warmup ≥ 0, got steps={steps}, warmup={warmup}")
-    train, _test = load_cifar10(root)
+        raise ValueError(f"steps must be ≥ 1 and warmup ≥ 0, got steps={steps}, "
+                         f"warmup={warmup}")
+    train, _test = load_cifar10(root, download=download)
     rows = []
     for recipe in recipes:
         for dev in devices_for(devices):
@@ -131,11 +146,9 @@ def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] =
             split = train.subset(cfg.train_subset)
             if quick and cfg.batch_size > len(split):  # tiny test data: still a few steps
                 cfg = cfg.replace(batch_size=len(split))
-            device = torch.device(dev)
+            device = select_device(dev)  # a GPU that is not there: one clear DeviceError
             t = prepare(cfg, split, device)
-            row = _row(**base, status="ok", batch_size=cfg.batch_size,
-                       device_name=torch.cuda.get_device_name(device) if device.type == "cuda"
-                       else cpu_model(),
+            row = _row(**base, status="ok", batch_size=cfg.batch_size, device_name=_name(device),
                        precision=str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32",
                        channels_last=t.batches.channels_last)
             row.update(measure(t, steps, warmup))
@@ -173,6 +186,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", nargs="+", default=["auto"],
                    help="auto (the CPU and every GPU; default), or names: cpu cuda cuda:1 ...")
     p.add_argument("--data-root", help="folder containing cifar-10-batches-py")
+    p.add_argument("--download", action="store_true",
+                   help="download CIFAR-10 with torchvision if it is missing (needs internet)")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: 2,048 training images, batch ≤ 256, {QUICK_WARMUP} + "
                         f"{QUICK_STEPS} steps")
@@ -181,7 +196,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     rows = run(args.recipes, args.devices, args.steps, args.warmup, root=args.data_root,
-               quick=args.quick, log=lambda s: print(s, file=sys.stderr))
+               quick=args.quick, download=args.download, log=lambda s: print(s, file=sys.stderr))
     print_table(rows, COLUMNS)
     write_record(args.out, rows, benchmark="train_throughput", command=args.command_line,
                  settings=settings(args))

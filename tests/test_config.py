@@ -1,0 +1,290 @@
+"""Every TrainConfig field is checked once, when the config is built, with one-line errors that
+name the field; the command line and the checkpoint/predict paths report user errors in one line.
+"""
+from __future__ import annotations
+
+import collections
+import datetime
+import math
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_lib.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint
+from cifar_lib.cli import build_parser, main
+from cifar_lib.config import ConfigError, TrainConfig
+from cifar_lib.models import MODELS, UnknownModelError, build_model
+from cifar_lib.recipes import QUICK, configure, get_recipe
+
+# ---------------------------------------------------------------------------------- validation
+
+BAD_VALUES = [
+    ("epochs", -1), ("epochs", 0), ("epochs", 2.5), ("epochs", True),
+    ("batch_size", 0),
+    ("lr", 0), ("lr", -1), ("lr", math.nan), ("lr", math.inf),
+    ("momentum", 1.0),
+    ("weight_decay", -0.1),
+    ("label_smoothing", 1.0),
+    ("lr_peak_at", 1.5),
+    ("optimizer", "adamw"),
+    ("schedule", "cosine"),
+    ("flip", "vertical"),
+    ("precision", "fp8"),
+    ("channels_last", "yes"),
+    ("tta_level", 3),
+    ("translate", -1),
+    ("whiten_bias_epochs", -1),
+    ("eval_every", -1),
+    ("train_subset", 0),
+    ("test_subset", -5),
+    ("mean", (0.5, 0.5)),
+    ("std", (0.5, 0.0, 0.5)),
+]
+
+
+@pytest.mark.parametrize("field, value", BAD_VALUES, ids=[f"{f}={v!r}" for f, v in BAD_VALUES])
+def test_bad_field_value_raises_config_error_naming_the_field(field, value):
+    with pytest.raises(ConfigError) as e:
+        configure("original", **{field: value})
+    message = str(e.value)
+    assert isinstance(e.value, ValueError)
+    assert message.startswith(f"{field} must be "), message  # the field, then its rule ...
+    assert message.endswith(f"got {value!r}"), message       # ... and what was passed
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("lr", -1), ("flip", "vertical")])
+def test_dataclass_constructor_validates_too(field, value):
+    # not only configure(): building a TrainConfig directly checks the same rules
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_unknown_model_lists_the_valid_names():
+    with pytest.raises(UnknownModelError) as e:
+        configure("original", model="resnet")
+    assert "'resnet'" in str(e.value)
+    assert all(name in str(e.value) for name in MODELS)
+
+
+def test_model_kwargs_that_do_not_fit_the_model_are_a_config_error():
+    with pytest.raises(ConfigError, match=r"model_kwargs .*widths.* do not fit model 'simple_cnn'"):
+        configure("original", model_kwargs={"widths": (1, 2, 3)})
+
+
+# Values equal to a valid choice but of another type (True == 1, 2.0 == 2, 1 == True): a
+# membership test with == lets them through.
+LOOKALIKES = [("tta_level", True), ("tta_level", 2.0), ("channels_last", 1),
+              ("channels_last", 0.0)]
+
+
+@pytest.mark.parametrize("field, value", LOOKALIKES, ids=[f"{f}={v!r}" for f, v in LOOKALIKES])
+def test_lookalike_of_another_type_is_refused(field, value):
+    with pytest.raises(ConfigError, match=field):
+        configure("original", **{field: value})
+
+
+def test_model_kwargs_the_model_cannot_be_built_with_are_a_config_error():
+    # the right keyword, a value the constructor cannot use: three widths are needed
+    with pytest.raises(ConfigError, match="model_kwargs"):
+        configure("fast", model_kwargs={"widths": (16, 32)})
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 1), ("translate", 0),
+                                          ("label_smoothing", 0), ("lr_peak_at", 1.0),
+                                          ("momentum", 0.0), ("train_subset", 1)])
+def test_valid_edge_values_pass(field, value):
+    assert getattr(configure("original", **{field: value}), field) == value
+
+
+# ----------------------------------------------------------------------------------- configure
+
+def test_none_override_keeps_the_recipes_value():
+    recipe = get_recipe("fast")
+    cfg = configure("fast", epochs=None, lr=None, model=None, precision=None)
+    assert (cfg.epochs, cfg.lr, cfg.model, cfg.precision) == (
+        recipe.epochs, recipe.lr, recipe.model, recipe.precision)
+
+
+def test_model_override_without_kwargs_resets_them_and_builds():
+    assert get_recipe("fast").model_kwargs  # the recipe's widths belong to airbench
+    cfg = configure("fast", model="simple_cnn")
+    assert cfg.model == "simple_cnn" and cfg.model_kwargs == {}
+    assert build_model(cfg.model, **cfg.model_kwargs)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("recipe", ["fast", "original"])
+def test_quick_is_a_one_epoch_smoke_test(recipe):
+    cfg = configure(recipe, quick=True)
+    assert (cfg.epochs, cfg.train_subset, cfg.test_subset) == (1, 2048, 1000)
+    assert cfg.batch_size == min(get_recipe(recipe).batch_size, QUICK["max_batch_size"]) <= 256
+
+
+def test_explicit_overrides_win_over_quick():
+    cfg = configure("fast", quick=True, epochs=3, batch_size=512, train_subset=100,
+                    test_subset=50)
+    assert (cfg.epochs, cfg.batch_size, cfg.train_subset, cfg.test_subset) == (3, 512, 100, 50)
+
+
+def test_alias_seed_is_the_original_recipe():
+    assert get_recipe("seed") == get_recipe("original")
+    assert configure("seed", quick=True, lr=0.01) == configure("original", quick=True, lr=0.01)
+
+
+# ------------------------------------------------------------------------- command-line errors
+
+@pytest.fixture
+def cli(capsys):
+    """``main``, with the CLI's imports done beforehand: what an import prints once per process
+    is checked by ``test_a_fresh_process_prints_only_the_error_line``, not by every test."""
+    build_parser()
+    capsys.readouterr()
+    return main
+
+
+@pytest.mark.parametrize("option, value, field", [("--epochs", "-1", "epochs"),
+                                                  ("--batch-size", "0", "batch_size")])
+def test_cli_bad_value_is_one_line_before_any_training(cli, option, value, field, synthetic_root,
+                                                       tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(["train", option, value, "--device", "cpu", "--no-progress",
+                 "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert field in err
+    assert "Traceback" not in err and "ZeroDivision" not in err
+    assert not run.exists()  # validated before a run folder or checkpoint was written
+
+
+def test_a_fresh_process_prints_only_the_error_line(tmp_path):
+    # A new interpreter, as a user runs it: nothing imported on the way (a warning from an
+    # import, say) may add to the one error line.
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "cifar_lib", "train", "--epochs", "-1",
+                           "--device", "cpu", "--data-root", str(tmp_path / "no_data"),
+                           "--run-dir", str(run)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["error: epochs must be a whole number ≥ 1, got -1"], \
+        proc.stderr
+    assert not run.exists()
+
+
+# --------------------------------------------------------------------- checkpoint read errors
+
+class _Record(collections.OrderedDict):
+    """An OrderedDict subclass: a class torch's safe loader must refuse."""
+
+
+_CALLS = []
+
+
+def _side_effect(*args):
+    _CALLS.append(args)
+    return args
+
+
+class _RunsCode:
+    """Unpickling this (unsafely) would call ``_side_effect``: proof that no code ran."""
+
+    def __reduce__(self):
+        return (_side_effect, ("ran",))
+
+
+def _payload(extra):
+    return {"format": 1, "model": "simple_cnn", "model_kwargs": {}, "state_dict": {},
+            "extra": extra}
+
+
+def _random_bytes(path):
+    path.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8,
+                                   generator=torch.Generator().manual_seed(0)).numpy().tobytes())
+
+
+def _zip_not_torch(path):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes/readme.txt", "a zip file, but not a torch checkpoint")
+
+
+def _saved(obj):
+    def write(path):
+        torch.save(_payload(obj), path)
+    return write
+
+
+CORRUPT = {
+    "random_bytes": _random_bytes,
+    "zip_not_torch": _zip_not_torch,
+    "ordereddict_subclass": _saved(_Record(a=1)),
+    "datetime": _saved(datetime.datetime(2024, 1, 2, 3, 4, 5)),
+    "reduce_calls_a_function": _saved(_RunsCode()),
+}
+
+
+@pytest.fixture(params=sorted(CORRUPT))
+def corrupt_run(request, tmp_path):
+    run = tmp_path / "corrupt"
+    run.mkdir()
+    CORRUPT[request.param](run / CHECKPOINT)
+    return run
+
+
+def test_corrupt_checkpoint_is_a_checkpoint_error_without_unsafe_advice(corrupt_run):
+    _CALLS.clear()
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(corrupt_run)
+    message = str(e.value)
+    assert "not a readable checkpoint" in message
+    assert "weights_only" not in message and "safe_globals" not in message
+    assert "\n" not in message
+    assert _CALLS == []  # nothing in the file was executed
+
+
+@pytest.fixture(scope="module")
+def data_root(cifar_folder, tmp_path_factory):
+    return cifar_folder(tmp_path_factory.mktemp("data"))
+
+
+def test_cli_evaluate_of_a_corrupt_checkpoint_is_one_line(cli, corrupt_run, data_root, capsys):
+    assert cli(["evaluate", "--run-dir", str(corrupt_run), "--device", "cpu",
+                 "--data-root", str(data_root)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert str(corrupt_run / CHECKPOINT) in err
+    assert "weights_only" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+def test_cli_evaluate_of_a_missing_run_suggests_that_same_folder(cli, relative, data_root,
+                                                                 tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    nope = "tmp/nope" if relative else str(tmp_path / "tmp" / "nope")
+    assert cli(["evaluate", "--run-dir", nope, "--device", "cpu",
+                 "--data-root", str(data_root)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "no checkpoint" in err
+    assert f"--run-dir {nope}`" in err, err  # the folder asked for, not its parent
+
+
+@pytest.fixture(scope="module")
+def trained_run(data_root, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
+                 "--data-root", str(data_root), "--run-dir", str(run)]) == 0
+    return run
+
+
+def test_cli_predict_of_a_folder_says_it_is_a_folder(cli, trained_run, tmp_path, capsys):
+    capsys.readouterr()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    assert cli(["predict", "--run-dir", str(trained_run), str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert f"{folder} is a folder, not an image file" in err

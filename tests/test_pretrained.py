@@ -1,0 +1,99 @@
+"""The models shipped inside the package, ``ship`` that makes them, and how a lesson finds the
+run it works with (its own run folder, Google Drive, or the shipped model)."""
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+from cifar_lib import notebook, pretrained
+from cifar_lib.checkpoint import CheckpointError, load_checkpoint, load_run, read_json
+from cifar_lib.cli import main
+from cifar_lib.data import load_cifar10
+from cifar_lib.inference import loss_and_accuracy
+
+
+@pytest.mark.parametrize("name", ["fast", "original"])
+def test_shipped_runs_are_complete_compact_and_say_how_they_were_made(name):
+    folder = pretrained.shipped_run(name)
+    ckpt = load_checkpoint(folder)
+    assert "optimizer" not in ckpt                         # finished, nothing to resume
+    floats = [v for v in ckpt["state_dict"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert (folder / "checkpoint.pt").stat().st_size < 6_000_000
+    provenance = read_json(folder / "provenance.json")
+    assert f"--recipe {name}" in provenance["command"] and provenance["seed"] == 0
+    assert len(read_json(folder / "history.json")) == read_json(folder / "metrics.json")["epochs"]
+    text = pretrained.describe(name)
+    assert provenance["command"] in text and f"{read_json(folder / 'metrics.json')['test_acc']:.2%}" in text
+
+
+def test_unknown_shipped_run_lists_the_available_ones():
+    with pytest.raises(FileNotFoundError, match="available: fast, original"):
+        pretrained.shipped_run("resnet")
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name", ["fast", "original"])
+def test_shipped_model_scores_what_its_metrics_say(cifar10, name):
+    _, test = cifar10
+    lm = load_run(pretrained.shipped_run(name))
+    metrics = read_json(pretrained.shipped_run(name) / "metrics.json")
+    _, acc = loss_and_accuracy(lm.model, test, lm.mean, lm.std)
+    assert acc == pytest.approx(metrics["test_acc"], abs=0.0005)   # 0.05 points
+    assert metrics["test_acc"] > (0.92 if name == "fast" else 0.60)
+
+
+def test_ship_stores_fp16_weights_and_measures_them(synthetic_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
+                 "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 0
+    _, test = load_cifar10(synthetic_root)
+    folder = pretrained.ship(run, "tiny", command="python -m cifar_lib train --recipe original",
+                             test_split=test, machine="test machine", dest=tmp_path / "shipped")
+    shipped, original = load_run(folder), load_run(run)
+    assert all(v.dtype == torch.float16 for v in load_checkpoint(folder)["state_dict"].values()
+               if v.is_floating_point())
+    # what metrics.json states is measured on the fp16 weights, in fp32
+    _, acc = loss_and_accuracy(shipped.model, test, shipped.mean, shipped.std)
+    assert read_json(folder / "metrics.json")["test_acc"] == acc
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(shipped.model(x), original.model(x), atol=2e-2, rtol=2e-2)
+
+
+def test_find_run_prefers_the_run_folder_then_falls_back_as_asked(synthetic_root, tmp_path,
+                                                                   capsys):
+    empty = tmp_path / "runs" / "fast"
+    assert notebook.find_run(empty) == pretrained.shipped_run("fast")
+    out = capsys.readouterr().out
+    assert f"no checkpoint in {empty}" in out and "ships with cifar_lib" in out
+    with pytest.raises(CheckpointError, match="train one first"):
+        notebook.find_run(empty, "error")
+    with pytest.raises(ValueError, match="if_missing"):
+        notebook.find_run(empty, "download")
+    trained = notebook.find_run(empty, "train", recipe="original", data_root=synthetic_root,
+                                quick=True, device="cpu")
+    assert trained == empty and (empty / "checkpoint.pt").is_file()
+    assert notebook.find_run(empty) == empty       # now the run folder itself is used
+
+
+def test_drive_is_used_only_on_colab_and_only_when_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(notebook, "on_colab", lambda: False)
+    assert notebook.keep_runs_on_drive("runs/fast", keep=False) == "runs/fast"
+    assert notebook.keep_runs_on_drive("runs/fast") == "runs/fast"
+    assert "for Google Colab" in capsys.readouterr().out
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    google = types.ModuleType("google")
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setattr(notebook, "on_colab", lambda: True)
+    monkeypatch.setattr(notebook, "DRIVE_MOUNTPOINT", str(tmp_path / "drive"))
+    assert notebook.keep_runs_on_drive("runs/fast", keep=False) == "runs/fast" and not mounted
+    path = notebook.keep_runs_on_drive("runs/fast")
+    assert mounted == [str(tmp_path / "drive")]
+    assert path == str(tmp_path / "drive" / "MyDrive" / "cifar10-course" / "runs" / "fast")
