@@ -6,9 +6,11 @@ export CIFAR10_ROOT ?= $(abspath ../shared/data)
 
 # Notebook parameters from the command line, e.g. `make run-notebooks EPOCHS=1 RECIPE=seed`;
 # any other parameter with PARAMS="-p NAME VALUE ...".
-NB_VARS := RUN_DIR RECIPE MODEL EPOCHS BATCH_SIZE LR SEED DEVICE QUICK
+NB_VARS := RUN_DIR RECIPE MODEL EPOCHS BATCH_SIZE LR SEED DEVICE QUICK KEEP_ON_DRIVE IF_MISSING
 NB_PARAMS := $(foreach v,$(NB_VARS),$(if $($(v)),-p $(shell echo $(v) | tr A-Z a-z) $($(v)))) $(PARAMS)
 GRID ?= lr=0.5,1.5 epochs=1,2
+# The run folder bench-inference times: by default the fast model shipped with cifar_lib.
+BENCH_RUN ?= cifar_lib/pretrained_runs/fast
 
 .PHONY: install test train run-notebooks sweep sync bench-data bench-train bench-inference \
 	bench-throughput clean
@@ -43,8 +45,8 @@ bench-data: install  ## data pipeline: ours vs torchvision DataLoader (JSON in b
 bench-train: install  ## fast recipe, 3 seeds, and time to 64% vs the original recipe, same device
 	$(PY) -m cifar_lib bench train
 
-bench-inference: install  ## inference throughput/latency by batch size, CPU and GPU
-	$(PY) -m cifar_lib bench inference --run-dir notebooks/runs/fast --out benchmarks/results/inference.json
+bench-inference: install  ## inference throughput/latency by batch size, CPU and GPU (BENCH_RUN=run folder)
+	$(PY) -m cifar_lib bench inference --run-dir $(BENCH_RUN) --out benchmarks/results/inference.json
 
 bench-throughput: install  ## training images/s of both recipes, CPU and each GPU, with the speed-up
 	$(PY) -m cifar_lib bench throughput

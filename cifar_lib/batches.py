@@ -7,7 +7,7 @@ training on a CPU (and even more on a GPU) fast enough to be a lesson rather tha
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -129,14 +129,23 @@ class BatchIterator:
         per_image = torch.rand(len(self.labels), generator=base) < 0.5
         return per_image[idx] ^ bool(self.epoch % 2)
 
+    def epoch_draws(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The current epoch's random draws, on the CPU, one row per position of this rank's
+        order: (image indices int64, mirror or not bool or None without flips, (dy, dx) shifts
+        int64 ×2 or None without translation). Iterating applies exactly these."""
+        order = self.epoch_order()
+        flips = self._flip_mask(order) if self.flip else None
+        shifts = (self._shard(torch.randint(-self.pad, self.pad + 1, (len(self.labels), 2),
+                                            generator=self._generator(2)))
+                  if self.pad else None)
+        return order, flips, shifts
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # The epoch's order, flips and shifts are drawn on the CPU (the same numbers on every
         # device) and copied to the device once per epoch: no host→device copy per batch.
-        order = self.epoch_order()
-        flips = self._flip_mask(order).to(self.device) if self.flip else None
-        shifts = (self._shard(torch.randint(-self.pad, self.pad + 1, (len(self.labels), 2),
-                                            generator=self._generator(2))).to(self.device)
-                  if self.pad else None)
+        order, flips, shifts = self.epoch_draws()
+        flips = flips.to(self.device) if flips is not None else None
+        shifts = shifts.to(self.device) if shifts is not None else None
         order = order.to(self.device)
         self.epoch += 1
         for start in range(0, len(order), self.batch_size):

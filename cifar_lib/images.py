@@ -12,11 +12,13 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Callable, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
+
+from .batches import normalize
 
 
 # Refuse images with more pixels than this before decoding them: 64 megapixels is more than any
@@ -146,19 +148,30 @@ def load_image(source: Source, *, max_side: int | None = MAX_SIDE,
     not an image, empty, truncated, or more than ``max_pixels`` pixels (default ``MAX_PIXELS``,
     checked before decoding; PIL itself refuses more than 2 × Image.MAX_IMAGE_PIXELS ≈ 179 MP).
     """
+    return _load(source, max_side, max_pixels)
+
+
+def _load(source: Source, max_side: int | None, max_pixels: int | None,
+          record: Callable[[str, Image.Image], None] | None = None) -> Image.Image:
+    """load_image; ``record(step, image)``, if given, sees the image after each step."""
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     # Messages name a path exactly as given (the user can find it); other sources by name.
     name = str(source) if isinstance(source, (str, os.PathLike)) else source_name(source)
     opened = None if isinstance(source, Image.Image) else _open(source, name)
     try:
-        return _decode(source if opened is None else opened, name, max_side, max_pixels)
+        return _decode(source if opened is None else opened, name, max_side, max_pixels, record)
     finally:
         if opened is not None:
             opened.close()  # the result is always a new image; release the file handle now
 
 
-def _decode(img: Image.Image, name: str, max_side: int | None, max_pixels: int) -> Image.Image:
-    """load_image after opening: size check, draft, decode, orientation, mode, shrink."""
+def _decode(img: Image.Image, name: str, max_side: int | None, max_pixels: int,
+            record: Callable[[str, Image.Image], None] | None = None) -> Image.Image:
+    """load_image after opening: size check, draft, decode, orientation, mode, shrink.
+
+    ``record`` (preprocessing_steps) gets a copy of the image after decoding, orientation, mode
+    conversion and shrinking; copies, because the opened file's image is closed afterwards.
+    """
     source = img
     w, h = img.size
     if w * h > max_pixels:
@@ -175,8 +188,14 @@ def _decode(img: Image.Image, name: str, max_side: int | None, max_pixels: int) 
             warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated files are "
                           "padded with grey instead of being refused", stacklevel=3)
         img.load()
+        if record:
+            record("decoded", img.copy())
         img = ImageOps.exif_transpose(img)
+        if record:
+            record("exif_transpose", img.copy())
         img = to_rgb(img)
+        if record:
+            record("rgb", img.copy())
     except ImageError:
         raise
     except Exception as e:  # truncated data, corrupt chunks, decoder errors
@@ -187,6 +206,8 @@ def _decode(img: Image.Image, name: str, max_side: int | None, max_pixels: int) 
         img = img.copy() if img is source else img
         # reducing_gap: a cheap integer box-reduce first, then the exact filter on a small image.
         img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if record:
+        record("shrink", img.copy())
     return img
 
 
@@ -207,13 +228,67 @@ def to_model_input(img: Source, size: int = 32, method: str = "center_crop") -> 
     Both use Lanczos resampling, antialiased (a 1000→32 resize would otherwise alias badly);
     ``reducing_gap`` box-reduces first for speed.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    _check_method(method)
     if not isinstance(img, Image.Image) or img.mode != "RGB":
         img = load_image(img)
-    box = square_box(img.size) if method == "center_crop" else (0, 0) + img.size
-    small = img.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    return _to_tensor(_resize(img, size, method))
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+
+
+def _box(img: Image.Image, method: str) -> tuple[int, int, int, int]:
+    """The part of ``img`` that ``method`` keeps: the centred square, or all of it (squash)."""
+    _check_method(method)
+    return square_box(img.size) if method == "center_crop" else (0, 0) + img.size
+
+
+def _resize(img: Image.Image, size: int, method: str) -> Image.Image:
+    """RGB ``img`` → size×size RGB: the ``method`` box, Lanczos-resized in one call."""
+    return img.resize((size, size), Image.Resampling.LANCZOS, box=_box(img, method),
+                      reducing_gap=3.0)
+
+
+def _to_tensor(small: Image.Image) -> torch.Tensor:
+    """RGB PIL image H×W → uint8 tensor 3×H×W (channels first, as PyTorch wants them)."""
     return torch.from_numpy(np.array(small, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+STEPS = ("decoded", "exif_transpose", "rgb", "shrink", "crop", "resize", "to_tensor",
+         "normalize")
+
+
+def preprocessing_steps(source: Source, size: int = 32, method: str = "center_crop", *,
+                        mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+                        ) -> list[tuple[str, Image.Image | torch.Tensor]]:
+    """Every intermediate of ``load_image`` + ``to_model_input`` (+ normalisation), in order.
+
+    Returns [(step, value)] with the steps of ``STEPS``: 'decoded' (the pixels as stored in the
+    file, in its own mode and orientation; JPEGs larger than ``MAX_SIDE`` already reduced while
+    decoding), 'exif_transpose' (upright), 'rgb', 'shrink' (longest side ≤ ``MAX_SIDE``), 'crop'
+    (the part that ``method`` keeps: the centred square, or the whole photo for 'squash'),
+    'resize' (size×size) — all PIL images — then 'to_tensor' (uint8 3×size×size, equal to
+    ``to_model_input(source, size, method)`` for a file, bytes or upload) and, only when
+    ``mean`` and ``std`` are given (a run's, e.g. ``load_run(run).mean``), 'normalize' (float32
+    3×size×size, exactly what ``predict`` feeds the network). The 'resize' step resizes the
+    crop box of the 'shrink' image in one call, as ``to_model_input`` does; 'crop' shows that box.
+    Raises ``ImageError`` as ``load_image`` does.
+    """
+    _check_method(method)
+    if (mean is None) != (std is None):
+        raise ValueError("pass both mean and std (e.g. load_run(run).mean and .std), or neither")
+    steps: list[tuple[str, Image.Image | torch.Tensor]] = []
+    img = _load(source, MAX_SIDE, None, lambda step, im: steps.append((step, im)))
+    steps.append(("crop", img.crop(_box(img, method))))
+    small = _resize(img, size, method)
+    steps.append(("resize", small))
+    x = _to_tensor(small)
+    steps.append(("to_tensor", x))
+    if mean is not None:
+        steps.append(("normalize", normalize(x[None], mean, std)[0]))
+    return steps
 
 
 SAMPLES = Path(__file__).resolve().parent / "sample_images"

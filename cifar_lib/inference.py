@@ -17,22 +17,32 @@ def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tenso
 
     level 0: the image only. level 1: + its mirror image (the net was trained on both).
     level 2: + mirrors of the image shifted one pixel up-left and down-right (reflect-filled),
-    weighted so the untranslated pair counts half, as in airbench.
+    weighted so the untranslated pair counts half, as in airbench. The views and their weights
+    are ``tta_views``'s: the logits are Σ weight · model(view).
     """
-    def with_mirror(v: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (model(v) + model(v.flip(-1)))
-
-    if level == 0:
+    views = tta_views(x, level)
+    if len(views) == 1:
         return model(x)
+    return sum(weight * model(view) for _, weight, view in views)
+
+
+def tta_views(x: torch.Tensor, level: int = 0) -> list[tuple[str, float, torch.Tensor]]:
+    """The views that ``tta_logits`` averages at ``level``, as (name, weight, images N×3×H×W);
+    the weights sum to 1 and Σ weight · model(view) equals ``tta_logits`` up to rounding.
+    level 0: 1 view, level 1: 2, level 2: 6."""
+    if level not in (0, 1, 2):
+        raise ValueError(f"tta level must be 0, 1 or 2, got {level}")
+    if level == 0:
+        return [("image", 1.0, x)]
     if level == 1:
-        return with_mirror(x)
-    if level == 2:
-        padded = F.pad(x, (1,) * 4, mode="reflect")
-        h, w = x.shape[-2:]
-        shifted = [padded[..., :h, :w], padded[..., 2:h + 2, 2:w + 2]]
-        translated = torch.stack([with_mirror(v) for v in shifted]).mean(0)
-        return 0.5 * with_mirror(x) + 0.5 * translated
-    raise ValueError(f"tta level must be 0, 1 or 2, got {level}")
+        return [("image", 0.5, x), ("mirror", 0.5, x.flip(-1))]
+    padded = F.pad(x, (1,) * 4, mode="reflect")
+    h, w = x.shape[-2:]
+    # content moved one pixel down-right, and one pixel up-left (reflect-filled at the border)
+    down_right, up_left = padded[..., :h, :w], padded[..., 2:h + 2, 2:w + 2]
+    return [("image", 0.25, x), ("mirror", 0.25, x.flip(-1)),
+            ("moved ↘", 0.125, down_right), ("moved ↘, mirror", 0.125, down_right.flip(-1)),
+            ("moved ↖", 0.125, up_left), ("moved ↖, mirror", 0.125, up_left.flip(-1))]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

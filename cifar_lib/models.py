@@ -51,14 +51,31 @@ class Whitening(nn.Conv2d):
     @torch.no_grad()
     def init_from(self, images: torch.Tensor) -> None:
         """Fit the filters to normalised float images N×3×H×W (a few thousand suffice)."""
-        patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)      # N×3×H'×W'×2×2
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)    # P×12, (c, kh, kw) order
-        patches = patches - patches.mean(0)
-        cov = patches.T @ patches / len(patches)
+        cov = patch_covariance(images)
         eigvals, eigvecs = torch.linalg.eigh(cov.double())
         filters = (eigvecs.T / torch.sqrt(eigvals + self.eps)[:, None]).float().view(12, 3, 2, 2)
         self.weight.copy_(torch.cat([filters, -filters]))
         self.bias.zero_()
+
+    @torch.no_grad()
+    def covariances(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(before, after): the 12×12 covariance of the 2×2 patches of normalised float images
+        N×3×H×W, and of the layer's first 12 output channels (the filters without their negated
+        copies) on the same images. After ``init_from`` on similar images, ``after`` is close to
+        the identity (each diagonal entry is eigenvalue / (eigenvalue + eps))."""
+        out = nn.functional.conv2d(images.float(), self.weight[:12])  # N×12×H'×W', no bias
+        flat = out.permute(0, 2, 3, 1).reshape(-1, 12)
+        flat = flat - flat.mean(0)
+        return patch_covariance(images), flat.T @ flat / len(flat)
+
+
+def patch_covariance(images: torch.Tensor) -> torch.Tensor:
+    """12×12 covariance of the 2×2 patches (3 channels × 2 × 2 = 12 numbers, in (c, kh, kw)
+    order) of float images N×3×H×W, over every patch position of every image."""
+    patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)      # N×3×H'×W'×2×2
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)    # P×12, (c, kh, kw) order
+    patches = patches - patches.mean(0)
+    return patches.T @ patches / len(patches)
 
 
 class ConvGroup(nn.Sequential):

@@ -46,12 +46,11 @@ def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
          dest: Path = RUNS) -> Path:
     """Copy a finished run into ``dest/name`` with fp16 weights; re-measure its accuracy.
 
-    ``test_split``: the CIFAR-10 test set; the accuracy (with and without the run's TTA) is
+    ``test_split``: the CIFAR-10 test set (a ``CifarSplit``); the accuracy (with and without the run's TTA) is
     measured in fp32 on the fp16-stored weights, so ``metrics.json`` states what ships.
     """
-    from .data import CifarSplit  # noqa: F401  (the type test_split must have)
-    from .inference import loss_and_accuracy
     from .checkpoint import load_run
+    from .inference import loss_and_accuracy
     src = resolve_checkpoint(run_dir)
     ckpt = load_checkpoint(src)
     for key in ("optimizer", "lookahead", "rng", "scaler"):  # resume state is not shipped

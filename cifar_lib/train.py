@@ -58,6 +58,19 @@ def lr_multiplier(cfg: TrainConfig, step: int, total_steps: int) -> float:
     raise ValueError(f"unknown schedule {cfg.schedule!r}: use 'constant' or 'triangle'")
 
 
+def lr_schedule(cfg: TrainConfig, total_steps: int) -> list[float]:
+    """``lr_multiplier`` at every step 0 … total_steps − 1 of a run (multiply by ``cfg.lr``)."""
+    return [lr_multiplier(cfg, step, total_steps) for step in range(total_steps)]
+
+
+def smoothed_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    """The soft targets N×num_classes that ``F.cross_entropy(..., label_smoothing=smoothing)``
+    compares the predictions with: 1 − smoothing on the true class, then smoothing spread
+    evenly over all classes (the true one included), so each row sums to 1."""
+    one_hot = F.one_hot(labels, num_classes).float()
+    return one_hot * (1 - smoothing) + smoothing / num_classes
+
+
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """Adam, or Nesterov SGD with faster-learning biases (BatchNorm and whitening)."""
     params = [p for p in model.parameters() if p.requires_grad]  # frozen weights stay out

@@ -22,21 +22,28 @@
 #
 # **What you will learn**
 # - what CIFAR-10 looks like: 60,000 tiny 32×32 photos in ten balanced classes;
+# - how a CNN is built, layer by layer, and trained: forward → loss → backward → step, written
+#   out by hand and then checked, bit for bit, against the library's `fit`;
 # - how the course's original network (the *original* recipe of the seed notebook: a
 #   620k-parameter CNN trained with Adam for two epochs, about 64%) compares with a
 #   state-of-the-art fast recipe (about 94%);
-# - which tricks make the fast recipe fast: a whitening first layer, Nesterov SGD with a
-#   warm-up/decay schedule, label smoothing, weight averaging, augmentation on whole tensors and
-#   test-time augmentation;
+# - which tricks make the fast recipe fast, each shown with a figure from the library code that
+#   runs it: a whitening first layer, a warm-up/decay learning-rate schedule, flips and shifts
+#   of whole batches, label smoothing, lookahead weight averaging and test-time augmentation;
+# - how long a run takes on *your* hardware, measured before it starts;
 # - how a training run is saved (checkpoint + metrics + history) so the next lessons can use it.
 #
 # How long the fast recipe takes depends on the processor (all measured on two cores):
 # 17 minutes on an AMD EPYC with native bf16, about 30 minutes on the Intel Xeon without native
 # bf16 that made the outputs below, about 55 minutes on an AVX2-only AMD EPYC (Zen 3). A GPU
 # (Colab: *Runtime → Change runtime type → GPU*) is far faster; GPU times are not measured for
-# this course yet. On Colab, set `keep_on_drive = True` to keep the trained run on Google Drive
-# for the next lessons (each notebook gets a fresh runtime); without it, lessons 02–04 use the
-# fast model that ships with `cifar_lib`.
+# this course yet. The cell just before training times a few steps on your machine and says how
+# long the wait will be, and how to make it shorter. On Colab, set `keep_on_drive = True` to keep
+# the trained run on Google Drive for the next lessons (each notebook gets a fresh runtime);
+# without it, lessons 02–04 use the fast model that ships with `cifar_lib`.
+#
+# Each section ends in a check: the code in view and the tested library agree. **Exercises** are
+# at the end.
 
 # %%
 # Setup: on Colab, and only there, install cifar_lib from the repository (the address lives
@@ -57,7 +64,7 @@ if ON_COLAB:
 # %% tags=["parameters"]
 run_dir = "runs/fast"    # folder for checkpoint.pt, metrics.json, history.json (next lessons read it)
 keep_on_drive = False    # on Colab: keep run folders on Google Drive (mounted only when True)
-recipe = "fast"          # "fast" (airbench-style, ~94%) or "original" (the seed notebook, ~64%)
+recipe = "fast"          # "fast" (~94%), "fast_small" (small, 1 epoch: ~64%), "original" (seed's, ~64%)
 model = None             # override the recipe's model: "simple_cnn" or "airbench" (None: recipe's)
 epochs = None            # override the number of epochs (None: the recipe's own)
 batch_size = None        # override the batch size (None: the recipe's own)
@@ -77,7 +84,9 @@ from IPython.display import display
 from cifar_lib import build_model, configure, count_parameters, fit, load_cifar10, select_device
 from cifar_lib.data import class_counts
 from cifar_lib.notebook import keep_runs_on_drive, record
-from cifar_lib.plots import LiveCurves, image_grid, plot_class_counts, plot_curves
+from cifar_lib.plots import (LiveCurves, image_grid, plot_augmented_batch, plot_class_counts,
+                             plot_curves, plot_label_smoothing, plot_lookahead, plot_lr_schedule,
+                             plot_tta_views, plot_whitening)
 
 run_dir = keep_runs_on_drive(run_dir, keep_on_drive)
 print(f"torch {torch.__version__}, device: {select_device(device)}, CPU threads: {torch.get_num_threads()}")
@@ -103,6 +112,118 @@ image_grid(train, n=32)
 plot_class_counts(("train", train), ("test", test))
 
 # %% [markdown]
+# ## A network, layer by layer
+# The original recipe's network is the seed notebook's CNN (`SimpleCNN` in `cifar_lib.models`),
+# small enough to build right here. Three times over: a 3×3 **convolution** slides learnt filters
+# over the image (padding 1 keeps the size), **ReLU** keeps the positive responses, and 2×2
+# **max-pooling** keeps the largest of each 2×2 block, halving height and width. Then the
+# 128×4×4 feature map is **flattened** into 2,048 numbers and two **linear** layers map it to
+# 10 scores (*logits*), one per class. The shapes after each layer tell the story: fewer
+# pixels, more channels. The layers get the names `SimpleCNN` gives its own, so that the
+# library's weights can be loaded into this network.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from collections import OrderedDict
+
+from torch import nn
+
+my_cnn = nn.Sequential(OrderedDict([
+    ("conv1", nn.Conv2d(3, 32, kernel_size=3, padding=1)),    # 32 filters, each 3×3 × 3 colours
+    ("relu1", nn.ReLU()),
+    ("pool1", nn.MaxPool2d(2)),                               # the largest of each 2×2 block
+    ("conv2", nn.Conv2d(32, 64, kernel_size=3, padding=1)),
+    ("relu2", nn.ReLU()),
+    ("pool2", nn.MaxPool2d(2)),
+    ("conv3", nn.Conv2d(64, 128, kernel_size=3, padding=1)),
+    ("relu3", nn.ReLU()),
+    ("pool3", nn.MaxPool2d(2)),
+    ("flatten", nn.Flatten()),                                # 128×4×4 → 2,048 numbers
+    ("fc1", nn.Linear(128 * 4 * 4, 256)),
+    ("relu4", nn.ReLU()),
+    ("fc2", nn.Linear(256, 10)),                              # one score (logit) per class
+]))
+
+x = torch.zeros(1, 3, 32, 32)  # a batch of one image: batch × colours × height × width
+print(f"{'input':8s} {str(tuple(x.shape)):16s}")
+for name, layer in my_cnn.named_children():
+    x = layer(x)
+    print(f"{name:8s} {str(tuple(x.shape)):16s} {count_parameters(layer):>9,} parameters")
+print(f"{'total':8s} {'':16s} {count_parameters(my_cnn):>9,} parameters")
+
+# %% [markdown]
+# Now the library's `SimpleCNN`: the same number of parameters, and once its (random) weights
+# are copied into the network built above, the same outputs for real images, bit for bit.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from cifar_lib.batches import HALF_MEAN_STD, normalize
+from cifar_lib.models import SimpleCNN
+
+library_cnn = SimpleCNN()
+my_cnn.load_state_dict(library_cnn.state_dict())  # same names (conv1.weight, …): same weights
+images = normalize(train.images[:16], *HALF_MEAN_STD)  # 16 training images, scaled to [-1, 1]
+with torch.no_grad():
+    same = torch.equal(my_cnn(images), library_cnn(images))
+print(f"parameters: built here {count_parameters(my_cnn):,}, "
+      f"cifar_lib's SimpleCNN {count_parameters(library_cnn):,}")
+print("identical outputs:", same)
+
+# %% [markdown]
+# ## Training, by hand
+# Training repeats four lines for every batch of images:
+# 1. **forward**: the network's logits for the batch;
+# 2. **loss**: cross-entropy, −log of the probability (softmax of the logits) the network gives
+#    each image's true class, averaged over the batch;
+# 3. **backward**: autograd computes the gradient of the loss with respect to every weight;
+# 4. **step**: the optimiser moves each weight a little against its gradient (Adam, the original
+#    recipe's optimiser, scales each move by the size of that weight's recent gradients).
+#
+# The batches come from `cifar_lib`'s `BatchIterator`: a shuffled epoch of the in-memory images,
+# normalised as whole tensors on the device. Below: the original recipe (Adam, learning rate
+# 1e-3, batches of 128) for one epoch on the first 1,024 training images: 8 steps. It runs on
+# the CPU whatever `device` says: a GPU would give the same curve, but not the same numbers to
+# the last bit, and the next cell compares bits.
+
+# %%
+import torch.nn.functional as F
+
+from cifar_lib.batches import BatchIterator
+from cifar_lib.train import seed_everything
+
+loop_config = configure("original", seed=seed, device="cpu", epochs=1, train_subset=1024,
+                        test_subset=100, eval_every=0)
+loop_device = torch.device(loop_config.device)  # e.g. select_device("cuda"): the rest follows
+seed_everything(loop_config.seed)               # one seed: the same weights and batches every time
+loop_net = build_model(loop_config.model).to(loop_device)          # SimpleCNN, random weights
+optimizer = torch.optim.Adam(loop_net.parameters(), lr=loop_config.lr)
+batches = BatchIterator(train.subset(loop_config.train_subset), loop_config.batch_size,
+                        mean=loop_config.mean, std=loop_config.std, device=loop_device,
+                        shuffle=True, seed=loop_config.seed, drop_last=True)
+
+loop_net.train()
+for step, (x, y) in enumerate(batches):  # x: 128×3×32×32 floats, y: 128 labels, on loop_device
+    logits = loop_net(x)                 # 1. forward: 128×10 logits
+    loss = F.cross_entropy(logits, y)    # 2. loss: one number for the whole batch
+    optimizer.zero_grad()                # (forget the previous step's gradients)
+    loss.backward()                      # 3. backward: a gradient for every weight
+    optimizer.step()                     # 4. step: every weight moves against its gradient
+    print(f"step {step}: loss {loss.item():.3f}")
+
+# %% [markdown]
+# `fit` runs this same loop (its `train_step` adds what the fast recipe switches on: the
+# learning-rate schedule, mixed precision and lookahead, none of which the original recipe
+# uses). Same seed, same data, same recipe: on a CPU it must end with exactly the same weights.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+fitted = fit(loop_config, train, test, progress=False).model.state_dict()
+mine = loop_net.state_dict()
+identical = mine.keys() == fitted.keys() and all(torch.equal(mine[k], fitted[k]) for k in mine)
+print(f"{len(fitted)} weight tensors compared")
+print("fit and the hand-written loop give identical weights:", identical)
+
+# %% [markdown]
 # ## The recipe and the model
 # A recipe is a `TrainConfig`: every knob of a run in one place, checked when it is built.
 # `configure` applies this notebook's parameters to the recipe (None keeps the recipe's value)
@@ -126,6 +247,137 @@ print(f"model: {config.model}, parameters: {count_parameters(net):,}")
 print("output for a batch of 2 images:", tuple(net.eval()(torch.zeros(2, 3, 32, 32)).shape))
 
 # %% [markdown]
+# ## The fast recipe's ideas, one figure each
+# The fast recipe gets to 94% in ten epochs where the original gets to 64% in two. No single trick
+# does it; each figure below is drawn from the library code that `fit` runs. They show the fast
+# recipe, whatever `recipe` is set to.
+#
+# ### A whitening first layer
+# Neighbouring pixels, and the three colours of one pixel, are strongly correlated: a 2×2 patch
+# (12 numbers) has almost all its variance in one direction, its overall brightness, and very
+# little in the fine details that tell a cat from a dog. The fast net's first layer is a 2×2
+# convolution whose 12 filters are fitted to the data *before* training, not learnt: the
+# eigenvectors of the patch covariance C = V Λ Vᵀ, each divided by √(λ + ε). Its outputs have
+# covariance ≈ the identity: every direction reaches the next layer at the same scale, so SGD
+# does not have to discover the faint ones slowly. ε = 5·10⁻⁴ deliberately damps the faintest
+# direction (there, mostly noise) to about half. The filters stay frozen; each also appears
+# negated (24 channels), so the GELU after it loses nothing.
+
+# %%
+fast = configure("fast", seed=seed)
+whitening = build_model(fast.model, **fast.model_kwargs).whitening
+whitening.init_from(normalize(train.images[:2000], fast.mean, fast.std))  # fit uses 5,000
+held_out = normalize(test.images[:1000], fast.mean, fast.std)             # images it never saw
+before, after = whitening.covariances(held_out)
+off_diagonal = ~torch.eye(12, dtype=torch.bool)
+print(f"largest covariance between two different patch numbers: before "
+      f"{before[off_diagonal].max():.2f}, after whitening {after[off_diagonal].abs().max():.2f}")
+plot_whitening(whitening, held_out)
+
+# %% [markdown]
+# ### The learning-rate schedule
+# The fast recipe uses SGD with Nesterov momentum and a *triangle* schedule: the step size starts
+# at 0.2 × its peak, rises linearly to the peak at 23% of training (a warm-up: the fresh net and
+# its BatchNorm statistics cannot take big steps yet), then falls linearly to 0.07 × the peak, so
+# that the last steps settle into a minimum instead of bouncing around it. The original
+# recipe's Adam uses one constant rate. `train_step` sets every step's rate from
+# `lr_multiplier`; here it is for every step of a full fast run.
+
+# %%
+from cifar_lib.train import lr_multiplier
+
+steps_per_epoch = len(train) // fast.batch_size  # 48 steps of 1,024 images
+total_steps = fast.epochs * steps_per_epoch
+for step in (0, int(fast.lr_peak_at * total_steps), total_steps - 1):
+    print(f"step {step:3d}: lr = {fast.lr:.3f} × {lr_multiplier(fast, step, total_steps):.3f}")
+plot_lr_schedule(fast, steps_per_epoch)
+
+# %% [markdown]
+# ### Flips and shifts, on whole batches
+# Augmentation makes new training images out of old ones: a mirrored car is still a car, and so
+# is a car two pixels to the left. `BatchIterator` does it to whole batches on the device:
+# `flip_some` mirrors the chosen images, `translate` moves each by (dy, dx) pixels, both in
+# [−2, 2], filling the border by reflection. The fast recipe flips *alternately*: a random half
+# of the images in even epochs and the other half in odd ones, so every image is seen both ways
+# every two epochs. Below: eight training images as they are, then as the model gets them in
+# epochs 1 and 2 (`BatchIterator.epoch_draws` gives each one's flip and shift).
+
+# %%
+plot_augmented_batch(train, fast, n=8)
+
+# %% [markdown]
+# ### Label smoothing
+# With one-hot targets the loss only reaches zero when the true class's logit is infinitely far
+# above the others, so training keeps pushing the logits apart: an over-confident net. With
+# label smoothing s = 0.2 the target is 1 − s + s/10 = 0.82 for the true class and s/10 = 0.02
+# for each of the others; the loss is then lowest at a finite margin, log(0.82 / 0.02) ≈ 3.7.
+# Here are the smoothed targets by hand, checked against the library and against PyTorch's
+# `F.cross_entropy(..., label_smoothing=0.2)`, which `train_step` calls.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from cifar_lib.train import smoothed_targets
+
+smoothing, y = fast.label_smoothing, train.labels[:4]
+targets = F.one_hot(y, 10) * (1 - smoothing) + smoothing / 10  # then each row sums to 1
+logits = torch.randn(4, 10, generator=torch.Generator().manual_seed(0))  # any logits will do
+loss_by_hand = -(targets * logits.log_softmax(1)).sum(1).mean()
+print(f"target for a {train.classes[y[0]]}:", [round(v, 2) for v in targets[0].tolist()])
+print("the same as cifar_lib's smoothed_targets:",
+      torch.allclose(targets, smoothed_targets(y, 10, smoothing)))
+print(f"F.cross_entropy with label_smoothing={smoothing} is the loss against these targets:",
+      torch.allclose(loss_by_hand, F.cross_entropy(logits, y, label_smoothing=smoothing)))
+
+# %%
+plot_label_smoothing(fast.label_smoothing, true_class=int(y[0]), classes=train.classes)
+
+# %% [markdown]
+# ### Lookahead: averaging the weights
+# Every 5 steps a slow copy of the weights moves towards the net's weights:
+# slow ← d · slow + (1 − d) · net, and the net carries on from the slow copy. Early on d = 0,
+# which changes nothing; d grows as (step / total)³ to 0.95⁵ ≈ 0.77 at the end, where the slow
+# copy averages roughly the last twenty steps and smooths out the noise of the final SGD steps.
+# `fit` ends on the averaged weights.
+
+# %%
+plot_lookahead(total_steps)
+
+# %% [markdown]
+# ## How long will it take on this machine?
+# Mostly a matter of hardware. Before the long run, `estimate_fit_seconds` builds the run
+# exactly as `fit` will, times 3 training steps (after one warm-up step that allocates memory and
+# picks kernels; on a GPU the clock is read only once the GPU has finished), times one batch of
+# evaluation, and multiplies out. If the answer is longer than you want to wait, change the
+# parameters cell and run again: `recipe = "fast_small"`, `epochs`, or `compare_original = False`.
+
+# %%
+from cifar_lib.bench.throughput import estimate_fit_seconds
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+timing = dict(steps=1, warmup=0) if quick else dict(steps=3, warmup=1)  # quick: a rough guess
+plans = {recipe: config}
+if compare_original:
+    plans["original, for comparison"] = configure("original", quick=quick, seed=seed, device=device)
+wait = 0.0
+for name, plan in plans.items():
+    e = estimate_fit_seconds(plan, train, test, **timing)
+    wait += e["total_seconds"]
+    print(f"{name}: {e['total_steps']:,} steps × {e['seconds_per_step']:.3f} s + evaluation "
+          f"({e['eval_passes']} × {e['eval_images']:,} images) ≈ {duration(e['total_seconds'])} "
+          f"({duration(e['seconds_per_epoch'])} an epoch; {e['device']}, {e['precision']})")
+print(f"expected wait for the training below: about {duration(wait)}")
+if recipe != "fast_small":
+    small = estimate_fit_seconds(configure("fast_small", quick=quick, seed=seed, device=device),
+                                 train, test, **timing)
+    print(f'shorter: recipe = "fast_small" (the fast recipe with widths 16/32/32 instead of '
+          f'64/256/256, one epoch) ≈ {duration(small["total_seconds"])}, about 64% on the full '
+          f'data; or fewer epochs (e.g. epochs = 5): proportionally less time, lower accuracy')
+
+# %% [markdown]
 # ## Train
 # The progress bar shows loss and accuracy on the training batches; the curves below redraw
 # after every epoch. Everything is saved to `run_dir`; after an interruption, `fit(...,
@@ -139,6 +391,40 @@ print(f"test accuracy {metrics['test_acc']:.2%}"
       + (f", with test-time augmentation {metrics['test_acc_tta']:.2%}" if "test_acc_tta" in metrics else "")
       + f" — {metrics['train_seconds']:.0f} s of training at {metrics['images_per_second']:.0f} images/s"
       + f" ({metrics['device']}, {metrics['precision']})")
+
+# %% [markdown]
+# ## Test-time augmentation, on the model you just trained
+# At test time the model can also look at each image several ways and average its logits.
+# Level 2 (the fast recipe's) uses six views: the image and its mirror (weight ¼ each), and the
+# image moved one pixel down-right and one pixel up-left, each with its mirror (⅛ each). The
+# net was trained on mirrored and shifted images, so each view is a fair guess, and their
+# average a better one. First the check: the weighted views, summed by hand, are what
+# `tta_logits` (and so `fit`'s final evaluation) computes.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from cifar_lib.inference import predict_logits, tta_logits, tta_views
+
+trained = result.model.eval()
+x = normalize(test.images[:4], config.mean, config.std).to(next(trained.parameters()).device)
+with torch.no_grad():
+    views = tta_views(x, level=2)
+    by_hand = sum(weight * trained(view) for _, weight, view in views)
+    print("views:", ", ".join(f"{name} (×{weight:g})" for name, weight, _ in views))
+    print("the weighted views give tta_logits:",
+          torch.allclose(by_hand, tta_logits(trained, x, level=2), atol=1e-4))
+
+# %%
+sample = test.subset(50 if quick else 500)
+plain = predict_logits(trained, sample.images, config.mean, config.std).argmax(1)
+averaged = predict_logits(trained, sample.images, config.mean, config.std, tta_level=2).argmax(1)
+fixed = ((plain != sample.labels) & (averaged == sample.labels)).nonzero().flatten().tolist()
+broken = ((plain == sample.labels) & (averaged != sample.labels)).sum().item()
+print(f"first {len(sample)} test images: TTA turns {len(fixed)} wrong prediction(s) right and "
+      f"{broken} right one(s) wrong")
+i = fixed[0] if fixed else 0
+plot_tta_views(sample.images[i], config.mean, config.std, level=2, model=trained,
+               label=int(sample.labels[i]), classes=test.classes)
 
 # %% [markdown]
 # ## The original recipe, for comparison
@@ -174,3 +460,34 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 # `fit` also runs data-parallel under `torchrun`; see the README section *Training on several
 # GPUs or machines*. Next: [02 · Benchmark](02_benchmark.ipynb) measures how fast this model
 # predicts, [03 · Evaluate](03_evaluate.ipynb) looks at what it gets wrong.
+
+# %% [markdown]
+# ## Exercises
+# 1. **Train the original recipe for 10 epochs: how close does it get to the fast recipe?** In
+#    the parameters cell set `recipe = "original"` and `epochs = 10`. Or let papermill run the
+#    notebook once per value and collect the accuracies in `build/sweep/sweep.csv`:
+#    `make sweep GRID="epochs=2,5,10" RECIPE=original PARAMS="-p compare_original false"`
+#    (the Makefile passes `RECIPE`, `EPOCHS`, `BATCH_SIZE`, … as notebook parameters, and any
+#    other one with `PARAMS="-p NAME VALUE"`).
+# 2. **Remove the whitening layer.** Add a cell just before the one that calls `configure`:
+#    ```python
+#    from cifar_lib.models import MODELS, AirbenchNet
+#    def no_whitening(**kwargs):  # an ordinary, learnt 2×2 conv in place of the whitening
+#        layers = list(AirbenchNet(**kwargs))
+#        layers[0] = nn.Conv2d(3, 24, kernel_size=2)
+#        return nn.Sequential(*layers)
+#    MODELS["no_whitening"] = no_whitening
+#    ```
+#    and set `model = "no_whitening"` in the parameters cell. How much accuracy does the
+#    whitening buy after 10 epochs? After 2?
+# 3. **What happens at batch size 1 on the GPU?** On a GPU runtime set `recipe = "original"`,
+#    `batch_size = 1` and `device = "cuda"`, and read the estimate before training (then stop
+#    it). How many steps is an epoch now, and how many images per second does the GPU manage?
+#    Why does it spend most of its time waiting (each step launches dozens of tiny kernels)?
+# 4. **Which trick is worth most?** In the cell that calls `configure(recipe, ...)`, add one of
+#    `label_smoothing=0.0`, `lookahead=False`, `flip=None`, `translate=0`, `tta_level=0` or
+#    `schedule="constant"`, and train the fast recipe. Which costs the most accuracy?
+# 5. **Break the agreement, then restore it.** In the hand-written loop, write
+#    `F.cross_entropy(logits, y, label_smoothing=0.2)`: the check after it now prints False.
+#    Add `label_smoothing=0.2` to `loop_config` as well, so that `fit` trains with it too, and
+#    it prints True again.

@@ -103,6 +103,81 @@ fixed = net(batch.to(device=weights.device, dtype=weights.dtype))  # the fix: mo
 print("after batch.to(device=..., dtype=...):", tuple(fixed.shape), fixed.device, fixed.dtype)
 
 # %% [markdown]
+# ## Why one call with a stopwatch lies
+# The obvious way to time a model is to read the clock before and after one call. It misleads
+# three ways:
+# - the **first call** pays one-off costs: memory is allocated, the CPU library (oneDNN) or the
+#   GPU's (cuDNN) picks and prepares its kernels, CUDA loads them onto the card;
+# - a **GPU works asynchronously**: `model(x)` returns as soon as the kernels are queued, so a
+#   clock read right after it measures the launch, not the work. `torch.cuda.synchronize()`
+#   waits for the queue to drain (`cifar_lib.bench.timing.synced_clock` does it before every
+#   clock reading);
+# - **one sample** catches whatever else the machine was doing at that moment.
+#
+# `torch.utils.benchmark.Timer` handles all three: it runs the call until it can size blocks of
+# calls long enough for the clock's overhead to vanish (a warm-up on the way), synchronises the
+# GPU around each block, and keeps every block's time, so you get a median and a spread. One
+# trap: it uses **one CPU thread** unless told otherwise (`num_threads=`).
+#
+# The three, for the same model and batch, on the GPU when there is one (there, a fourth line
+# shows what forgetting to synchronise gives). Expect the numbers to jump about on a busy
+# machine: that is the third point.
+
+# %%
+import time
+
+from torch.utils import benchmark
+
+from cifar_lib.bench.timing import synced_clock
+from cifar_lib.checkpoint import load_model
+
+dev = torch.device("cuda" if torch.cuda.is_available() and device != "cpu" else "cpu")
+model, _ = load_model(run, dev)             # a fresh copy of the model: never called yet
+x = torch.randn(16, 3, 32, 32, device=dev)  # one batch of 16 random images
+
+
+def call():
+    with torch.no_grad():
+        return model(x)
+
+
+# 1. The naive way: one cold call, the clock read as soon as it returns.
+start = time.perf_counter()
+call()
+cold_ms = (time.perf_counter() - start) * 1e3
+
+# 2. Warm up, then time several calls, waiting for the GPU before each clock reading.
+for _ in range(3):
+    call()
+n = 5
+start = synced_clock(dev)
+for _ in range(n):
+    call()
+warm_ms = (synced_clock(dev) - start) / n * 1e3
+
+# 3. torch.utils.benchmark: blocks of calls, synchronised, repeated for 0.5 s; the median.
+timer = benchmark.Timer("call()", globals={"call": call}, num_threads=torch.get_num_threads())
+measured = timer.blocked_autorange(min_run_time=0.5)
+
+print(f"{dev.type}, a batch of {len(x)} images:")
+print(f"  one cold call, time.perf_counter():  {cold_ms:8.2f} ms  (with the one-off costs)")
+print(f"  warmed up, synchronised, mean of {n}:  {warm_ms:8.2f} ms")
+print(f"  benchmark.Timer, median:             {measured.median * 1e3:8.2f} ms  "
+      f"({len(measured.times)} blocks of {measured.number_per_run} calls; "
+      f"spread between the quartiles {measured.iqr * 1e3:.2f} ms)")
+if dev.type == "cuda":  # what forgetting to synchronise shows: only the time to queue the work
+    start = time.perf_counter()
+    for _ in range(n):
+        call()
+    unsynced_ms = (time.perf_counter() - start) / n * 1e3
+    torch.cuda.synchronize()
+    print(f"  warmed up, NOT synchronised:         {unsynced_ms:8.2f} ms  (the launch only)")
+
+# %% [markdown]
+# The library's benchmark below does this for every batch size and variant: a first call
+# timed on its own (`first_call_ms`), warm-up calls, then `benchmark.Timer` with all CPU
+# threads, medians and quartiles.
+#
 # ## Measure inference
 # For every batch size: first the seed's method (one cold call, `time.time()`), then each
 # variant warmed up and timed by `torch.utils.benchmark.Timer`. On a machine without a GPU the
@@ -191,3 +266,21 @@ record({"model": info["model"], "quick": quick,
                                   for r in training},
         "pipeline_speedup_vs_dataloader": pipeline[2]["speedup_vs_seed"]},
        run_dir=run_dir, name="benchmark_results")
+
+# %% [markdown]
+# ## Exercises
+# 1. **Batch size 1 on the GPU.** Set `batch_sizes = [1, 2, 4, 8, 16]` and `device = "cuda"` in
+#    the parameters cell (on Colab, with a GPU runtime): how many images per second does batch
+#    size 1 reach, compared with 1024? Where does the time of one small batch go, if not into
+#    arithmetic?
+# 2. **Forget to synchronise.** In the stopwatch cell, replace both `synced_clock(dev)` with
+#    `time.perf_counter()` and run it on a GPU: what does the warmed-up time become, and why
+#    is it wrong?
+# 3. **One CPU thread.** In the same cell, remove `num_threads=torch.get_num_threads()` from the
+#    `benchmark.Timer(...)` line: how much slower is the CPU number, and what does that tell you
+#    about a benchmark run with the Timer's defaults?
+# 4. **Compile.** Set `compile = True`: how long is the first call of the `compile` variant
+#    (the `first_call_ms` column of `table`), and after how many calls has compiling paid for
+#    itself?
+# 5. **How stable is training throughput?** Set `train_steps = 5`, then `100`: how much do the
+#    images/s of the training table move, and which number would you trust?

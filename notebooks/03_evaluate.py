@@ -63,6 +63,7 @@ quick = False             # CI smoke test: the first 1,000 test images only
 # %matplotlib inline
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cifar_lib import load_cifar10
@@ -81,6 +82,50 @@ report = evaluate_run(run, test, tta_level, device=device, write=False)
 print(f"model: {report.info['model']}; classes: {', '.join(report.classes)}")
 print(f"probabilities: {report.probs.shape[1]} per image, each row sums to 1: "
       f"{bool(abs(report.probs.sum(1) - 1).max() < 1e-4)}")
+
+# %% [markdown]
+# ## Accuracy and the confusion matrix, by hand
+# `report.probs` holds what the model said about each test image: ten probabilities per image
+# (N×10). Everything else in this notebook follows from them and the true labels. The predicted
+# class is the most probable one; the accuracy is the fraction of images where it is the true
+# class; the confusion matrix counts every (true class, predicted class) pair, so its diagonal
+# holds the correct answers.
+
+# %%
+probs = report.probs                      # N×10 probabilities, one row per test image
+labels = test.labels.cpu().numpy()        # N true classes, 0..9
+predicted = probs.argmax(axis=1)          # N predicted classes: the most probable one
+
+accuracy = (predicted == labels).mean()   # the fraction of True
+
+confusion = np.zeros((10, 10), dtype=np.int64)
+for true_class, predicted_class in zip(labels, predicted):
+    confusion[true_class, predicted_class] += 1   # row: true class, column: prediction
+
+print(f"accuracy by hand: {accuracy:.4f} ({(predicted == labels).sum():,} of {len(labels):,})")
+pd.DataFrame(confusion, index=report.classes, columns=report.classes)
+
+# %% [markdown]
+# The library (`cifar_lib.evaluation.confusion_matrix`) counts the pairs with one `np.bincount`
+# instead of a Python loop: same numbers, much faster. The accuracy is also the diagonal's share
+# of all the counts, and a class's accuracy (its recall) is its diagonal cell over its row.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+recall = confusion.diagonal() / confusion.sum(axis=1)
+print("hand-written confusion matrix equals the library's:",
+      np.array_equal(confusion, report.confusion))
+print("accuracy by hand equals the library's:", accuracy == report.accuracy)
+print("accuracy equals trace / total of the matrix:",
+      accuracy == confusion.trace() / confusion.sum())
+print("per-class accuracy (diagonal / row) equals the library's:",
+      np.allclose(recall, [r["recall"] for r in report.per_class]))
+
+# %% [markdown]
+# ## How sure is that number?
+# The test images are a sample: another 10,000 photos of the same kinds would give a slightly
+# different accuracy. The 95% (Wilson) interval is built so that, 19 times out of 20, it
+# contains the accuracy the model would have on all such photos.
 
 # %%
 low, high = report.ci
@@ -174,3 +219,19 @@ record({"model": report.info["model"], "run": str(run), "quick": quick,
         "most_confused": list(report.most_confused[0]),
         "comparison": comparison.to_dict(orient="records")},
        run_dir=run_dir, name="evaluate_results")
+
+# %% [markdown]
+# ## Exercises
+# 1. **How wide is the error bar?** Set `quick = True` (1,000 test images instead of 10,000):
+#    how much wider is the 95% interval? Roughly how many test images would you need to tell
+#    apart two runs whose accuracies differ by 0.2 points?
+# 2. **Rows or columns?** In the by-hand cell, write `confusion[predicted_class, true_class]`
+#    instead: which agreement checks fail, which still pass, and why does the accuracy not care?
+# 3. **Top-2 accuracy by hand.** Below `predicted = ...`, add
+#    `top2 = np.argsort(probs, axis=1)[:, -2:]` and count the images whose label is in their
+#    row, `(top2 == labels[:, None]).any(axis=1).mean()`: which classes gain the most?
+# 4. **Test-time augmentation.** Set `tta_level = 0`, then `2`: how much does each change the
+#    accuracy, and is the difference larger than the 95% interval?
+# 5. **Fewer calibration bins.** Call `expected_calibration_error(report.probs, report.labels,
+#    n_bins=5)` (from `cifar_lib.evaluation`) and with `n_bins=50`: how much does the ECE depend
+#    on this choice?

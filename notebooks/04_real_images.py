@@ -80,16 +80,59 @@ photos = upload_or_paths(paths) if upload else paths
 print("photos:", [getattr(p, "name", str(p)) for p in photos])
 
 # %% [markdown]
-# ## From a photo to 32×32
-# The seed squashed the whole photo into 32×32; a centre crop keeps the proportions.
+# ## From a photo to 32×32, step by step
+# A photo takes eight steps to become what the network sees. `preprocessing_steps` returns the
+# image after each one: the very code that `load_image` and `to_model_input` run (a test checks
+# that its last tensor is theirs), with nothing skipped.
+#
+# 1. **decoded**: the pixels as the file stores them. A phone stores a portrait photo as a
+#    landscape image and writes "rotate me" into its EXIF data;
+# 2. **exif_transpose**: rotated (or mirrored) upright, as any photo viewer shows it;
+# 3. **rgb**: three 8-bit channels whatever the file had (greyscale, a palette, transparency
+#    composited onto white, CMYK, 16 bits);
+# 4. **shrink**: longest side at most 1,024 pixels (plenty for 32×32, and fast);
+# 5. **crop**: the largest centred square. The seed squashed the whole photo into a square
+#    instead, which stretches it; CIFAR-10's photos are square with the object in the middle;
+# 6. **resize**: to 32×32 with an antialiasing (Lanczos) filter, which averages the pixels it
+#    drops instead of picking some;
+# 7. **to_tensor**: an image array is height × width × channel; PyTorch wants channel × height
+#    × width;
+# 8. **normalize**: to 0–1, then minus the run's per-channel mean and divided by its standard
+#    deviation, the numbers it was trained with (saved in its checkpoint).
+#
+# Each line below is one step: what it produced (a PIL image with its colour mode, or a
+# tensor), the shape of its array (height × width × channels for a PIL image), the dtype, and
+# the smallest and largest value. The sample photos are stored upright in RGB, so the first
+# steps change nothing here; exercise 3 tries a sideways one.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from cifar_lib.images import to_model_input
+import numpy as np
+import torch
 
+from cifar_lib.images import preprocessing_steps, to_model_input
+
+steps = preprocessing_steps(photos[0], mean=model.mean, std=model.std)
+for step, value in steps:
+    a = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    kind = "tensor" if isinstance(value, torch.Tensor) else f"PIL {value.mode}"
+    print(f"{step:15s} {kind:10s} shape {str(a.shape):15s} {str(a.dtype):8s} "
+          f"values {a.min():.3g} to {a.max():.3g}")
+
+# %% [markdown]
+# The last step by hand: `(x / 255 − mean) / std`, one mean and one standard deviation per
+# colour channel (shaped 3×1×1, so they apply to every pixel), and then the check that the
+# library gives the same tensors.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+x = dict(steps)["to_tensor"]                               # uint8 3×32×32
+mean = torch.tensor(model.mean).view(3, 1, 1)
+std = torch.tensor(model.std).view(3, 1, 1)
+by_hand = (x.float() / 255 - mean) / std
 photo = load_image(photos[0])
-x = to_model_input(photo)
-print(f"model input: {tuple(x.shape)} {x.dtype}, values {int(x.min())}–{int(x.max())}")
+print("to_tensor equals to_model_input(photo):", torch.equal(x, to_model_input(photo)))
+print("normalised by hand equals the library's:", torch.allclose(by_hand, dict(steps)["normalize"]))
 
 # %%
 fig = plot_preprocessing(photo)
@@ -136,6 +179,7 @@ pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.pro
 # with an `ImageError` before anything is decoded.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 for bad in [b"", b"this is a text file, not a photo", open(paths[0], "rb").read()[:2000]]:
     try:
         load_image(bad)
@@ -148,3 +192,20 @@ record({"model": model.name, "run": str(run), "quick": quick,
         "probability": [p.probability for p in predictions],
         "confident": [p.confident for p in predictions]},
        run_dir=run_dir, name="real_images_results")
+
+# %% [markdown]
+# ## Exercises
+# 1. **Squash instead of crop.** Pass `method="squash"` to `predict(...)` in the Predictions
+#    cell (and to `preprocessing_steps(...)`): which photos change their top class, and how do
+#    the shapes after the `crop` step change?
+# 2. **A stricter threshold.** Set `threshold = 0.8` in the parameters cell: which answers are
+#    now flagged "not confident"? What threshold flags the giraffe but none of the others?
+# 3. **Your own sideways photo.** Set `image_paths = ["path/to/a/portrait/photo.jpg"]` (on
+#    Colab: upload one) taken with a phone held upright: compare the shapes after `decoded` and
+#    `exif_transpose`. What would the network have seen without that step?
+# 4. **Forget to normalise.** In the Predictions cell, replace `model` with
+#    `dataclasses.replace(model, mean=(0, 0, 0), std=(1, 1, 1))` (add `import dataclasses`):
+#    the same network, fed values 0–1 instead of normalised ones. How many top classes change,
+#    and what happens to the probabilities?
+# 5. **All ten classes.** Set `top_k = 10`: do the probabilities of each photo sum to 1? Which
+#    class gets the least, and does that make sense for the photo?

@@ -20,8 +20,11 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from ..data import load_cifar10
+from ..batches import BatchIterator
+from ..config import TrainConfig
+from ..data import CifarSplit, load_cifar10
 from ..device import cpu_model, select_device
+from ..inference import autocast
 from ..recipes import configure
 from ..train import Training, prepare, train_step
 from .records import print_table, settings, write_record
@@ -106,6 +109,55 @@ def measure(t: Training, steps: int, warmup: int) -> dict:
     seconds = time_steps(step, t.batches, steps, warmup, t.device)
     return {"seconds": seconds, "seconds_per_step": seconds / steps,
             "images_per_s": steps * t.cfg.batch_size / seconds}
+
+
+def evaluation_passes(cfg: TrainConfig) -> int:
+    """Forward passes over the test set that ``fit(cfg, ...)`` makes: one per evaluated epoch
+    (or one at the end when ``eval_every`` is 0), plus 2 (TTA level 1) or 6 (level 2)."""
+    evaluated = sum(1 for e in range(1, cfg.epochs + 1)
+                    if cfg.eval_every and (e % cfg.eval_every == 0 or e == cfg.epochs))
+    return max(evaluated, 1) + {0: 0, 1: 2, 2: 6}[cfg.tta_level]
+
+
+def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *,
+                         steps: int = 3, warmup: int = 1, eval_batch: int = 250) -> dict:
+    """How long ``fit(cfg, train, test)`` will take on this machine, from a few timed steps.
+
+    The run is built as ``fit`` builds it (the config's subsets, ``prepare``); ``steps``
+    training steps are timed after ``warmup`` untimed ones (``measure``), then one test batch of
+    up to ``eval_batch`` images is timed through the model in eval mode (after one untimed
+    batch, unless ``warmup`` is 0: a rougher, quicker guess).
+    Returns a dict: device, precision, batch_size, steps_per_epoch, total_steps,
+    seconds_per_step, train_seconds (total_steps × seconds_per_step), eval_passes
+    (``evaluation_passes``), eval_images, eval_seconds, seconds_per_epoch (training and one
+    evaluation) and total_seconds. Loading the data and starting up are not counted.
+    """
+    device = select_device(cfg.device)
+    train, test = train.subset(cfg.train_subset), test.subset(cfg.test_subset)
+    t = prepare(cfg, train, device)
+    timed = measure(t, steps, warmup)
+    model = t.model.eval()
+
+    def forward(x, y, i):
+        with torch.inference_mode(), autocast(device, t.amp_dtype):
+            model(x)
+
+    batch = max(1, min(eval_batch, len(test)))
+    batches = BatchIterator(test, batch, mean=cfg.mean, std=cfg.std, device=device,
+                            shuffle=False)
+    per_image = time_steps(forward, batches, steps=1, warmup=min(warmup, 1), device=device) / batch
+    model.train()
+    passes = evaluation_passes(cfg)
+    out = {"device": str(device),
+           "precision": str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32",
+           "batch_size": cfg.batch_size, "steps_per_epoch": t.steps_per_epoch,
+           "total_steps": t.total_steps, "seconds_per_step": timed["seconds_per_step"],
+           "train_seconds": t.total_steps * timed["seconds_per_step"], "eval_passes": passes,
+           "eval_images": len(test), "eval_seconds": passes * len(test) * per_image,
+           "seconds_per_epoch": t.steps_per_epoch * timed["seconds_per_step"]
+           + len(test) * per_image}
+    out["total_seconds"] = out["train_seconds"] + out["eval_seconds"]
+    return out
 
 
 def _add_speedups(rows: list[dict]) -> None:
