@@ -167,7 +167,11 @@ fig
 #
 # ## Not confident
 # None of the ten classes is a giraffe. A classifier still has to output *some* class, so the
-# honest thing is to flag answers whose top probability is below the threshold.
+# honest thing is to flag answers whose top probability is below the threshold. The run below
+# shows how weak that flag is: the dog (called a horse, 19%) and the horse herd (called deer,
+# 35%) are flagged, but the giraffe is a "confident" deer at 66%, and the eagle a right and
+# confident bird. A softmax probability says how the ten classes compare with each other, not
+# whether the photo belongs to any of them: it is no detector of the unknown.
 
 # %%
 pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.probability, 3),
