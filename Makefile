@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 install: $(VENV)/.installed  ## create .venv and install everything
 
 test: install  ## the whole test suite (what CI runs)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 train: install  ## the main job: train the fast recipe into runs/fast
 	$(PY) -m cifar_lib train --recipe fast --run-dir runs/fast

@@ -33,9 +33,9 @@
 # - how long a run takes on *your* hardware, measured before it starts;
 # - how a training run is saved (checkpoint + metrics + history) so the next lessons can use it.
 #
-# How long the fast recipe takes depends on the processor (all measured on two cores):
-# 17 minutes on an AMD EPYC with native bf16, about 30 minutes on the Intel Xeon without native
-# bf16 that made the outputs below, about 55 minutes on an AVX2-only AMD EPYC (Zen 3). A GPU
+# How long the fast recipe trains depends on the processor (two cores each): 17 minutes on an
+# AMD EPYC with native bf16, 27 minutes on the Intel Xeon without native bf16 that made the
+# outputs below, about 55 minutes on an AVX2-only AMD EPYC (Zen 3, reported, not re-measured). A GPU
 # (Colab: *Runtime → Change runtime type → GPU*) is far faster; GPU times are not measured for
 # this course yet. The cell just before training times a few steps on your machine and says how
 # long the wait will be, and how to make it shorter. On Colab, set `keep_on_drive = True` to keep
