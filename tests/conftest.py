@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from cifar_lib.data import FOLDER, TEST_FILES, TRAIN_FILES, DataError, load_cifar10, write_batch
 
@@ -53,3 +54,14 @@ def real_data_or_skip():
 def cifar10():
     """(train, test) of the real CIFAR-10 (see ``real_data_or_skip``)."""
     return real_data_or_skip()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for the rest of a module. Tensors this small gain nothing from
+    threads, and on a busy 2-core machine OpenMP threads that wait for each other can make a
+    step many times slower; torchrun's workers run on one thread too (OMP_NUM_THREADS=1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,13 +16,7 @@ from cifar_lib.cli import main
 from cifar_lib.device import cpu_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a machine whose cores are busy, two OpenMP threads can be many times slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 def gpus() -> list[str]:

@@ -15,13 +15,6 @@ from cifar_lib.cli import main
 RECORD_KEYS = {"benchmark", "date", "command", "machine", "settings", "rows"}
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    # On a machine whose cores are busy, two OpenMP threads can be many times slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_time_to_finds_the_first_epoch_reaching_the_target():

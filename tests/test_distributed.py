@@ -74,14 +74,6 @@ class Torchrun:
             self.proc.wait()
 
 
-@pytest.fixture
-def one_thread():
-    """Train the single-process reference as the workers do (torchrun sets OMP_NUM_THREADS=1):
-    the same kernels, and no fight over 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

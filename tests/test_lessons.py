@@ -24,13 +24,7 @@ from cifar_lib.train import (Lookahead, fit, lr_multiplier, lr_schedule, seed_ev
 FAST = configure("fast")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a machine whose cores are busy, two OpenMP threads can be many times slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 def _images(n=64, seed=0) -> torch.Tensor:

@@ -21,14 +21,7 @@ def _tiny_fast(**kw):
     return configure("fast", **{**base, **kw})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tensors this small gain nothing from threads, and on a busy machine OpenMP threads that
-    wait for each other can make a step 50x slower; comparisons are within one setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 @pytest.fixture
