@@ -12,7 +12,7 @@ import sys
 
 from .checkpoint import CheckpointError
 from .config import ConfigError
-from .data import DataError
+from .data import DataError, add_data_args
 from .device import DeviceError
 from .models import UnknownModelError
 from .train import TrainingDiverged
@@ -24,14 +24,6 @@ USER_ERRORS = (DataError, DeviceError, CheckpointError, ConfigError, UnknownMode
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + traceback
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", default=None,
-                   help="folder containing cifar-10-batches-py (default: $CIFAR10_ROOT, "
-                        "else ~/.cache/cifar_lib/data)")
-    p.add_argument("--download", action="store_true",
-                   help="download CIFAR-10 with torchvision if it is missing (needs internet)")
 
 
 def _add_train(sub) -> None:
@@ -58,7 +50,7 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --run-dir from its last epoch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_data_args(p)
+    add_data_args(p)
 
 
 def _cmd_train(args) -> int:
@@ -90,7 +82,7 @@ def _add_evaluate(sub) -> None:
                    help="test-time augmentation (default: the run's own setting)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--test-subset", type=int, help="evaluate only the first N test images")
-    _add_data_args(p)
+    add_data_args(p)
 
 
 def _cmd_evaluate(args) -> int:
@@ -159,7 +151,7 @@ def _add_ship(sub) -> None:
     p.add_argument("--name", default="fast", help="name of the shipped run (default fast)")
     p.add_argument("--trained-by", required=True, metavar="COMMAND",
                    help="the exact command that trained the run, for provenance.json")
-    _add_data_args(p)
+    add_data_args(p)
 
 
 def _cmd_ship(args) -> int:

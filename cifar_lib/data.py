@@ -126,6 +126,15 @@ def _download(root: Path) -> None:
         CIFAR10(root=str(root), train=train, download=True)
 
 
+def add_data_args(parser) -> None:
+    """``--data-root`` and ``--download`` for a command that reads CIFAR-10 (argparse)."""
+    parser.add_argument("--data-root", default=None,
+                        help=f"folder containing {FOLDER} (default: ${ENV_VAR}, else "
+                             f"~/.cache/cifar_lib/data)")
+    parser.add_argument("--download", action="store_true",
+                        help="download CIFAR-10 with torchvision if it is missing (needs internet)")
+
+
 def load_cifar10(root: str | os.PathLike | None = None,
                  download: bool = False) -> tuple[CifarSplit, CifarSplit]:
     """Load (train, test): 50,000 and 10,000 images as uint8 N×3×32×32 tensors.

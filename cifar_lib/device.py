@@ -73,6 +73,21 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return None
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How records and metrics name an autocast dtype: 'bfloat16', 'float16', or 'fp32' (None)."""
+    return str(dtype).replace("torch.", "") if dtype is not None else "fp32"
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait until every kernel queued on ``device`` has finished (a no-op on the CPU): a clock
+    read right after a GPU call otherwise measures the launch, not the work."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def use_channels_last(device: torch.device, requested: bool | str = "auto") -> bool:
     """Whether to train in the channels-last (NHWC) memory layout.
 

@@ -118,14 +118,15 @@ def find_run(run_dir: str | Path, if_missing: str = "shipped", *, recipe: str = 
     so), "train" trains ``recipe`` into ``run_dir`` now (``quick``: the smoke-test version),
     "error" raises ``CheckpointError``.
     """
-    from .checkpoint import CHECKPOINT, resolve_checkpoint
+    from .checkpoint import CheckpointError, resolve_checkpoint
     if if_missing not in IF_MISSING:
         raise ValueError(f"if_missing must be one of {', '.join(IF_MISSING)}, got {if_missing!r}")
     run_dir = Path(run_dir)
-    if (run_dir / CHECKPOINT).is_file() or (run_dir.suffix == ".pt" and run_dir.is_file()):
+    try:
         return resolve_checkpoint(run_dir).parent
-    if if_missing == "error":
-        resolve_checkpoint(run_dir)  # raises, naming the folder and the command that fills it
+    except CheckpointError:  # names the folder and the command that fills it
+        if if_missing == "error":
+            raise
     if if_missing == "train":
         from .data import load_cifar10
         from .recipes import configure

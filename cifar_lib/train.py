@@ -25,7 +25,7 @@ from .checkpoint import (CHECKPOINT, HISTORY, METRICS, CheckpointError, load_che
 from .batches import BatchIterator, normalize
 from .config import TrainConfig
 from .data import CifarSplit
-from .device import autocast_dtype, select_device, use_channels_last
+from .device import autocast_dtype, precision_name, select_device, sync, use_channels_last
 from .inference import autocast
 from .models import AirbenchNet, build_model, count_parameters
 
@@ -255,8 +255,7 @@ def train_one_epoch(t: Training, epoch: int, bar: tqdm) -> dict:
         bar.update(1)
     if t.lookahead is not None and epoch == t.cfg.epochs - 1:
         t.lookahead.update(t.model, 1.0)  # finish on the averaged weights
-    if t.device.type == "cuda":
-        torch.cuda.synchronize(t.device)
+    sync(t.device)  # the epoch's time is its work, not the launch of its last kernels
     seconds = time.perf_counter() - t0
     dist = t.dist
     return {"epoch": epoch + 1, "train_loss": dist.mean(loss_sum.item() / seen),
@@ -344,7 +343,7 @@ def final_metrics(t: Training, n_train: int, test: CifarSplit) -> dict:
     seconds = sum(h["seconds"] for h in history)
     metrics = {"model": cfg.model, "parameters": count_parameters(t.model), "epochs": cfg.epochs,
                "seed": cfg.seed, "device": str(t.device), "world_size": t.dist.world_size,
-               "precision": str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32",
+               "precision": precision_name(t.amp_dtype),
                "train_images": n_train, "test_images": len(test), "test_loss": loss,
                "test_acc": acc, "train_seconds": last.get("train_seconds", 0.0),
                "images_per_second": sum(h["images_per_second"] * h["seconds"] for h in history)

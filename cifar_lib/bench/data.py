@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..batches import HALF_MEAN_STD, BatchIterator
-from ..data import CLASSES, load_cifar10, resolve_root
+from ..data import CLASSES, add_data_args, load_cifar10, resolve_root
 from .records import print_table, settings, write_record
 
 DEFAULT_OUT = "benchmarks/results/data_pipeline.json"
@@ -87,13 +87,11 @@ def run(root=None, batch_size: int = 128, workers: int = 2, limit: int | None = 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", help="folder containing cifar-10-batches-py")
+    add_data_args(p)
     p.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
     p.add_argument("--workers", type=int, default=2,
                    help="DataLoader workers for the original pipeline (default 2)")
     p.add_argument("--limit", type=int, help="only the first N training images (quick check)")
-    p.add_argument("--download", action="store_true",
-                   help="download CIFAR-10 with torchvision if it is missing (needs internet)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON record (default {DEFAULT_OUT})")
 
 

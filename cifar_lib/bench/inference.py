@@ -30,10 +30,9 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_model, resolve_checkpoint
-from ..device import cpu_model
+from ..device import cpu_model, precision_name, sync
 from ..models import count_parameters
 from .records import print_table, settings, write_record
-from .timing import sync
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 1024)
 QUICK_BATCH_SIZES = (1, 32, 256)
@@ -141,7 +140,7 @@ def _variant_fn(variant: str, model: nn.Module, x: torch.Tensor, device: torch.d
         def fn():
             with torch.no_grad(), torch.autocast(device.type, dtype=dtype):
                 return model(x)
-        return fn, str(dtype).replace("torch.", "")
+        return fn, precision_name(dtype)
     if variant == "compile":  # compiles on the first call (slow); errors surface there too
         m = compiled.setdefault("compile", torch.compile(model))
 

@@ -22,8 +22,8 @@ import torch
 
 from ..batches import BatchIterator
 from ..config import TrainConfig
-from ..data import CifarSplit, load_cifar10
-from ..device import cpu_model, select_device
+from ..data import CifarSplit, add_data_args, load_cifar10
+from ..device import cpu_model, precision_name, select_device
 from ..inference import autocast
 from ..recipes import configure
 from ..train import Training, prepare, train_step
@@ -149,7 +149,7 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
     model.train()
     passes = evaluation_passes(cfg)
     out = {"device": str(device),
-           "precision": str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32",
+           "precision": precision_name(t.amp_dtype),
            "batch_size": cfg.batch_size, "steps_per_epoch": t.steps_per_epoch,
            "total_steps": t.total_steps, "seconds_per_step": timed["seconds_per_step"],
            "train_seconds": t.total_steps * timed["seconds_per_step"], "eval_passes": passes,
@@ -201,7 +201,7 @@ def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] =
             device = select_device(dev)  # a GPU that is not there: one clear DeviceError
             t = prepare(cfg, split, device)
             row = _row(**base, status="ok", batch_size=cfg.batch_size, device_name=_name(device),
-                       precision=str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32",
+                       precision=precision_name(t.amp_dtype),
                        channels_last=t.batches.channels_last)
             row.update(measure(t, steps, warmup))
             rows.append(row)
@@ -237,9 +237,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"untimed steps first (default {WARMUP}; {QUICK_WARMUP} with --quick)")
     p.add_argument("--devices", nargs="+", default=["auto"],
                    help="auto (the CPU and every GPU; default), or names: cpu cuda cuda:1 ...")
-    p.add_argument("--data-root", help="folder containing cifar-10-batches-py")
-    p.add_argument("--download", action="store_true",
-                   help="download CIFAR-10 with torchvision if it is missing (needs internet)")
+    add_data_args(p)
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: 2,048 training images, batch ≤ 256, {QUICK_WARMUP} + "
                         f"{QUICK_STEPS} steps")

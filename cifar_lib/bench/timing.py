@@ -9,16 +9,9 @@ import time
 
 import torch
 
+from ..device import sync
+
 _now = time.perf_counter  # the clock (a module attribute so that tests can watch it being read)
-
-
-def sync(device: torch.device | str) -> None:
-    """Wait until every kernel queued on ``device`` has finished (a no-op on the CPU)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def synced_clock(device: torch.device | str) -> float:

@@ -19,7 +19,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from ..data import CifarSplit, load_cifar10
+from ..data import CifarSplit, add_data_args, load_cifar10
 from ..device import select_device
 from ..inference import accuracy, predict_logits
 from ..models import build_model
@@ -120,9 +120,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N: both sides of "
                         "the race run there (default auto)")
-    p.add_argument("--data-root", help="folder containing cifar-10-batches-py")
-    p.add_argument("--download", action="store_true",
-                   help="download CIFAR-10 with torchvision if it is missing (needs internet)")
+    add_data_args(p)
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: one epoch on {QUICK_TRAIN:,} training / {QUICK_TEST} test "
                         f"images")
