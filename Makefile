@@ -13,7 +13,7 @@ GRID ?= lr=0.5,1.5 epochs=1,2
 BENCH_RUN ?= cifar_lib/pretrained_runs/fast
 
 .PHONY: install test train run-notebooks sweep sync bench-data bench-train bench-inference \
-	bench-throughput clean
+	bench-throughput bench-ablation bench-robustness clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ bench-inference: install  ## inference throughput/latency by batch size, CPU and
 
 bench-throughput: install  ## training images/s of both recipes, CPU and each GPU, with the speed-up
 	$(PY) -m cifar_lib bench throughput
+
+bench-ablation: install  ## the fast recipe with each trick removed in turn, 2 seeds, fixed budget
+	$(PY) -m cifar_lib bench ablation
+
+bench-robustness: install  ## accuracy under 10 corruptions × 5 severities, shipped fast vs original
+	$(PY) -m cifar_lib bench robustness
 
 clean:
 	rm -rf build runs notebooks/runs .pytest_cache

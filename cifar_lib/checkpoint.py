@@ -2,12 +2,15 @@
 
 A run folder (e.g. ``runs/fast``) holds ``checkpoint.pt`` (weights, the config that rebuilds the
 model, class names, normalisation, and the training state needed to resume), ``metrics.json``
-(the final results) and ``history.json`` (one row per epoch). Files are written atomically:
+(the final results), ``history.json`` (one row per epoch) and, once ``python -m cifar_lib
+calibrate`` has run, ``calibration.json`` (the temperature that calibrates its probabilities).
+Files are written atomically:
 to a temporary file in the same folder, then renamed over the old one, so a crash mid-write
 never leaves a half-written file in place.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .data import CLASSES
@@ -25,6 +29,7 @@ from .models import build_model
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 HISTORY = "history.json"
+CALIBRATION = "calibration.json"
 FORMAT = 1
 
 
@@ -157,7 +162,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
 @dataclass
 class LoadedModel:
     """A model with what it needs to be used: class names, normalisation, its TTA level, and
-    where it came from (``folder``: the run folder, None when built in memory)."""
+    where it came from (``folder``: the run folder, None when built in memory).
+
+    ``temperature``: the T that calibrates its probabilities (softmax(logits / T)), read from
+    ``calibration.json``; 1.0 = uncalibrated. ``calibration``: that file's contents, or None.
+    """
     model: nn.Module
     classes: tuple[str, ...]
     mean: tuple[float, ...]
@@ -166,6 +175,8 @@ class LoadedModel:
     name: str = ""
     config: dict = field(default_factory=dict)
     folder: Path | None = None
+    temperature: float = 1.0
+    calibration: dict | None = None
 
     @classmethod
     def from_checkpoint(cls, model: nn.Module, ckpt: dict, folder: Path | None = None
@@ -174,20 +185,101 @@ class LoadedModel:
                    tuple(ckpt["std"]), int(ckpt.get("config", {}).get("tta_level", 0)),
                    ckpt["model"], dict(ckpt.get("config", {})), folder)
 
+    @property
+    def calibrated_tta_level(self) -> int:
+        """The TTA level whose logits the temperature was fitted on (the run's own by default)."""
+        return int((self.calibration or {}).get("tta_level", self.tta_level))
+
+    def temperature_for(self, tta_level: int | None = None, calibrated: bool = True) -> float:
+        """The T to divide logits by: the fitted temperature when ``calibrated`` and the logits
+        come from the TTA level it was fitted on (None: the run's own level), else 1.0.
+
+        A temperature fitted on TTA-averaged logits does not fit single-view logits (averaging
+        shrinks them), so it is not applied to another level.
+        """
+        tta = self.tta_level if tta_level is None else tta_level
+        return self.temperature if calibrated and tta == self.calibrated_tta_level else 1.0
+
+    def confidence_threshold(self, calibrated: bool = True, tta_level: int | None = None,
+                             default: float = 0.5) -> float:
+        """The top probability below which a prediction counts as "not confident": the one
+        chosen at calibration (``calibration.json``'s ``threshold``, which kept its target
+        accuracy on held-out images) when the probabilities are calibrated, else ``default``."""
+        chosen = (self.calibration or {}).get("threshold")
+        tta = self.tta_level if tta_level is None else tta_level
+        if chosen and calibrated and tta == self.calibrated_tta_level:
+            return float(chosen["threshold"])
+        return default
+
+    def probabilities(self, logits: torch.Tensor, calibrated: bool = True,
+                      tta_level: int | None = None) -> torch.Tensor:
+        """float32 probabilities N×C = softmax(logits / T) for logits N×C (T from
+        ``temperature_for``): the one rule every caller uses."""
+        return F.softmax(logits.float() / self.temperature_for(tta_level, calibrated), dim=1)
+
+
+def _calibration_problem(cal) -> str | None:
+    """Why ``cal`` (a parsed calibration.json) is unusable, or None when it is fine."""
+    if not isinstance(cal, dict):
+        return "not a JSON object"
+    t, tta = cal.get("temperature"), cal.get("tta_level", 0)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        return f"'temperature' must be a number > 0, got {t!r}"
+    if isinstance(tta, bool) or tta not in (0, 1, 2):
+        return f"'tta_level' must be 0, 1 or 2, got {tta!r}"
+    return None
+
+
+def checkpoint_digest(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a checkpoint file (or a run folder's): ties calibration.json to the
+    weights it was fitted for."""
+    h = hashlib.sha256()
+    with open(resolve_checkpoint(path), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_calibration(checkpoint: Path) -> dict | None:
+    """The calibration.json next to ``checkpoint``, checked (a finite temperature > 0, fitted
+    for these weights), or None if absent."""
+    folder = checkpoint.parent
+    path = folder / CALIBRATION
+    if not path.is_file():
+        return None
+    try:
+        cal = read_json(path)
+        why = _calibration_problem(cal)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        cal, why = None, f"not readable JSON ({type(e).__name__})"
+    # A run trained again in the same folder keeps the old file: its temperature is stale.
+    if why is None and cal.get("checkpoint_sha256") not in (None, checkpoint_digest(checkpoint)):
+        why = f"it was fitted for another {checkpoint.name}; the run was trained again since"
+    if why is not None:
+        raise CheckpointError(f"{path} is not a valid calibration ({why}): fit it again with "
+                              f"`python -m cifar_lib calibrate {folder}`, or delete the file")
+    return cal
+
 
 def load_run(run, device: str | torch.device = "cpu") -> LoadedModel:
     """The one way to get a usable model: a run folder or checkpoint path, a (model, ckpt) pair
     from ``load_model``, or a ``LoadedModel`` (returned as it is).
 
     A bare nn.Module is refused: without its checkpoint the normalisation is unknown, and a wrong
-    one silently ruins every prediction.
+    one silently ruins every prediction. A run folder's ``calibration.json``, when present, gives
+    the ``temperature`` (a broken one raises CheckpointError naming the fix).
     """
     if isinstance(run, LoadedModel):
         return run
     if isinstance(run, (str, os.PathLike)):
         from .device import select_device
-        model, ckpt = load_model(run, select_device(device))
-        return LoadedModel.from_checkpoint(model, ckpt, resolve_checkpoint(run).parent)
+        file = resolve_checkpoint(run)
+        calibration = _read_calibration(file)  # before the weights: a bad file fails fast
+        model, ckpt = load_model(file, select_device(device))
+        lm = LoadedModel.from_checkpoint(model, ckpt, file.parent)
+        if calibration is not None:
+            lm.temperature, lm.calibration = float(calibration["temperature"]), calibration
+        return lm
     if isinstance(run, tuple) and len(run) == 2:
         return LoadedModel.from_checkpoint(*run)
     if isinstance(run, nn.Module):

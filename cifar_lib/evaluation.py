@@ -13,7 +13,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .checkpoint import METRICS, json_safe, load_run, read_json, write_json
 from .data import CifarSplit
@@ -188,11 +187,16 @@ def evaluate_predictions(probs, labels, classes: Sequence[str], *, n_bins: int =
 
 def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
                  device: str = "auto", batch_size: int = 1000, n_bins: int = 15,
-                 write: bool = True, json_name: str = EVALUATION) -> EvaluationReport:
+                 write: bool = True, json_name: str = EVALUATION, calibrated: bool = True
+                 ) -> EvaluationReport:
     """Evaluate a run (folder, checkpoint, ``load_model`` pair or ``LoadedModel``) on
     ``test_split`` (uint8 N×3×32×32 + labels): the one evaluation path of the course.
 
-    ``tta_level`` None uses the run's own setting (``config['tta_level']``). Writes the report's
+    ``tta_level`` None uses the run's own setting (``config['tta_level']``). ``calibrated``: use
+    the run's fitted temperature (``LoadedModel.probabilities``; the argmax and so the accuracy
+    do not change). The temperature was fitted on half of the test set, so NLL and ECE over the
+    whole test set flatter it a little; ``calibration.json`` has the honest held-out numbers.
+    ``info`` records ``temperature`` (1.0: none) and ``calibrated``. Writes the report's
     summary to ``<run folder>/evaluation.json`` (``write=False``: don't; ``json_name``: another
     file, e.g. to keep the TTA and no-TTA results side by side).
     """
@@ -200,8 +204,10 @@ def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
     tta = lm.tta_level if tta_level is None else tta_level
     logits = predict_logits(lm.model, test_split.images, lm.mean, lm.std, tta_level=tta,
                             batch_size=batch_size)
-    probs = F.softmax(logits.float(), dim=1)
+    temperature = lm.temperature_for(tta, calibrated)
+    probs = lm.probabilities(logits, calibrated, tta)
     info = {"run": str(lm.folder) if lm.folder else None, "model": lm.name, "tta_level": tta,
+            "temperature": temperature, "calibrated": temperature != 1.0,
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
     report = evaluate_predictions(probs, test_split.labels, lm.classes, n_bins=n_bins, info=info)
     if write and lm.folder is not None:
@@ -211,13 +217,16 @@ def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
 
 def compare_runs(runs: Sequence, test_split: CifarSplit,
                  tta_levels: Sequence[int | None] = (0, None), *, device: str = "auto",
-                 batch_size: int = 1000, n_bins: int = 15) -> list[dict]:
+                 batch_size: int = 1000, n_bins: int = 15, calibrated: bool = True
+                 ) -> list[dict]:
     """One row per (run, TTA level) for a side-by-side table (``pandas.DataFrame(rows)``).
 
     ``tta_levels``: None means the run's own level; duplicates per run are dropped, so the
     default (0, None) gives "without TTA" and, where the run uses TTA, "with TTA".
-    Columns: run, model, parameters, epochs, train_seconds, tta_level, test_images, accuracy,
-    ci_low, ci_high, nll, ece. Nothing is written into the run folders.
+    ``calibrated``: each run's fitted temperature where it has one for that TTA level.
+    Columns: run, model, parameters, epochs, train_seconds, tta_level, temperature (1.0:
+    uncalibrated), test_images, accuracy, ci_low, ci_high, nll, ece. Nothing is written into the
+    run folders.
     """
     rows = []
     for run in runs:
@@ -227,11 +236,12 @@ def compare_runs(runs: Sequence, test_split: CifarSplit,
         levels = list(dict.fromkeys(lm.tta_level if t is None else t for t in tta_levels))
         for tta in levels:
             r = evaluate_run(lm, test_split, tta, batch_size=batch_size, n_bins=n_bins,
-                             write=False)
+                             write=False, calibrated=calibrated)
             rows.append({"run": lm.folder.name if lm.folder else str(run), "model": lm.name,
                          "parameters": count_parameters(lm.model),
                          "epochs": metrics.get("epochs", lm.config.get("epochs")),
                          "train_seconds": metrics.get("train_seconds"), "tta_level": tta,
+                         "temperature": r.info["temperature"],
                          "test_images": r.n, "accuracy": r.accuracy, "ci_low": r.ci[0],
                          "ci_high": r.ci[1], "nll": r.nll, "ece": r.ece})
     return rows

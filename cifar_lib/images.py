@@ -4,7 +4,9 @@ A photo from a phone or the web is nothing like a CIFAR-10 image: it can be rota
 tag, have an alpha channel, a palette, 16 bits per channel or CMYK ink, be an animation, be
 truncated, or be a "decompression bomb" (a tiny file that claims billions of pixels).
 ``load_image`` turns all of these into a plain RGB image or one clear ``ImageError``;
-``to_model_input`` then makes the 3×32×32 uint8 tensor the network sees.
+``to_model_input`` then makes the 3×32×32 uint8 tensor the network sees, and ``model_views`` the
+V×3×32×32 views whose probabilities a prediction averages ("multi_crop": photo TTA).
+``compare_methods`` measures which method serves a model best on labelled photos.
 """
 from __future__ import annotations
 
@@ -26,7 +28,11 @@ from .batches import normalize
 MAX_PIXELS = 64_000_000
 # load_image shrinks anything larger (longest side, pixels): plenty to show, and 32×32 is the goal.
 MAX_SIDE = 1024
-METHODS = ("center_crop", "squash")
+# How a photo becomes the network's input. center_crop and squash make one 32×32 image
+# (``to_model_input``); multi_crop makes several views (``model_views``) whose probabilities are
+# averaged, so it only goes through ``model_views`` / ``photo_probabilities``.
+METHODS = ("center_crop", "squash", "multi_crop")
+SINGLE_VIEW_METHODS = ("center_crop", "squash")
 
 
 class ImageError(ValueError):
@@ -226,12 +232,18 @@ def to_model_input(img: Source, size: int = 32, method: str = "center_crop") -> 
     in CIFAR-10, where objects are roughly centred in square photos); "squash": the whole photo
     resized to a square without cropping, as the seed notebook did, which stretches it.
     Both use Lanczos resampling, antialiased (a 1000→32 resize would otherwise alias badly);
-    ``reducing_gap`` box-reduces first for speed.
+    ``reducing_gap`` box-reduces first for speed. "multi_crop" makes several images: it is
+    refused here with a ValueError pointing to ``model_views``.
     """
-    _check_method(method)
+    _check_single_view(method)
+    return _to_tensor(_resize(_as_rgb(img), size, method))
+
+
+def _as_rgb(img: Source) -> Image.Image:
+    """An RGB PIL image is used as it is (already loaded); anything else goes through load_image."""
     if not isinstance(img, Image.Image) or img.mode != "RGB":
         img = load_image(img)
-    return _to_tensor(_resize(img, size, method))
+    return img
 
 
 def _check_method(method: str) -> None:
@@ -239,21 +251,86 @@ def _check_method(method: str) -> None:
         raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
 
 
+def _check_single_view(method: str) -> None:
+    """center_crop or squash; multi_crop gets a message saying where it is handled."""
+    _check_method(method)
+    if method not in SINGLE_VIEW_METHODS:
+        raise ValueError(f"method {method!r} makes several views, not one image: use "
+                         f"model_views(img, size, {method!r}) (V×3×size×size) and average the "
+                         f"probabilities over the views (photo_probabilities), or pick one of "
+                         f"{', '.join(SINGLE_VIEW_METHODS)}")
+
+
 def _box(img: Image.Image, method: str) -> tuple[int, int, int, int]:
     """The part of ``img`` that ``method`` keeps: the centred square, or all of it (squash)."""
-    _check_method(method)
+    _check_single_view(method)
     return square_box(img.size) if method == "center_crop" else (0, 0) + img.size
 
 
 def _resize(img: Image.Image, size: int, method: str) -> Image.Image:
     """RGB ``img`` → size×size RGB: the ``method`` box, Lanczos-resized in one call."""
-    return img.resize((size, size), Image.Resampling.LANCZOS, box=_box(img, method),
-                      reducing_gap=3.0)
+    return _resize_box(img, size, _box(img, method))
+
+
+def _resize_box(img: Image.Image, size: int, box: tuple[int, int, int, int]) -> Image.Image:
+    """The ``box`` (left, top, right, bottom) of RGB ``img`` → size×size, Lanczos, in one call."""
+    return img.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
 
 
 def _to_tensor(small: Image.Image) -> torch.Tensor:
     """RGB PIL image H×W → uint8 tensor 3×H×W (channels first, as PyTorch wants them)."""
     return torch.from_numpy(np.array(small, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+# ----------------------------------------------------------------------------- photo TTA
+# The zooms of multi_crop: centred squares this fraction of the short side. A CIFAR-10 object
+# fills most of its 32×32 frame; in a photo it is often smaller, and zooming in helps then.
+ZOOMS = (0.8, 0.64)
+
+
+def _centred_square(size: tuple[int, int], fraction: float) -> tuple[int, int, int, int]:
+    """The centred square whose side is ``fraction`` of the short side (at least 1 pixel)."""
+    w, h = size
+    side = max(1, round(min(w, h) * fraction))
+    left, top = (w - side) // 2, (h - side) // 2
+    return left, top, left + side, top + side
+
+
+def multi_crop_boxes(size: tuple[int, int]) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """The 6 views of "multi_crop" for an image of ``size`` (w, h), as [(name, box)] with
+    box = (left, top, right, bottom) in pixels, always in this order:
+
+    'squash' (the whole photo), 'centre' (the largest centred square = center_crop),
+    'zoom 80%' and 'zoom 64%' (centred squares of that fraction of the short side: the object
+    larger in the frame, as in CIFAR-10), and the largest squares at both ends of the long side:
+    'left'/'right' for a landscape (or square) photo, 'top'/'bottom' for a portrait one (a
+    subject off-centre). For a square photo the end squares equal 'centre': it then counts
+    three times; the number of views stays 6 so that photos batch together.
+    """
+    w, h = size
+    side = min(w, h)
+    ends = ([("left", (0, 0, side, side)), ("right", (w - side, 0, w, side))] if w >= h else
+            [("top", (0, 0, side, side)), ("bottom", (0, h - side, side, h))])
+    return ([("squash", (0, 0, w, h)), ("centre", square_box(size))]
+            + [(f"zoom {f:.0%}", _centred_square(size, f)) for f in ZOOMS] + ends)
+
+
+def model_views(img: Source, size: int = 32, method: str = "center_crop") -> torch.Tensor:
+    """An image (anything ``load_image`` takes) → uint8 tensor V×3×size×size: the views of it
+    that the network classifies, whose probabilities a prediction averages.
+
+    "center_crop" and "squash": V = 1, ``to_model_input(img, size, method)[None]``.
+    "multi_crop": V = 6, the boxes of ``multi_crop_boxes`` in that order, each Lanczos-resized
+    like the others. (The run's own TTA then adds flips and 1-pixel shifts of each view.)
+    """
+    _check_method(method)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a whole number of pixels ≥ 1 (32 for CIFAR-10 models), "
+                         f"got {size!r}")
+    img = _as_rgb(img)
+    boxes = ([box for _, box in multi_crop_boxes(img.size)] if method == "multi_crop"
+             else [_box(img, method)])
+    return torch.stack([_to_tensor(_resize_box(img, size, box)) for box in boxes])
 
 
 STEPS = ("decoded", "exif_transpose", "rgb", "shrink", "crop", "resize", "to_tensor",
@@ -274,9 +351,10 @@ def preprocessing_steps(source: Source, size: int = 32, method: str = "center_cr
     ``mean`` and ``std`` are given (a run's, e.g. ``load_run(run).mean``), 'normalize' (float32
     3×size×size, exactly what ``predict`` feeds the network). The 'resize' step resizes the
     crop box of the 'shrink' image in one call, as ``to_model_input`` does; 'crop' shows that box.
-    Raises ``ImageError`` as ``load_image`` does.
+    Raises ``ImageError`` as ``load_image`` does; "multi_crop" (several views, see
+    ``multi_crop_boxes``) is refused with a ValueError.
     """
-    _check_method(method)
+    _check_single_view(method)
     if (mean is None) != (std is None):
         raise ValueError("pass both mean and std (e.g. load_run(run).mean and .std), or neither")
     steps: list[tuple[str, Image.Image | torch.Tensor]] = []
@@ -297,3 +375,41 @@ SAMPLES = Path(__file__).resolve().parent / "sample_images"
 def sample_images() -> list[Path]:
     """The sample photos shipped inside the package (so they exist on Colab too)."""
     return sorted(SAMPLES.glob("*.jpg"))
+
+
+# What each sample photo shows: its CIFAR-10 class, or None (a giraffe is none of the ten).
+SAMPLE_LABELS = {"dog.jpg": "dog", "dog_close.jpg": "dog", "eagle.jpg": "bird",
+                 "giraffe.jpg": None, "horse_close.jpg": "horse", "horses.jpg": "horse"}
+
+
+def labelled_samples() -> list[tuple[Path, str]]:
+    """[(sample photo, its class)] for the samples of a CIFAR-10 class: what ``compare_methods``
+    measures preprocessing on."""
+    return [(p, SAMPLE_LABELS[p.name]) for p in sample_images() if SAMPLE_LABELS.get(p.name)]
+
+
+# The shipped close-ups, cut from the shipped photos by ``make_sample_crops`` (JPEG quality 90):
+# {file: (source photo, box (left, top, right, bottom) in its upright pixels, why)}. They show
+# the lesson "an object filling the frame, as in CIFAR-10, versus a small object in a scene".
+# (Documented here rather than in a README: every file in sample_images/ is treated as a photo.)
+SAMPLE_CROPS = {
+    "dog_close.jpg": ("dog.jpg", (100, 210, 340, 450),
+                      "the dog's head and body filling a square frame, as CIFAR-10's dogs do; in "
+                      "dog.jpg it is a small part of a porch scene with a bicycle and a truck"),
+    "horse_close.jpg": ("horses.jpg", (415, 175, 620, 380),
+                        "one grey horse side-on, filling a square frame; horses.jpg is a herd "
+                        "of five small horses in a wide landscape"),
+}
+
+
+def make_sample_crops(source_folder: str | os.PathLike = SAMPLES,
+                      out_folder: str | os.PathLike = SAMPLES, quality: int = 90) -> list[Path]:
+    """Write the ``SAMPLE_CROPS`` close-ups (JPEG ``quality``) from the photos in
+    ``source_folder`` into ``out_folder``; returns their paths. How the shipped ones were made."""
+    out = []
+    for name, (source, box, _) in SAMPLE_CROPS.items():
+        img = load_image(Path(source_folder) / source, max_side=None)
+        path = Path(out_folder) / name
+        img.crop(box).save(path, "JPEG", quality=quality)
+        out.append(path)
+    return out

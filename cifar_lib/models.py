@@ -106,19 +106,23 @@ class AirbenchNet(nn.Sequential):
     """Whitening → 3 ConvGroups (widths) → global max-pool → linear head × scale.
 
     Input float N×3×32×32 → logits N×10. ``widths`` (64, 256, 256) are airbench94's.
+    ``whiten=False`` puts an ordinary, learnt 2×2 conv (3→24) where the frozen whitening layer
+    was: the ablation that shows what the whitening buys.
     """
 
     def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), num_classes: int = 10,
-                 bn_momentum: float = 0.4, head_scale: float = 1 / 9):
+                 bn_momentum: float = 0.4, head_scale: float = 1 / 9, whiten: bool = True):
         w1, w2, w3 = widths
-        super().__init__(Whitening(), nn.GELU(), ConvGroup(24, w1, bn_momentum),
+        first = Whitening() if whiten else nn.Conv2d(3, 24, kernel_size=2, padding=0)
+        super().__init__(first, nn.GELU(), ConvGroup(24, w1, bn_momentum),
                          ConvGroup(w1, w2, bn_momentum), ConvGroup(w2, w3, bn_momentum),
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(),
                          nn.Linear(w3, num_classes, bias=False), Mul(head_scale))
 
     @property
-    def whitening(self) -> Whitening:
-        return self[0]
+    def whitening(self) -> Whitening | None:
+        """The frozen whitening layer (None when built with ``whiten=False``)."""
+        return self[0] if isinstance(self[0], Whitening) else None
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"simple_cnn": SimpleCNN, "airbench": AirbenchNet}

@@ -617,3 +617,232 @@ def plot_tta_views(image, mean, std, level: int = 2, model=None, label: int | No
 
 def _class(classes, label: int) -> str:
     return classes[label] if classes is not None else str(label)
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def _reliability_axes(top, bottom, bins: Sequence[dict], ece: float | None, title: str) -> None:
+    """One reliability panel on given axes: accuracy bars per confidence bin against the
+    diagonal, the gap to mean confidence hatched red (``plot_reliability``'s drawing), and
+    the images per bin below. None in a bin (JSON's NaN) counts as an empty bin."""
+    lo = np.array([b["lo"] for b in bins])
+    hi = np.array([b["hi"] for b in bins])
+    width, centre = hi - lo, (lo + hi) / 2
+    acc = np.array([np.nan if b["accuracy"] is None else b["accuracy"] for b in bins], float)
+    conf = np.array([np.nan if b["confidence"] is None else b["confidence"] for b in bins], float)
+    counts = np.array([b["count"] for b in bins])
+    has = counts > 0
+    top.bar(centre[has], acc[has], width=width[has], color="tab:blue", edgecolor="black",
+            linewidth=0.5, label="accuracy")
+    top.bar(centre[has], np.abs(conf - acc)[has], bottom=np.minimum(acc, conf)[has],
+            width=width[has], color="none", edgecolor="tab:red", hatch="///", linewidth=1,
+            label="gap to mean confidence")
+    top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy in bin")
+    top.legend(loc="upper left", fontsize=8)
+    top.set_title(title + (f" (ECE {ece:.2%})" if ece is not None and not math.isnan(ece)
+                           else ""), fontsize=10)
+    bottom.bar(centre, counts, width=width, color="gray", edgecolor="black", linewidth=0.5)
+    bottom.set_yscale("log" if counts.max(initial=0) > 50 * max(1, counts[has].min(initial=1))
+                      else "linear")
+    bottom.set_xlabel("confidence (top probability)")
+    bottom.set_ylabel("images")
+
+
+def plot_reliability_before_after(bins_before: Sequence[dict], bins_after: Sequence[dict],
+                                  ece_before: float | None, ece_after: float | None, *,
+                                  title: str = "temperature scaling") -> Figure:
+    """Two reliability diagrams side by side (bins from ``evaluation.calibration_bins``, e.g.
+    ``Calibration.bins_before`` / ``bins_after``, measured on the same images): the plain
+    softmax on the left, softmax(logits / T) on the right; bars below the diagonal are
+    over-confident."""
+    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    _reliability_axes(axes[0, 0], axes[1, 0], bins_before, ece_before, "before")
+    _reliability_axes(axes[0, 1], axes[1, 1], bins_after, ece_after, "after")
+    fig.suptitle(title + "\nbars below the diagonal: over-confident")
+    return fig
+
+
+def plot_ablation(summary: Sequence[dict], *, title: str = "what each trick buys") -> Figure:
+    """The ablation summary (``bench.ablation.summarize`` rows): test accuracy of each variant
+    as a bar (± its spread over seeds), the full recipe's as a dashed line, each bar labelled
+    with its difference to the full recipe in points."""
+    fig = Figure(figsize=(8, 0.45 * len(summary) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    names = [r["variant"] for r in summary][::-1]
+    means = [r["test_acc_mean"] for r in summary][::-1]
+    stds = [r["test_acc_std"] for r in summary][::-1]
+    colours = ["tab:green" if n == "fast" else "tab:grey" if n == "original" else "tab:blue"
+               for n in names]
+    ax.barh(names, means, xerr=stds, color=colours, alpha=0.8, capsize=3)
+    low = min(means) - max(stds, default=0)
+    ax.set_xlim(max(0.0, low - 5), min(100.0, max(means) + 4))
+    full = next((r["test_acc_mean"] for r in summary if r["variant"] == "fast"), None)
+    if full is not None:
+        ax.axvline(full, color="tab:green", ls="--", lw=1)
+    for y, r in enumerate(summary[::-1]):
+        if r.get("vs_fast") is not None and r["variant"] != "fast":
+            ax.text(r["test_acc_mean"] + r["test_acc_std"] + 0.2, y, f"{r['vs_fast']:+.2f}",
+                    va="center", fontsize=8)
+    seeds = max((r["seeds"] for r in summary), default=1)
+    ax.set_xlabel(f"test accuracy, % (mean over {seeds} seed{'s' if seeds > 1 else ''})")
+    ax.set_title(title)
+    return fig
+
+
+# ----------------------------------------------------------------------------- attribution
+
+
+def plot_grad_cam(images, maps, titles: Sequence[str], *, ncols: int = 8, alpha: float = 0.5,
+                  title: str = "what the network looks at: each image, then its Grad-CAM map "
+                               "for the predicted class") -> Figure:
+    """Each uint8 3×H×W image of ``images`` (N of them) above its Grad-CAM map (float N×H×W in
+    [0, 1], e.g. from ``attribution.cam_for_run``) laid over it in the 'jet' colormap (red = where
+    the evidence for the class is strongest); ``titles``: one per image (``attribution.cam_titles``
+    gives 'dog→cat 62%'). ``alpha``: opacity of the heat map."""
+    images = torch.as_tensor(images).cpu()
+    maps = torch.as_tensor(maps).detach().float().cpu()
+    n = len(images)
+    if len(maps) != n or len(titles) != n:
+        raise ValueError(f"need one map and one title per image: got {n} images, {len(maps)} "
+                         f"maps, {len(titles)} titles")
+    if n and maps.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"maps {tuple(maps.shape[-2:])} must have the images' size "
+                         f"{tuple(images.shape[-2:])}: grad_cam upsamples them")
+    ncols = max(1, min(ncols, n))
+    nrows = 2 * max(1, math.ceil(n / ncols))  # an image row, then its heat-map row
+    fig = Figure(figsize=(1.5 * ncols + 0.8, 1.55 * nrows + 0.4), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    heat = None
+    for i in range(n):
+        top, bottom = axes[2 * (i // ncols), i % ncols], axes[2 * (i // ncols) + 1, i % ncols]
+        img = _hwc(images[i])
+        top.imshow(img, interpolation="nearest")
+        top.set_title(titles[i], fontsize=8)
+        bottom.imshow(img, interpolation="nearest")
+        heat = bottom.imshow(maps[i].numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1,
+                             interpolation="bilinear")
+    if heat is not None:
+        fig.colorbar(heat, ax=axes, shrink=0.5, label="Grad-CAM (1 = strongest)")
+    fig.suptitle(title)
+    return fig
+
+
+# ----------------------------------------------------------------------------- robustness
+
+
+def _corruption_table(rows: Sequence[dict], models: Sequence[str] | None = None) -> dict:
+    """Rows of ``cifar_lib.robustness.corruption_accuracy`` → model → {'clean': %,
+    'grid': {corruption: {severity: %}}}, models in row order (or ``models``' order)."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        m = out.setdefault(r["model"], {"clean": None, "grid": {}})
+        if r["corruption"] == "clean":
+            m["clean"] = 100 * r["accuracy"]
+        else:
+            m["grid"].setdefault(r["corruption"], {})[r["severity"]] = 100 * r["accuracy"]
+    if models is not None:
+        unknown = [m for m in models if m not in out]
+        if unknown:
+            raise ValueError(f"no rows for model(s) {', '.join(unknown)}; the rows have "
+                             f"{', '.join(out) or 'no models'}")
+        out = {m: out[m] for m in models}
+    return out
+
+
+def _mean_corrupted(grid: dict) -> float:
+    values = [a for by_sev in grid.values() for a in by_sev.values()]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def plot_corruption_heatmap(rows: Sequence[dict], models: Sequence[str] | None = None) -> Figure:
+    """One heatmap per model, side by side: accuracy (%) per corruption (rows) × severity 1..5
+    (columns), annotated, on one shared colour scale; each title gives the clean accuracy and
+    the mean over all corrupted cells. ``rows``: ``corruption_accuracy``'s (or a record's)."""
+    import seaborn as sns  # as in plot_confusion_matrix: slow to import, needed only here
+    table = _corruption_table(rows, models)
+    if not table:
+        raise ValueError("no rows to plot: run cifar_lib.robustness.corruption_accuracy first")
+    corruptions = list(dict.fromkeys(c for m in table.values() for c in m["grid"]))
+    severities = sorted({s for m in table.values() for by in m["grid"].values() for s in by})
+    grids = {name: np.array([[m["grid"].get(c, {}).get(s, np.nan) for s in severities]
+                             for c in corruptions]) for name, m in table.items()}
+    every = np.concatenate([g.ravel() for g in grids.values()])
+    vmin, vmax = np.nanmin(every), np.nanmax(every)  # one scale, so equal colours mean equal %
+    fig = Figure(figsize=(0.9 + 3.9 * len(table), 1.3 + 0.42 * len(corruptions)),
+                 layout="constrained")
+    axes = fig.subplots(1, len(table), squeeze=False, sharey=True)[0]
+    for ax, (name, grid) in zip(axes, grids.items()):
+        sns.heatmap(grid, annot=True, fmt=".0f", cmap="RdYlGn", vmin=vmin, vmax=vmax, cbar=False,
+                    xticklabels=severities, yticklabels=corruptions, ax=ax,
+                    annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white")
+        ax.set_xlabel("severity")
+        ax.tick_params(axis="y", labelrotation=0)
+        clean = table[name]["clean"]
+        ax.set_title(f"{name}: clean {clean:.1f}%, mean corrupted "
+                     f"{_mean_corrupted(table[name]['grid']):.1f}%" if clean is not None
+                     else f"{name}: mean corrupted {_mean_corrupted(table[name]['grid']):.1f}%",
+                     fontsize=10)
+    fig.colorbar(axes[0].collections[0], ax=list(axes), label="accuracy (%)", shrink=0.9)
+    return fig
+
+
+def plot_corruption_curves(rows: Sequence[dict]) -> Figure:
+    """Accuracy (%) against severity (0 = clean … 5), one line per corruption and the mean over
+    corruptions as a thick black line; one panel per model, sharing the y axis."""
+    table = _corruption_table(rows)
+    if not table:
+        raise ValueError("no rows to plot: run cifar_lib.robustness.corruption_accuracy first")
+    corruptions = list(dict.fromkeys(c for m in table.values() for c in m["grid"]))
+    colours = {c: f"C{i % 10}" for i, c in enumerate(corruptions)}
+    fig = Figure(figsize=(0.8 + 4.4 * len(table), 4.6), layout="constrained")
+    axes = fig.subplots(1, len(table), squeeze=False, sharey=True)[0]
+    for ax, (name, m) in zip(axes, table.items()):
+        clean = m["clean"]
+        for c, by_sev in m["grid"].items():
+            sev = sorted(by_sev)
+            x = ([0] if clean is not None else []) + sev
+            y = ([clean] if clean is not None else []) + [by_sev[s] for s in sev]
+            ax.plot(x, y, marker="o", markersize=3, linewidth=1.2, color=colours[c], label=c)
+        sev = sorted({s for by in m["grid"].values() for s in by})
+        mean = [np.mean([by[s] for by in m["grid"].values() if s in by]) for s in sev]
+        ax.plot(([0] if clean is not None else []) + sev,
+                ([clean] if clean is not None else []) + mean, color="black", linewidth=3.5,
+                label="mean", zorder=5)
+        ax.set_xticks(range(0, 6), ["clean", "1", "2", "3", "4", "5"])
+        ax.set_xlabel("severity")
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"{name}: clean {clean:.1f}% → {_mean_corrupted(m['grid']):.1f}% corrupted"
+                     if clean is not None else name, fontsize=10)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return fig
+
+
+def plot_corruption_examples(image, corruptions: Sequence[str] | None = None,
+                             severities: Sequence[int] = (1, 2, 3, 4, 5), seed: int = 0
+                             ) -> Figure:
+    """One uint8 image 3×H×W under each corruption (rows) at each severity (columns), the
+    clean image first: what ``bench robustness`` feeds the networks."""
+    from .corruptions import CORRUPTIONS, corrupt
+    names = list(CORRUPTIONS if corruptions is None else corruptions)
+    batch = torch.as_tensor(image)[None]
+    fig = Figure(figsize=(1.2 * (len(severities) + 1), 1.25 * len(names)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(names), len(severities) + 1))
+    for r, name in enumerate(names):
+        views = [batch[0]] + [corrupt(batch, name, s, seed=seed)[0] for s in severities]
+        for col, (ax, view) in enumerate(zip(axes[r], views)):
+            ax.imshow(_hwc(view))
+            ax.set_xticks([]), ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(name.replace("_", " "), fontsize=8)
+            if r == 0:
+                ax.set_title("clean" if col == 0 else f"severity {severities[col - 1]}",
+                             fontsize=8)
+    return fig

@@ -47,9 +47,11 @@ def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
     """Copy a finished run into ``dest/name`` with fp16 weights; re-measure its accuracy.
 
     ``test_split``: the CIFAR-10 test set (a ``CifarSplit``); the accuracy (with and without the run's TTA) is
-    measured in fp32 on the fp16-stored weights, so ``metrics.json`` states what ships.
+    measured in fp32 on the fp16-stored weights, so ``metrics.json`` states what ships; the
+    temperature is fitted on those weights too (``calibration.json``, ``calibrate_run``).
     """
-    from .checkpoint import load_run
+    from .calibration import calibrate_run
+    from .checkpoint import CALIBRATION, load_run
     from .inference import loss_and_accuracy
     src = resolve_checkpoint(run_dir)
     ckpt = load_checkpoint(src)
@@ -59,6 +61,7 @@ def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
                           for k, v in ckpt["state_dict"].items()}
     folder = Path(dest) / name
     _atomic_write(folder / CHECKPOINT, lambda f: torch.save(ckpt, f))
+    (folder / CALIBRATION).unlink(missing_ok=True)  # fitted for the weights just replaced
     lm = load_run(folder, "cpu")
     metrics = dict(read_json(src.parent / METRICS))
     metrics["test_loss"], metrics["test_acc"] = loss_and_accuracy(lm.model, test_split,
@@ -73,4 +76,5 @@ def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
         "command": command, "seed": ckpt["config"].get("seed"), "recipe_config": ckpt["config"],
         "machine": machine, "torch": torch.__version__,
         "date": datetime.date.today().isoformat()})
+    calibrate_run(lm, test_split)  # the shipped weights' own temperature, in calibration.json
     return folder

@@ -20,8 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import (CHECKPOINT, HISTORY, METRICS, CheckpointError, load_checkpoint,
-                         load_weights, save_checkpoint, unwrap, write_json)
+from .checkpoint import (CALIBRATION, CHECKPOINT, HISTORY, METRICS, CheckpointError,
+                         load_checkpoint, load_weights, save_checkpoint, unwrap, write_json)
 from .batches import BatchIterator, normalize
 from .config import TrainConfig
 from .data import CifarSplit
@@ -97,7 +97,8 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 def _whiten_bias(model: nn.Module):
     model = unwrap(model)
-    return model.whitening.bias if isinstance(model, AirbenchNet) else None
+    whitening = model.whitening if isinstance(model, AirbenchNet) else None
+    return whitening.bias if whitening is not None else None
 
 
 class Lookahead:
@@ -163,7 +164,7 @@ def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
     seed_everything(cfg.seed)
     model = build_model(cfg.model, **cfg.model_kwargs)
-    if isinstance(model, AirbenchNet):
+    if isinstance(model, AirbenchNet) and model.whitening is not None:
         model.whitening.init_from(normalize(train.images[:5000], cfg.mean, cfg.std))
     model = model.to(device)
     if channels_last:
@@ -303,6 +304,9 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     t = prepare(cfg, train, device, dist)
     if resume:
         restore(t, ckpt_path)
+    if run_dir is not None and dist.is_main:
+        # New weights make the folder's temperature stale: calibrate the finished run again.
+        (run_dir / CALIBRATION).unlink(missing_ok=True)
     t.ddp_model = dist.wrap(t.model)
     bar = tqdm(total=t.total_steps, initial=t.start_epoch * t.steps_per_epoch, unit="step",
                desc=f"train {cfg.model}", disable=not progress or not dist.is_main)

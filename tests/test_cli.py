@@ -45,3 +45,4 @@ def test_train_then_evaluate_a_run_folder(synthetic_root, tmp_path, capsys):
     saved = json.loads((run / "metrics.json").read_text())
     assert report["test_acc"] == pytest.approx(saved["test_acc"])
     assert report["test_images"] == 40
+    assert report["temperature"] == 1.0 and report["calibration"].startswith("uncalibrated")

@@ -130,6 +130,7 @@ def test_evaluate_run_writes_json(tmp_path, split):
     r = ev.evaluate_run(tmp_path, split, device="cpu")
     assert r.probs.shape == (64, 10) and np.allclose(r.probs.sum(1), 1, atol=1e-5)
     assert r.info["tta_level"] == 1  # the run's own setting
+    assert r.info["temperature"] == 1.0 and r.info["calibrated"] is False  # no calibration.json
     assert r.accuracy == pytest.approx(float((r.predictions == split.labels.numpy()).mean()))
     saved = json.loads((tmp_path / "evaluation.json").read_text())
     assert saved["tta_level"] == 1 and saved["test_images"] == 64
@@ -149,6 +150,7 @@ def test_compare_runs_table(tmp_path, split):
     for r in rows:
         assert r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["parameters"] == 620_362
         assert set(r) >= {"model", "epochs", "nll", "ece", "test_images"}
+        assert r["temperature"] == 1.0  # neither run has a calibration.json
     assert not (tmp_path / "plain" / "evaluation.json").exists()
 
 

@@ -69,8 +69,10 @@ RECORDED_KEYS = {
                      "best_variant", "best_device", "best_batch_size", "training_images_per_s",
                      "pipeline_speedup_vs_dataloader"},
     "03_evaluate": {"model", "run", "quick", "tta_level", "test_images", "accuracy", "ci95",
-                    "ece", "nll", "worst_class", "most_confused", "comparison"},
-    "04_real_images": {"model", "run", "quick", "photos", "top1", "probability", "confident"},
+                    "ece", "ece_calibrated", "temperature", "calibration", "mean_corrupted_accuracy",
+                    "nll", "worst_class", "most_confused", "comparison"},
+    "04_real_images": {"model", "run", "quick", "photos", "top1", "probability", "confident",
+                       "method", "threshold", "temperature"},
 }
 
 
@@ -143,6 +145,8 @@ def test_sweep_collects_results_and_survives_a_failing_run(tmp_path):
 STUB = Path(__file__).resolve().parent / "colab_stub"
 PHOTOS = ROOT / "cifar_lib" / "sample_images"
 # 01 keeps its run on Drive and 04 finds it there; 02 and 03 start with nothing.
+# Cells that a default run skips, exercised here (quick versions).
+EXTRA_PARAMETERS = {"01_train": {"rerun_ablation": True}}
 ON_DRIVE = {"01_train": True, "02_benchmark": False, "03_evaluate": False, "04_real_images": True}
 
 
@@ -178,7 +182,8 @@ def colab(wheel, tmp_path_factory, cifar10):  # cifar10: the notebooks read the 
         target = folder / f"{name}.ipynb"
         pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(target),
                             prepare_only=True, kernel_name="python3",
-                            parameters={"quick": True, "keep_on_drive": ON_DRIVE[name]})
+                            parameters={"quick": True, "keep_on_drive": ON_DRIVE[name],
+                                        **EXTRA_PARAMETERS.get(name, {})})
         prepared.append(str(target))
     env = {**os.environ, INSTALL_ENV: str(wheel),
            # what `pip install` in the setup cell does with it: into `site`, no dependencies

@@ -11,7 +11,8 @@ from cifar_lib import plots
 from cifar_lib.checkpoint import load_model
 from cifar_lib.cli import main
 from cifar_lib.data import CLASSES, CifarSplit, DataError, load_cifar10
-from cifar_lib.images import ImageError, Upload
+from cifar_lib.images import ImageError, Upload, to_model_input
+from cifar_lib.inference import predict_logits
 from cifar_lib.checkpoint import LoadedModel, load_run
 from cifar_lib.predict import Prediction, predict
 from cifar_lib.recipes import configure
@@ -64,9 +65,15 @@ def test_a_batch_and_the_threshold(run_dir):
 
 
 def test_options_change_the_input(run_dir):
-    crop = predict(run_dir, PHOTOS[0])
-    squash = predict(run_dir, PHOTOS[0], method="squash")
+    squash = predict(run_dir, PHOTOS[0])  # the default, chosen by measurement
+    crop = predict(run_dir, PHOTOS[0], method="center_crop")
+    assert torch.equal(squash.input, to_model_input(PHOTOS[0], 32, "squash"))
     assert not torch.equal(crop.input, squash.input)  # dog.jpg is 4:3, not square
+    multi = predict(run_dir, PHOTOS[0], method="multi_crop")
+    assert multi.input.shape == (6, 3, 32, 32) and torch.equal(multi.input[0], squash.input)
+    lm = load_run(run_dir)  # multi_crop: the mean of the six views' probabilities
+    logits = predict_logits(lm.model, multi.input, lm.mean, lm.std, tta_level=lm.tta_level)
+    assert multi.probs == pytest.approx(lm.probabilities(logits).mean(0), abs=1e-6)
     tta = predict(run_dir, PHOTOS[0], tta_level=1)
     assert not torch.allclose(tta.probs, crop.probs)
     data = Upload(PHOTOS[1].read_bytes(), "upload.jpg")
@@ -112,7 +119,9 @@ def test_cli_predict(run_dir, tmp_path, capsys):
     rc = main(["predict", *map(str, PHOTOS), "--run-dir", str(run_dir), "--top-k", "2"])
     out = capsys.readouterr()
     assert rc == 0 and out.err == ""
-    lines = out.out.strip().splitlines()
+    note, threshold, *lines = out.out.strip().splitlines()  # are they calibrated? threshold?
+    assert note == f"uncalibrated: run `python -m cifar_lib calibrate {run_dir}` first"
+    assert threshold == "'not confident' below a top probability of 0.50"
     assert [line.split(": ")[0] for line in lines] == list(map(str, PHOTOS))
     assert all(line.count("%") == 2 for line in lines)
 
@@ -124,9 +133,9 @@ def test_cli_predict(run_dir, tmp_path, capsys):
     assert rc == 1
     assert out.err.strip().splitlines() == [
         f"error: {empty} is empty (0 bytes): it is not an image"]
-    assert [line.split(": ")[0] for line in out.out.strip().splitlines()] == \
-        [str(PHOTOS[0]), str(PHOTOS[1])]
-    assert all(line.endswith("(not confident)") for line in out.out.strip().splitlines())
+    lines = out.out.strip().splitlines()[2:]
+    assert [line.split(": ")[0] for line in lines] == [str(PHOTOS[0]), str(PHOTOS[1])]
+    assert all(line.endswith("(not confident)") for line in lines)
 
 
 def test_cli_predict_without_a_run(tmp_path, capsys):
