@@ -196,35 +196,10 @@ def plot_reliability(bins: Sequence[dict], ece: float | None = None, *,
     """Reliability diagram from ``evaluation.calibration_bins``: per confidence bin, accuracy
     (bars) against the diagonal of perfect calibration; the red part is the gap (below the
     diagonal: over-confident). Under it, how many predictions fall in each bin."""
-    lo = np.array([b["lo"] for b in bins])
-    hi = np.array([b["hi"] for b in bins])
-    width, centre = hi - lo, (lo + hi) / 2
-    acc = np.array([np.nan if b["accuracy"] is None else b["accuracy"] for b in bins], float)
-    conf = np.array([np.nan if b["confidence"] is None else b["confidence"] for b in bins], float)
-    counts = np.array([b["count"] for b in bins])
     fig = Figure(figsize=(5.5, 6.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    has = counts > 0
-    top.bar(centre[has], acc[has], width=width[has], color="tab:blue", edgecolor="black",
-            linewidth=0.5, label="accuracy")
-    # The gap as a hatched outline from accuracy to mean confidence, readable both above the bar
-    # (over-confident) and inside it (under-confident).
-    top.bar(centre[has], np.abs(conf - acc)[has], bottom=np.minimum(acc, conf)[has],
-            width=width[has], color="none", edgecolor="tab:red", hatch="///", linewidth=1,
-            label="gap to mean confidence")
-    top.plot(conf[has], acc[has], ".", color="black", markersize=4)
-    top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-    top.set_xlim(0, 1)
-    top.set_ylim(0, 1)
-    top.set_ylabel("accuracy in bin")
-    top.legend(loc="upper left")
-    top.set_title(title + (f" (ECE {ece:.2%})" if ece is not None and not math.isnan(ece) else "")
-                  + "\nbars below the diagonal: over-confident", fontsize=10)
-    bottom.bar(centre, counts, width=width, color="gray", edgecolor="black", linewidth=0.5)
-    bottom.set_yscale("log" if counts.max(initial=0) > 50 * max(1, counts[has].min(initial=1))
-                      else "linear")
-    bottom.set_xlabel("confidence (top softmax probability)")
-    bottom.set_ylabel("images")
+    _reliability_axes(top, bottom, bins, ece, title, dots=True)
+    top.set_title(top.get_title() + "\nbars below the diagonal: over-confident", fontsize=10)
     return fig
 
 
@@ -622,10 +597,12 @@ def _class(classes, label: int) -> str:
 # ----------------------------------------------------------------------------- calibration
 
 
-def _reliability_axes(top, bottom, bins: Sequence[dict], ece: float | None, title: str) -> None:
+def _reliability_axes(top, bottom, bins: Sequence[dict], ece: float | None, title: str, *,
+                      dots: bool = False) -> None:
     """One reliability panel on given axes: accuracy bars per confidence bin against the
-    diagonal, the gap to mean confidence hatched red (``plot_reliability``'s drawing), and
-    the images per bin below. None in a bin (JSON's NaN) counts as an empty bin."""
+    diagonal, the gap to mean confidence hatched red (readable both above the bar, over-
+    confident, and inside it, under-confident), and the images per bin below; ``dots`` marks
+    each bin's (mean confidence, accuracy). None in a bin (JSON's NaN) is an empty bin."""
     lo = np.array([b["lo"] for b in bins])
     hi = np.array([b["hi"] for b in bins])
     width, centre = hi - lo, (lo + hi) / 2
@@ -638,6 +615,8 @@ def _reliability_axes(top, bottom, bins: Sequence[dict], ece: float | None, titl
     top.bar(centre[has], np.abs(conf - acc)[has], bottom=np.minimum(acc, conf)[has],
             width=width[has], color="none", edgecolor="tab:red", hatch="///", linewidth=1,
             label="gap to mean confidence")
+    if dots:
+        top.plot(conf[has], acc[has], ".", color="black", markersize=4)
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
