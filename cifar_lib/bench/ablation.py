@@ -25,10 +25,10 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-from ..checkpoint import read_json
 from ..data import CifarSplit, add_data_args, load_cifar10
 from ..recipes import configure
 from ..train import fit
+from . import records
 from .records import print_table, settings, write_record
 
 RECORD = Path(__file__).resolve().parent / "results" / "ablation.json"
@@ -132,11 +132,7 @@ SUMMARY_COLUMNS = {
 
 def read_record(path: str | Path = RECORD) -> dict:
     """The committed ablation record (``RECORD`` by default), with its ``summary`` rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ablation record at {path}: run `python -m cifar_lib bench "
-                                f"ablation` (or `make bench-ablation`) to measure one")
-    return read_json(path)
+    return records.read_record(path, "ablation")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

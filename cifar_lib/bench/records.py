@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..checkpoint import json_safe, write_json
+from ..checkpoint import json_safe, read_json, write_json
 from ..device import cpu_has_native_bf16, cpu_model
 
 # What a table column can be: a row key, or a function of the row (returning the cell's value).
@@ -64,6 +64,17 @@ def write_record(path, rows: Sequence[dict], **kwargs) -> dict:
     record = make_record(rows, **kwargs)
     write_json(path, record)
     return record
+
+
+def read_record(path, benchmark: str) -> dict:
+    """A committed record; a missing one is a FileNotFoundError naming the command that
+    writes it (``python -m cifar_lib bench BENCHMARK``)."""
+    from pathlib import Path
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {benchmark} record at {path}: run `python -m cifar_lib bench "
+                                f"{benchmark}` (or `make bench-{benchmark}`) to measure one")
+    return read_json(path)
 
 
 def _cell(value) -> str:

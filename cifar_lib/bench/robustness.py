@@ -22,12 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-from ..checkpoint import load_run, read_json
+from ..checkpoint import load_run
 from ..corruptions import CORRUPTIONS
 from ..data import add_data_args, load_cifar10
 from ..device import select_device
 from ..pretrained import RUNS
 from ..robustness import CLEAN, SEVERITY_LEVELS, corruption_accuracy, model_name, summarize
+from . import records
 from .records import print_table, settings, write_record
 
 # The record ships inside the package, so that 03_evaluate shows it on Colab too.
@@ -71,11 +72,7 @@ def run(runs, *, images: int = TEST_IMAGES, seed: int = 0, tta_level: int = 0,
 
 def read_record(path: str | Path = RECORD) -> dict:
     """The committed robustness record (``RECORD`` by default)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no robustness record at {path}: run `python -m cifar_lib bench "
-                                f"robustness` (or `make bench-robustness`) to measure one")
-    return read_json(path)
+    return records.read_record(path, "robustness")
 
 
 def table(rows: list[dict]) -> list[dict]:
