@@ -15,7 +15,7 @@ import torch
 from .batches import HALF_MEAN_STD
 from .models import MODELS, UnknownModelError
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "muon")
 SCHEDULES = ("constant", "triangle")
 FLIPS = (None, "random", "alternating")
 PRECISIONS = ("auto", "gpu", "bf16", "fp16", "fp32")
@@ -33,9 +33,12 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
     epochs: int = 2
     batch_size: int = 128
-    optimizer: str = "adam"              # "adam" or "sgd" (Nesterov momentum)
+    optimizer: str = "adam"              # "adam", "sgd" (Nesterov momentum) or "muon" (Muon for
+                                         # conv filters, Nesterov SGD for the rest)
     lr: float = 1e-3                     # peak learning rate, for the mean loss over a batch
-    momentum: float = 0.9                # SGD only
+    momentum: float = 0.9                # SGD (and muon's SGD part: biases, head)
+    muon_lr: float = 0.24                # muon only: the conv filters' learning rate ...
+    muon_momentum: float = 0.6           # ... and momentum (see cifar_lib.muon)
     weight_decay: float = 0.0            # PyTorch's coupled L2, as the optimiser takes it
     bias_lr_scale: float = 1.0           # BatchNorm and whitening biases learn this much faster
     schedule: str = "constant"           # "constant" or "triangle" (linear warm-up then decay)
@@ -121,6 +124,9 @@ def validate(cfg: TrainConfig) -> None:
            "a number ≥ 0", cfg.weight_decay)
     _check(_is_number(cfg.momentum) and 0 <= cfg.momentum < 1, "momentum", "in [0, 1)",
            cfg.momentum)
+    _check(_is_number(cfg.muon_lr) and cfg.muon_lr > 0, "muon_lr", "a number > 0", cfg.muon_lr)
+    _check(_is_number(cfg.muon_momentum) and 0 < cfg.muon_momentum < 1, "muon_momentum",
+           "in (0, 1)", cfg.muon_momentum)
     _check(_is_number(cfg.label_smoothing) and 0 <= cfg.label_smoothing < 1, "label_smoothing",
            "in [0, 1)", cfg.label_smoothing)
     _check(_is_number(cfg.lr_peak_at) and 0 <= cfg.lr_peak_at <= 1, "lr_peak_at", "in [0, 1]",

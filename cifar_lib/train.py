@@ -28,6 +28,7 @@ from .data import CifarSplit
 from .device import autocast_dtype, precision_name, select_device, sync, use_channels_last
 from .inference import autocast
 from .models import AirbenchNet, build_model, count_parameters
+from .muon import Muon
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,27 +73,46 @@ def smoothed_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Adam, or Nesterov SGD with faster-learning biases (BatchNorm and whitening)."""
+    """Adam; Nesterov SGD with faster-learning biases (BatchNorm and whitening); or ``Muon``:
+    the same SGD for biases and the head, Muon for the conv filters (4-D weights)."""
     params = [p for p in model.parameters() if p.requires_grad]  # frozen weights stay out
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer != "sgd":
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use 'adam' or 'sgd'")
+    if cfg.optimizer not in ("sgd", "muon"):
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use 'adam', 'sgd' or 'muon'")
     bias_ids = {id(m.bias) for m in model.modules()
                 if isinstance(m, nn.BatchNorm2d) and m.bias is not None}
     whiten = _whiten_bias(model)
-    if whiten is not None:
-        bias_ids.add(id(whiten))
-    biases = [p for p in params if id(p) in bias_ids]
-    others = [p for p in params if id(p) not in bias_ids]
     bias_lr = cfg.lr * cfg.bias_lr_scale
     # Decay per step is lr × weight_decay; keep it equal for biases despite their larger lr.
-    groups = [dict(params=others, lr=cfg.lr, weight_decay=cfg.weight_decay),
-              dict(params=biases, lr=bias_lr, weight_decay=cfg.weight_decay * cfg.lr / bias_lr)]
+    bias_group = dict(lr=bias_lr, weight_decay=cfg.weight_decay * cfg.lr / bias_lr)
+    if cfg.optimizer == "sgd":
+        if whiten is not None:
+            bias_ids.add(id(whiten))
+        groups = [dict(params=[p for p in params if id(p) not in bias_ids], lr=cfg.lr,
+                       weight_decay=cfg.weight_decay),
+                  dict(params=[p for p in params if id(p) in bias_ids], **bias_group)]
+        return torch.optim.SGD(_with_base_lr(groups), lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=True)
+    sgd = dict(muon=False, momentum=cfg.momentum)
+    in_group = {id(p) for p in params if p.ndim == 4} | bias_ids | {id(whiten)}
+    groups = [dict(params=[p for p in params if p.ndim == 4], lr=cfg.muon_lr,
+                   momentum=cfg.muon_momentum),
+              dict(params=[p for p in params if id(p) in bias_ids], **bias_group, **sgd),
+              # airbench94_muon: the whitening bias's lr decays to 0 over its epochs, not over
+              # the whole run (``train_step`` reads ``schedule_epochs``).
+              dict(params=[p for p in params if p is whiten], **bias_group, **sgd,
+                   schedule_epochs=cfg.whiten_bias_epochs),
+              dict(params=[p for p in params if id(p) not in in_group], lr=cfg.lr,
+                   weight_decay=cfg.weight_decay, **sgd)]
+    return Muon(_with_base_lr(groups))
+
+
+def _with_base_lr(groups: list[dict]) -> list[dict]:
+    """The non-empty groups, each remembering its peak lr (the schedule multiplies it)."""
     for g in groups:
         g["base_lr"] = g["lr"]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=True)
+    return [g for g in groups if g["params"]]
 
 
 def _whiten_bias(model: nn.Module):
@@ -209,7 +229,9 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int
     returns (loss, logits N×10), still on the device: reading them would wait for the GPU."""
     cfg = t.cfg
     for group in t.optimizer.param_groups:
-        group["lr"] = group.get("base_lr", cfg.lr) * lr_multiplier(cfg, step, t.total_steps)
+        epochs = group.get("schedule_epochs")  # a group on a shorter schedule of its own
+        total = epochs * t.steps_per_epoch if epochs else t.total_steps
+        group["lr"] = group.get("base_lr", cfg.lr) * lr_multiplier(cfg, step, total)
     with autocast(t.device, t.amp_dtype):
         logits = t.ddp_model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)

@@ -39,6 +39,8 @@ BAD_VALUES = [
     ("tta_level", 3),
     ("translate", -1),
     ("whiten_bias_epochs", -1),
+    ("muon_lr", 0.0),
+    ("muon_momentum", 1.0),
     ("eval_every", -1),
     ("train_subset", 0),
     ("test_subset", -5),
