@@ -32,9 +32,10 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model and save a run folder",
                        description="Train a recipe on CIFAR-10; writes checkpoint.pt, "
                                    "history.json and metrics.json into --run-dir.")
-    p.add_argument("--recipe", default="fast", help="'fast' (airbench-style, default), "
-                   "'fast_small' or 'original' (the seed notebook: SimpleCNN, Adam, 2 epochs; "
-                   "'seed' is accepted too)")
+    p.add_argument("--recipe", default="fast", help="'fast' (airbench94-style, default; "
+                   "'airbench94' is the same recipe), 'fast_muon' (airbench94_muon: Muon for "
+                   "the conv filters, 8 epochs), 'fast_small', 'muon_small' or 'original' (the "
+                   "seed notebook: SimpleCNN, Adam, 2 epochs; 'seed' is accepted too)")
     p.add_argument("--run-dir", default="runs/default", help="output folder (default: runs/default)")
     p.add_argument("--model", help="override the recipe's model (simple_cnn, airbench)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")

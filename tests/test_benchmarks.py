@@ -96,20 +96,48 @@ def test_original_pipeline_is_the_seeds_dataloader(cifar10):
 
 
 @pytest.mark.real_data
-def test_train_benchmark_quick_record(cifar10, tmp_path, one_thread):
+def test_train_benchmark_races_the_recipe_against_the_anchor(cifar10, tmp_path, one_thread):
     out = tmp_path / "train.json"
-    argv = ["bench", "train", "--quick", "--seeds", "0", "--device", "cpu", "--out", str(out)]
+    argv = ["bench", "train", "--quick", "--seeds", "0", "1", "--anchor-seeds", "0", "--device",
+            "cpu", "--out", str(out)]
     assert main(argv) == 0
     record = json.loads(out.read_text())
-    for key in ("recipe", "device", "seeds", "test_acc", "seconds", "images_per_second",
-                "time_to_64", "fast_small_history", "seed_recipe_history", *RECORD_KEYS):
-        assert key in record, key
+    assert RECORD_KEYS <= set(record)
     assert record["benchmark"] == "train" and record["quick"] is True
     assert record["command"] == "python -m cifar_lib " + shlex.join(argv)
     assert record["device"] == "cpu" and record["settings"]["device"] == "cpu"
-    assert record["seeds"] == [0] and len(record["test_acc"]) == len(record["seconds"]) == 1
-    assert 0 <= record["test_acc"][0] <= 100
-    assert set(record["time_to_64"]) == {"fast", "seed", "speedup"}
-    assert len(record["fast_small_history"]) == len(record["seed_recipe_history"]) == 1
-    assert [r["seed"] for r in record["rows"]] == [0] and record["rows"][0]["epochs"] == 1
-    assert record["machine"]["torch_threads"] >= 1 and record["machine"]["cpu"]
+    assert record["machine_kind"] in ("cpu-bf16", "cpu-fp32")
+    assert set(record["machine"]["cpu_flags"]) == {"native_bf16", "avx512f", "avx2"}
+    # The recipe: one entry per seed; the anchor: the same lists for its seeds.
+    assert record["recipe"] == "fast_muon" and record["seeds"] == [0, 1]
+    assert len(record["test_acc"]) == len(record["seconds"]) == 2
+    assert all(0 <= a <= 100 for a in record["test_acc"])
+    assert record["test_acc_min"] == min(record["test_acc"])
+    anchor = record["anchor"]
+    assert anchor["recipe"] == "airbench94" and anchor["seeds"] == [0]
+    assert len(anchor["test_acc"]) == len(anchor["seconds"]) == 1
+    assert record["time_ratio"] == pytest.approx(
+        (sum(record["seconds"]) / 2) / anchor["seconds"][0])
+    # Taken in turns, so that a slow spell on a shared machine falls on both.
+    assert [(r["recipe"], r["seed"]) for r in record["rows"]] == [
+        ("fast_muon", 0), ("airbench94", 0), ("fast_muon", 1)]
+    assert set(record["time_to_64"]) == {"recipe", "racer", "original", "speedup"}
+    assert record["time_to_64"]["recipe"] == "muon_small"
+    assert len(record["racer_history"]) == len(record["original_history"]) == 1
+
+
+def test_train_record_goes_to_one_file_per_kind_of_machine(monkeypatch):
+    monkeypatch.setattr(bench_train, "cpu_has_native_bf16", lambda: True)
+    assert bench_train.default_out(torch.device("cpu")) == "benchmarks/results/train_cpu-bf16.json"
+    monkeypatch.setattr(bench_train, "cpu_has_native_bf16", lambda: False)
+    assert bench_train.machine_kind(torch.device("cpu")) == "cpu-fp32"
+    assert bench_train.machine_kind(torch.device("cuda", 0)) == "cuda"
+
+
+def test_summarize_reports_time_to_goal_only_when_the_mean_reaches_it():
+    rows = [{"recipe": "r", "seed": s, "test_acc": a, "seconds": t}
+            for s, a, t in [(0, 94.2, 10.0), (1, 93.9, 12.0)]]
+    summary = bench_train.summarize(rows)
+    assert summary["test_acc_mean"] == pytest.approx(94.05) and summary["test_acc_min"] == 93.9
+    assert summary["time_to_goal"] == summary["seconds_mean"] == 11.0
+    assert bench_train.summarize(rows[1:])["time_to_goal"] is None
