@@ -103,6 +103,17 @@ def test_resume_under_bf16_autocast_is_bit_identical(data, tmp_path):
     _assert_bit_identical(full.model.state_dict(), resumed.model.state_dict())
 
 
+def test_resume_with_muon_is_bit_identical(data, tmp_path):
+    # Muon's momentum buffers and its groups' own schedules (the whitening bias decays over
+    # its epoch) come back from the checkpoint exactly.
+    cfg = configure("fast_muon", model_kwargs={"widths": (8, 16, 16)}, batch_size=32,
+                    precision="fp32", device="cpu", whiten_bias_epochs=1, epochs=3,
+                    train_subset=128)
+    full = fit(cfg, *data, run_dir=tmp_path / "full", progress=False)
+    resumed = _interrupted_then_resumed(cfg, data, tmp_path / "cut", after=2)
+    _assert_bit_identical(full.model.state_dict(), resumed.model.state_dict())
+
+
 def test_restore_maps_everything_to_the_models_device(data, tmp_path, monkeypatch):
     cfg = _tiny_fast(train_subset=64, model_kwargs={"widths": (8, 16, 16)}, epochs=2)
     with pytest.raises(KeyboardInterrupt):
