@@ -10,6 +10,7 @@ import argparse
 import datetime
 import os
 import platform
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -69,7 +70,6 @@ def write_record(path, rows: Sequence[dict], **kwargs) -> dict:
 def read_record(path, benchmark: str) -> dict:
     """A committed record; a missing one is a FileNotFoundError naming the command that
     writes it (``python -m cifar_lib bench BENCHMARK``)."""
-    from pathlib import Path
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {benchmark} record at {path}: run `python -m cifar_lib bench "

@@ -44,6 +44,11 @@ SEEDS = [0, 1, 2, 3, 4]
 QUICK_TRAIN, QUICK_TEST = 512, 256
 
 
+def _subsets(quick: bool) -> dict:
+    """The ``configure`` overrides that shrink the data for --quick (none otherwise)."""
+    return dict(train_subset=QUICK_TRAIN, test_subset=QUICK_TEST) if quick else {}
+
+
 def machine_kind(device: torch.device) -> str:
     """'cuda', 'mps', 'cpu-bf16' (native bf16: AVX512-BF16 or AMX) or 'cpu-fp32'."""
     if device.type != "cpu":
@@ -98,9 +103,9 @@ def train_once(recipe: str, seed: int, train: CifarSplit, test: CifarSplit,
                device: torch.device, quick: bool) -> dict:
     """One full run of ``recipe``: its row (test_acc with the recipe's TTA, in %, and seconds
     from loaded data to that accuracy)."""
-    small = dict(train_subset=QUICK_TRAIN, test_subset=QUICK_TEST) if quick else {}
     # eval_every=0: evaluate once, at the end (with the recipe's TTA).
-    cfg = configure(recipe, quick=quick, seed=seed, eval_every=0, device=str(device), **small)
+    cfg = configure(recipe, quick=quick, seed=seed, eval_every=0, device=str(device),
+                    **_subsets(quick))
     t0 = synced_clock(device)
     m = fit(cfg, train, test, progress=not quick).metrics
     seconds = synced_clock(device) - t0
@@ -115,12 +120,12 @@ def summarize(rows: list[dict], goal: float = GOAL) -> dict:
     time to ``goal``% (the mean seconds when the mean accuracy reaches it, else None)."""
     accs, secs = [r["test_acc"] for r in rows], [r["seconds"] for r in rows]
     mean = statistics.mean(accs) if accs else None
+    seconds = statistics.mean(secs) if secs else None
     return {"recipe": rows[0]["recipe"] if rows else None, "seeds": [r["seed"] for r in rows],
             "test_acc": accs, "seconds": secs, "test_acc_mean": mean,
             "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "test_acc_min": min(accs) if accs else None,
-            "seconds_mean": statistics.mean(secs) if secs else None,
-            "time_to_goal": statistics.mean(secs) if mean is not None and mean >= goal else None}
+            "test_acc_min": min(accs) if accs else None, "seconds_mean": seconds,
+            "time_to_goal": seconds if mean is not None and mean >= goal else None}
 
 
 def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device: str = "auto",
@@ -130,14 +135,15 @@ def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device:
     images, one epoch each, the original pipeline without worker processes."""
     dev = select_device(device)
     train, test = load_cifar10(root, download=download)
-    runs = []
+    runs, our_rows, their_rows = [], [], []
     for i in range(max(len(seeds), len(anchor_seeds))):  # in turns: noise falls on both
-        runs += [train_once(recipe, seeds[i], train, test, dev, quick)] if i < len(seeds) else []
-        runs += ([train_once(anchor, anchor_seeds[i], train, test, dev, quick)]
-                 if i < len(anchor_seeds) else [])
-    ours = summarize([r for r in runs if r["recipe"] == recipe])
-    theirs = summarize([r for r in runs if r["recipe"] == anchor])
-    small = dict(train_subset=QUICK_TRAIN, test_subset=QUICK_TEST) if quick else {}
+        for name, seed_list, rows in ((recipe, seeds, our_rows),
+                                      (anchor, anchor_seeds, their_rows)):
+            if i < len(seed_list):
+                rows.append(train_once(name, seed_list[i], train, test, dev, quick))
+                runs.append(rows[-1])
+    ours, theirs = summarize(our_rows), summarize(their_rows)
+    small = _subsets(quick)
     racer = fit(configure(RACER, quick=quick, device=str(dev), **small), train, test,
                 progress=False).history
     original = original_as_ran(test.subset(small.get("test_subset")), root, dev,
