@@ -37,8 +37,8 @@
 #
 # How long the fast recipe trains depends on the processor (two cores each): 17 minutes on an
 # AMD EPYC with native bf16, 27 minutes on the Intel Xeon without native bf16 that made the
-# outputs below, about 55 minutes on an AVX2-only AMD EPYC (Zen 3, reported, not re-measured). A GPU
-# (Colab: *Runtime → Change runtime type → GPU*) is far faster; GPU times are not measured for
+# outputs below; CPUs with neither bf16 nor AVX-512 (AVX2 only) should be slower still (not
+# measured here yet). A GPU (Colab: *Runtime → Change runtime type → GPU*) is far faster; GPU times are not measured for
 # this course yet. The cell just before training times a few steps on your machine and says how
 # long the wait will be, and how to make it shorter. On Colab, set `keep_on_drive = True` to keep
 # the trained run on Google Drive for the next lessons (each notebook gets a fresh runtime);
@@ -355,8 +355,8 @@ plot_lookahead(total_steps)
 #
 # A faster recipe is on its way: `recipe = "fast_muon"` trains the convolution filters with Muon
 # (orthogonalised momentum updates, `cifar_lib.muon`) and needs 8 epochs of 50,000 images where
-# `fast` needs 10. On a CPU without native bf16 it costs 0.83× the training time of `fast`,
-# measured side by side; its one measured seed reached 93.91% (`fast`: 94.33%). It is not the
+# `fast` needs 10. On a 2-core Intel Xeon without native bf16 it costs 0.83× the training
+# time of `fast`, measured side by side; its one measured seed reached 93.91% (`fast`: 94.33%). It is not the
 # default until it reaches 94% over five seeds (see `benchmarks/README.md`).
 
 # %%
