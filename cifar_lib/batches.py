@@ -39,18 +39,24 @@ def flip_some(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
+def crop(x: torch.Tensor, corners: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The height×width window of each image of N×C×H×W ``x`` whose top-left pixel is at
+    (row, column) in ``corners`` (N×2 ints): N×C×height×width."""
+    n, c, _, w = x.shape
+    # Two 1-D gathers (rows, then columns) are far cheaper than one 4-D advanced index.
+    rows = torch.arange(height, device=x.device).view(1, 1, height, 1) + corners[:, 0].view(n, 1, 1, 1)
+    x = x.gather(2, rows.expand(n, c, height, w))
+    cols = torch.arange(width, device=x.device).view(1, 1, 1, width) + corners[:, 1].view(n, 1, 1, 1)
+    return x.gather(3, cols.expand(n, c, height, width))
+
+
 def translate(x: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
     """Shift each image by (dy, dx) in ``shifts`` (N×2 ints in [-pad, pad]), filling by reflection.
 
     Equivalent to a random crop of size H×W from the reflect-padded image, done as one gather.
     """
-    n, c, h, w = x.shape
-    padded = F.pad(x, (pad,) * 4, mode="reflect")
-    # Two 1-D gathers (rows, then columns) are far cheaper than one 4-D advanced index.
-    rows = torch.arange(h, device=x.device).view(1, 1, h, 1) + (pad + shifts[:, 0]).view(n, 1, 1, 1)
-    padded = padded.gather(2, rows.expand(n, c, h, w + 2 * pad))
-    cols = torch.arange(w, device=x.device).view(1, 1, 1, w) + (pad + shifts[:, 1]).view(n, 1, 1, 1)
-    return padded.gather(3, cols.expand(n, c, h, w))
+    h, w = x.shape[-2:]
+    return crop(F.pad(x, (pad,) * 4, mode="reflect"), pad + shifts, h, w)
 
 
 class BatchIterator:
@@ -64,6 +70,9 @@ class BatchIterator:
     even epochs and the other half in odd ones: every image is seen both ways every two epochs,
     which airbench measured to be worth a little accuracy over random flipping).
     translate: maximum shift in pixels (0 = off), reflect-filled.
+    crop_size: when set (an attribute, like ``epoch``: training changes it between epochs), each
+    image of the epoch is cut to a random crop_size×crop_size window after flipping and shifting:
+    smaller images, fewer FLOPs per step, for models that accept any size (airbench).
     drop_last: drop the final partial batch (training wants equal-size steps) or keep it
     (evaluation must see every image). ``shard=(rank, world)`` yields this process's part of every
     epoch for data-parallel training: positions rank, rank + world, ... of the epoch's order, with
@@ -87,6 +96,7 @@ class BatchIterator:
         self.drop_last, self.seed, self.epoch = drop_last, seed, 0
         self.rank, self.world = shard
         self.channels_last = channels_last
+        self.crop_size: int | None = None
 
     def _per_rank(self) -> int:
         return math.ceil(len(self.labels) / self.world) if not self.drop_last \
@@ -140,12 +150,23 @@ class BatchIterator:
                   if self.pad else None)
         return order, flips, shifts
 
+    def crop_corners(self) -> torch.Tensor | None:
+        """The current epoch's crop windows: top-left (row, column) int64 ×2 on the CPU, one row
+        per position of this rank's order, or None when ``crop_size`` is unset or whole."""
+        size = self.images.shape[-1]
+        if self.crop_size is None or self.crop_size >= size:
+            return None
+        return self._shard(torch.randint(0, size - self.crop_size + 1, (len(self.labels), 2),
+                                         generator=self._generator(3)))
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # The epoch's order, flips and shifts are drawn on the CPU (the same numbers on every
         # device) and copied to the device once per epoch: no host→device copy per batch.
         order, flips, shifts = self.epoch_draws()
+        corners = self.crop_corners()
         flips = flips.to(self.device) if flips is not None else None
         shifts = shifts.to(self.device) if shifts is not None else None
+        corners = corners.to(self.device) if corners is not None else None
         order = order.to(self.device)
         self.epoch += 1
         for start in range(0, len(order), self.batch_size):
@@ -158,6 +179,8 @@ class BatchIterator:
                 x = flip_some(x, flips[sel])
             if shifts is not None:
                 x = translate(x, shifts[sel], self.pad)
+            if corners is not None:
+                x = crop(x, corners[sel], self.crop_size, self.crop_size)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]

@@ -50,6 +50,8 @@ class TrainConfig:
     whiten_bias_epochs: int = 0          # whitening-layer bias trains only this many epochs
     flip: str | None = None              # None, "random" or "alternating"
     translate: int = 0                   # max random shift in pixels (reflect-filled)
+    crop_epochs: int = 0                 # the first N epochs train on random crop_size² windows:
+    crop_size: int = 24                  # fewer FLOPs per image while the net learns coarse things
     mean: tuple = HALF_MEAN_STD[0]
     std: tuple = HALF_MEAN_STD[1]
     tta_level: int = 0                   # test-time augmentation for the final evaluation
@@ -110,7 +112,7 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("epochs", "batch_size"):
         _check(_is_int(getattr(cfg, name)) and getattr(cfg, name) >= 1, name,
                "a whole number ≥ 1", getattr(cfg, name))
-    for name in ("whiten_bias_epochs", "translate", "eval_every", "seed"):
+    for name in ("whiten_bias_epochs", "translate", "eval_every", "seed", "crop_epochs"):
         _check(_is_int(getattr(cfg, name)) and getattr(cfg, name) >= 0, name,
                "a whole number ≥ 0", getattr(cfg, name))
     for name in ("train_subset", "test_subset"):
@@ -134,6 +136,11 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("lr_start", "lr_end"):
         _check(_is_number(getattr(cfg, name)) and getattr(cfg, name) >= 0, name, "a number ≥ 0",
                getattr(cfg, name))
+    _check(_is_int(cfg.crop_size) and 16 <= cfg.crop_size <= 32, "crop_size",
+           "a whole number in [16, 32] (pixels)", cfg.crop_size)
+    # SimpleCNN's flatten wants exactly 128×4×4 features: only airbench takes any size.
+    _check(cfg.crop_epochs == 0 or cfg.model == "airbench", "crop_epochs",
+           "0 for a model that needs 32×32 images (crops need model='airbench')", cfg.crop_epochs)
     _one_of("optimizer", cfg.optimizer, OPTIMIZERS)
     _one_of("schedule", cfg.schedule, SCHEDULES)
     _one_of("flip", cfg.flip, FLIPS)

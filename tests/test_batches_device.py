@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifar_lib.batches import BatchIterator, channel_stats
+from cifar_lib.batches import BatchIterator, channel_stats, crop
 from cifar_lib.data import CifarSplit
 
 BATCH = 8
@@ -124,3 +124,30 @@ def test_same_epoch_repeats_and_another_epoch_differs():
     assert not torch.equal(first[0][1], second_epoch[0][1])
     assert not torch.equal(torch.cat([x for x, _ in first]),
                            torch.cat([x for x, _ in second_epoch]))
+
+
+def test_crop_takes_each_images_own_window():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    corners = torch.tensor([[0, 0], [2, 1]])
+    got = crop(x, corners, 4, 3)
+    assert got.shape == (2, 1, 4, 3)
+    assert torch.equal(got[0], x[0, :, 0:4, 0:3]) and torch.equal(got[1], x[1, :, 2:6, 1:4])
+
+
+def test_crop_epochs_yield_the_documented_windows_of_the_full_batches():
+    """With ``crop_size`` set, each batch is the full-size batch cut at the corners drawn from the
+    fourth per-epoch generator; unset, it is the full-size batch again."""
+    it = _iterator(4)
+    full = _reference_epoch(it, 1)
+    corners = torch.randint(0, 32 - 24 + 1, (len(it.labels), 2), generator=it._generator(3))
+    it.epoch, it.crop_size = 1, 24
+    got = list(it)
+    for k, ((x, y), (fx, fy)) in enumerate(zip(got, full)):
+        assert x.shape == (BATCH, 3, 24, 24) and torch.equal(y, fy)
+        expected = crop(fx, corners[k * BATCH:(k + 1) * BATCH], 24, 24)
+        assert torch.allclose(x, expected, rtol=0, atol=1e-6)
+    assert not torch.equal(corners[:, 0], corners[0, 0].expand(len(corners)))  # not one window
+    it.epoch, it.crop_size = 1, None
+    assert all(torch.equal(x, fx) for (x, _), (fx, _) in zip(it, full))
+    it.epoch, it.crop_size = 1, 32  # a window as large as the image is the image
+    assert all(torch.equal(x, fx) for (x, _), (fx, _) in zip(it, full))

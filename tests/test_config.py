@@ -38,6 +38,9 @@ BAD_VALUES = [
     ("channels_last", "yes"),
     ("tta_level", 3),
     ("translate", -1),
+    ("crop_epochs", -1),
+    ("crop_epochs", 1),  # the original recipe's SimpleCNN needs whole 32×32 images
+    ("crop_size", 12), ("crop_size", 33),
     ("whiten_bias_epochs", -1),
     ("muon_lr", 0.0),
     ("muon_momentum", 1.0),

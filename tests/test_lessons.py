@@ -258,6 +258,22 @@ def test_estimate_extrapolates_timed_steps_with_the_shared_timer(synthetic_root,
     assert e["device"] == "cpu" and e["precision"] == "fp32" and e["batch_size"] == 32
 
 
+def test_estimate_counts_crop_epochs_at_their_own_step_time(synthetic_root, monkeypatch):
+    train, test = load_cifar10(synthetic_root)
+    sizes = []
+
+    def fake_measure(t, steps, warmup):  # a step on 20×20 crops takes 1 s, on whole images 2 s
+        sizes.append(t.batches.crop_size)
+        return {"seconds_per_step": 1.0 if t.batches.crop_size == 20 else 2.0}
+    monkeypatch.setattr(throughput, "measure", fake_measure)
+    cfg = configure("fast", device="cpu", batch_size=32, epochs=3, crop_epochs=2, crop_size=20,
+                    test_subset=20, model_kwargs={"widths": (8, 8, 8)}, precision="fp32")
+    e = throughput.estimate_fit_seconds(cfg, train, test, steps=1, warmup=0)
+    assert sizes == [None, 20]
+    assert e["train_seconds"] == pytest.approx(6 * (2 * 1.0 + 1 * 2.0))  # 6 steps an epoch
+    assert e["seconds_per_step"] == 2.0
+
+
 # ----------------------------------------------------------------------------- the loop by hand
 
 

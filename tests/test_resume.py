@@ -1,6 +1,6 @@
 """Resume crosses every state change: an interrupted and resumed run equals an uninterrupted
-one bit for bit, even when the resume falls after the whitening bias freezes or under bf16
-autocast, and the restored state lands on the model's device."""
+one bit for bit, even when the resume falls after the whitening bias freezes, after the crop
+epochs or under bf16 autocast, and the restored state lands on the model's device."""
 from __future__ import annotations
 
 import pytest
@@ -105,10 +105,11 @@ def test_resume_under_bf16_autocast_is_bit_identical(data, tmp_path):
 
 def test_resume_with_muon_is_bit_identical(data, tmp_path):
     # Muon's momentum buffers and its groups' own schedules (the whitening bias decays over
-    # its epoch) come back from the checkpoint exactly.
+    # its epoch) come back from the checkpoint exactly; the resumed epoch is the first one on
+    # whole images after two on crops.
     cfg = configure("fast_muon", model_kwargs={"widths": (8, 16, 16)}, batch_size=32,
                     precision="fp32", device="cpu", whiten_bias_epochs=1, epochs=3,
-                    train_subset=128)
+                    train_subset=128, crop_epochs=2, crop_size=20)
     full = fit(cfg, *data, run_dir=tmp_path / "full", progress=False)
     resumed = _interrupted_then_resumed(cfg, data, tmp_path / "cut", after=2)
     _assert_bit_identical(full.model.state_dict(), resumed.model.state_dict())

@@ -33,6 +33,19 @@ def test_quick_run_learns_well_above_chance(data, recipe):
             "images_per_second"} <= set(result.history[-1])
 
 
+def test_crop_epochs_train_on_windows_then_on_whole_images(data, monkeypatch):
+    from cifar_lib import train as train_module
+    sizes, real_step = [], train_module.train_step
+
+    def recording_step(t, x, y, step):
+        sizes.append((step // t.steps_per_epoch, tuple(x.shape[-2:])))
+        return real_step(t, x, y, step)
+    monkeypatch.setattr(train_module, "train_step", recording_step)
+    result = fit(_tiny("fast", epochs=3, crop_epochs=2, crop_size=20), *data, progress=False)
+    assert sorted(set(sizes)) == [(0, (20, 20)), (1, (20, 20)), (2, (32, 32))]
+    assert result.metrics["test_acc"] > 0.3  # evaluated on whole images; chance is 0.1
+
+
 def test_same_seed_same_weights_and_other_seed_differs(data):
     def weights(seed):
         return fit(_tiny("fast", seed=seed), *data, progress=False).model.state_dict()

@@ -127,15 +127,23 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
     training steps are timed after ``warmup`` untimed ones (``measure``), then one test batch of
     up to ``eval_batch`` images is timed through the model in eval mode (after one untimed
     batch, unless ``warmup`` is 0: a rougher, quicker guess).
+    With ``crop_epochs``, steps on crops are timed as well and counted for those epochs.
     Returns a dict: device, precision, batch_size, steps_per_epoch, total_steps,
-    seconds_per_step, train_seconds (total_steps × seconds_per_step), eval_passes
+    seconds_per_step (on whole images), train_seconds (every step), eval_passes
     (``evaluation_passes``), eval_images, eval_seconds, seconds_per_epoch (training and one
     evaluation) and total_seconds. Loading the data and starting up are not counted.
     """
     device = select_device(cfg.device)
     train, test = train.subset(cfg.train_subset), test.subset(cfg.test_subset)
     t = prepare(cfg, train, device)
-    timed = measure(t, steps, warmup)
+    seconds_per_step = measure(t, steps, warmup)["seconds_per_step"]
+    train_seconds = t.total_steps * seconds_per_step
+    crop_epochs = min(cfg.crop_epochs, cfg.epochs)
+    if crop_epochs:  # those epochs' steps are cheaper: time them too
+        t.batches.crop_size = cfg.crop_size
+        per_crop_step = measure(t, steps, warmup)["seconds_per_step"]
+        t.batches.crop_size = None
+        train_seconds += crop_epochs * t.steps_per_epoch * (per_crop_step - seconds_per_step)
     model = t.model.eval()
 
     def forward(x, y, i):
@@ -151,11 +159,10 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
     out = {"device": str(device),
            "precision": precision_name(t.amp_dtype),
            "batch_size": cfg.batch_size, "steps_per_epoch": t.steps_per_epoch,
-           "total_steps": t.total_steps, "seconds_per_step": timed["seconds_per_step"],
-           "train_seconds": t.total_steps * timed["seconds_per_step"], "eval_passes": passes,
+           "total_steps": t.total_steps, "seconds_per_step": seconds_per_step,
+           "train_seconds": train_seconds, "eval_passes": passes,
            "eval_images": len(test), "eval_seconds": passes * len(test) * per_image,
-           "seconds_per_epoch": t.steps_per_epoch * timed["seconds_per_step"]
-           + len(test) * per_image}
+           "seconds_per_epoch": t.steps_per_epoch * seconds_per_step + len(test) * per_image}
     out["total_seconds"] = out["train_seconds"] + out["eval_seconds"]
     return out
 
