@@ -6,6 +6,7 @@ cause print one line on stderr and exit non-zero, never a traceback.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import shlex
 import sys
@@ -54,7 +55,22 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --run-dir from its last epoch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--set", dest="overrides", metavar="FIELD=VALUE", action="append",
+                   type=_override, default=[],
+                   help="override any TrainConfig field, as a Python literal (repeatable, applied "
+                        "last), e.g. --set crop_epochs=3 --set label_smoothing=0.1")
     add_data_args(p)
+
+
+def _override(text: str) -> tuple[str, object]:
+    """'FIELD=VALUE' → (FIELD, VALUE as a Python literal, else the text itself)."""
+    field, sep, value = text.partition("=")
+    if not sep or not field.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE")
+    try:
+        return field.strip(), ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return field.strip(), value  # a bare word: a string such as flip=random
 
 
 def _cmd_train(args) -> int:
@@ -62,10 +78,10 @@ def _cmd_train(args) -> int:
     from .data import load_cifar10
     from .recipes import configure
     from .train import fit
-    cfg = configure(args.recipe, quick=args.quick, seed=args.seed, device=args.device,
-                    model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                    precision=args.precision, train_subset=args.train_subset,
-                    test_subset=args.test_subset)
+    options = dict(seed=args.seed, device=args.device, model=args.model, epochs=args.epochs,
+                   batch_size=args.batch_size, lr=args.lr, precision=args.precision,
+                   train_subset=args.train_subset, test_subset=args.test_subset)
+    cfg = configure(args.recipe, quick=args.quick, **{**options, **dict(args.overrides)})
     train, test = load_cifar10(args.data_root, download=args.download)
     result = fit(cfg, train, test, run_dir=args.run_dir, resume=args.resume,
                  progress=not args.no_progress)

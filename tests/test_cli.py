@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from cifar_lib.checkpoint import load_checkpoint
 from cifar_lib.cli import build_parser, main
 
 
@@ -16,7 +17,8 @@ def test_help_explains_every_train_option(capsys):
             assert action.option_strings[-1] in out and action.help
 
 
-@pytest.mark.parametrize("argv", [["train", "--epochs", "two"], ["fly"], ["evaluate"]])
+@pytest.mark.parametrize("argv", [["train", "--epochs", "two"], ["fly"], ["evaluate"],
+                                  ["train", "--set", "crop_epochs"]])
 def test_bad_arguments_exit_non_zero_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -46,3 +48,25 @@ def test_train_then_evaluate_a_run_folder(synthetic_root, tmp_path, capsys):
     assert report["test_acc"] == pytest.approx(saved["test_acc"])
     assert report["test_images"] == 40
     assert report["temperature"] == 1.0 and report["calibration"].startswith("uncalibrated")
+
+
+def test_set_overrides_any_config_field_and_bad_ones_are_one_line_errors(synthetic_root,
+                                                                         tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "fast", "--quick", "--no-progress", "--device", "cpu",
+                 "--precision", "fp32", "--set", "model_kwargs={'widths': (8, 8, 8)}",
+                 "--set", "crop_epochs=1", "--set", "crop_size=20", "--set", "flip=random",
+                 "--batch-size", "32", "--epochs", "2", "--set", "epochs=1",  # --set: last
+                 "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 0
+    saved = load_checkpoint(run)["config"]
+    assert (saved["crop_epochs"], saved["crop_size"], saved["flip"]) == (1, 20, "random")
+    assert list(saved["model_kwargs"]["widths"]) == [8, 8, 8]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+    capsys.readouterr()
+    assert main(["train", "--quick", "--set", "crop_size=99", "--data-root", str(synthetic_root),
+                 "--run-dir", str(tmp_path / "bad")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "crop_size must be" in err
+    assert main(["train", "--quick", "--set", "colour=1", "--data-root", str(synthetic_root),
+                 "--run-dir", str(tmp_path / "bad")]) == 1
+    assert "unknown TrainConfig field(s): colour" in capsys.readouterr().err
