@@ -82,7 +82,7 @@ EXPECTED_ACCURACY: dict[str, tuple[float, int, str]] = {
     "fast_short": (85.44, 2, "cifar_lib/bench/results/ablation.json"),
     "fast_small": (65.75, 1, "benchmarks/results/train_fast.json"),
     "original": (66.30, 1, "benchmarks/results/train_fast.json"),
-}  # the name the original recipe had before the random seed took it
+}
 
 # A smoke test of any recipe (CI, first tries): one epoch on 2,048 training and 1,000 test
 # images, at most 256 per batch so that even one epoch takes several steps.
