@@ -70,7 +70,7 @@ RECIPES["fast_small"] = RECIPES["fast"].replace(model_kwargs={"widths": (16, 32,
 RECIPES["muon_small"] = RECIPES["fast_muon"].replace(
     model_kwargs={"widths": (16, 32, 64)}, epochs=1, batch_size=250, tta_level=0,
     whiten_bias_epochs=1, train_subset=20_000)
-ALIASES = {"seed": "original"}
+ALIASES = {"seed": "original"}  # the name the original recipe had before the random seed took it
 
 # What a recipe reached when measured on the full data set: (mean test accuracy in %, with the
 # recipe's own TTA; how many seeds; the record it comes from). The lesson 01_train quotes them
