@@ -36,7 +36,7 @@
 # - how a training run is saved (checkpoint + metrics + history) so the next lessons can use it.
 #
 # How long the fast recipe trains depends on the processor (two cores each): 17 minutes on an
-# AMD EPYC with native bf16, 27 minutes on the Intel Xeon without native bf16 that made the
+# AMD EPYC with native bf16, 24 minutes on the Intel Xeon without native bf16 that made the
 # outputs below; CPUs with neither bf16 nor AVX-512 (AVX2 only) should be slower still (not
 # measured here yet). A GPU (Colab: *Runtime → Change runtime type → GPU*) is far faster; GPU times are not measured for
 # this course yet. The cell just before training times a few steps on your machine and says how
