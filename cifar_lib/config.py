@@ -54,7 +54,8 @@ class TrainConfig:
     crop_size: int = 24                  # fewer FLOPs per image while the net learns coarse things
     mean: tuple = HALF_MEAN_STD[0]
     std: tuple = HALF_MEAN_STD[1]
-    tta_level: int = 0                   # test-time augmentation for the final evaluation
+    tta_level: int = 0                   # test-time augmentation for the final evaluation ...
+    tta_fraction: float = 1.0            # ... of this fraction of the test images, least confident
     precision: str = "gpu"               # "gpu" (mixed on GPUs only), "auto" (also CPUs with native
                                          # bf16), "bf16", "fp16", "fp32" (see device.autocast_dtype)
     channels_last: bool | str = False    # True, False or "auto" (see device.use_channels_last)
@@ -147,6 +148,8 @@ def validate(cfg: TrainConfig) -> None:
     _one_of("precision", cfg.precision, PRECISIONS)
     _one_of("channels_last", cfg.channels_last, CHANNELS_LAST)
     _one_of("tta_level", cfg.tta_level, (0, 1, 2))
+    _check(_is_number(cfg.tta_fraction) and 0 < cfg.tta_fraction <= 1, "tta_fraction",
+           "in (0, 1]", cfg.tta_fraction)
     _check(isinstance(cfg.lookahead, bool), "lookahead", "True or False", cfg.lookahead)
     _check(isinstance(cfg.device, str) and bool(cfg.device), "device",
            "a device name ('auto', 'cpu', 'cuda', 'cuda:N', 'mps')", cfg.device)

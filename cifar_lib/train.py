@@ -305,7 +305,7 @@ def save_progress(t: Training, ckpt_path: Path | None, classes, epochs_done: int
 
 def _evaluate(t: Training, test: CifarSplit, tta_level: int = 0) -> tuple[float, float]:
     return t.dist.evaluate(t.model, test, mean=t.cfg.mean, std=t.cfg.std, tta_level=tta_level,
-                           amp_dtype=t.amp_dtype)
+                           amp_dtype=t.amp_dtype, tta_fraction=t.cfg.tta_fraction)
 
 
 def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str | Path | None = None,

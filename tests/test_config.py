@@ -37,6 +37,7 @@ BAD_VALUES = [
     ("precision", "fp8"),
     ("channels_last", "yes"),
     ("tta_level", 3),
+    ("tta_fraction", 0.0), ("tta_fraction", 1.5),
     ("translate", -1),
     ("crop_epochs", -1),
     ("crop_epochs", 1),  # the original recipe's SimpleCNN needs whole 32×32 images

@@ -46,6 +46,18 @@ def test_crop_epochs_train_on_windows_then_on_whole_images(data, monkeypatch):
     assert result.metrics["test_acc"] > 0.3  # evaluated on whole images; chance is 0.1
 
 
+def test_final_tta_evaluation_uses_the_configs_tta_fraction(data, monkeypatch):
+    from cifar_lib import inference
+    calls, real = [], inference.loss_and_accuracy
+
+    def spy(model, split, **kwargs):
+        calls.append((kwargs["tta_level"], kwargs["tta_fraction"]))
+        return real(model, split, **kwargs)
+    monkeypatch.setattr(inference, "loss_and_accuracy", spy)
+    fit(_tiny("fast", epochs=1, tta_fraction=0.3), *data, progress=False)
+    assert calls == [(0, 0.3), (2, 0.3)]  # the epoch's plain evaluation, then the TTA one
+
+
 def test_same_seed_same_weights_and_other_seed_differs(data):
     def weights(seed):
         return fit(_tiny("fast", seed=seed), *data, progress=False).model.state_dict()

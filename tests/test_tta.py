@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cifar_lib.batches import normalize
-from cifar_lib.inference import predict_logits, tta_logits
+from cifar_lib.inference import predict_logits, selective_tta_logits, tta_logits
 
 H = W = 8
 
@@ -122,3 +122,30 @@ def test_predict_logits_normalises_then_applies_tta_in_batches(model, level):
     assert got.dtype == torch.float32 and got.shape == (7, 10)
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(got, unnormalised, atol=1e-3)  # the normalisation is applied
+
+
+@pytest.mark.parametrize("fraction, k", [(0.4, 2), (0.2, 1), (1.0, 5)])
+def test_selective_tta_augments_only_the_least_confident_images(model, x, fraction, k):
+    with torch.no_grad():
+        plain, full = model(x), tta_logits(model, x, 2)
+        got = selective_tta_logits(model, x, 2, fraction)
+    unsure = plain.softmax(1).amax(1).argsort()[:k]  # the k lowest top probabilities
+    sure = torch.ones(len(x), dtype=torch.bool)
+    sure[unsure] = False
+    assert close(got[unsure], full[unsure]) and close(got[sure], plain[sure])
+    assert not close(plain[unsure], full[unsure])  # the two kinds of rows do differ
+
+
+def test_predict_logits_with_a_tta_fraction_selects_per_batch(model):
+    net = copy.deepcopy(model).float()
+    images = torch.randint(0, 256, (8, 3, H, W), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    got = predict_logits(net, images, mean, std, tta_level=2, batch_size=4, tta_fraction=0.5)
+    with torch.no_grad():
+        x = normalize(images, mean, std)
+        expected = torch.cat([selective_tta_logits(net, x[:4], 2, 0.5),
+                              selective_tta_logits(net, x[4:], 2, 0.5)])
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+    everything = predict_logits(net, images, mean, std, tta_level=2, batch_size=4)
+    assert not torch.allclose(got, everything, atol=1e-4)
