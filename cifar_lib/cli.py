@@ -35,7 +35,8 @@ def _add_train(sub) -> None:
                                    "history.json and metrics.json into --run-dir.")
     p.add_argument("--recipe", default="fast", help="'fast' (airbench94-style, default; "
                    "'airbench94' is the same recipe), 'fast_muon' (airbench94_muon: Muon for "
-                   "the conv filters, 8 epochs), 'fast_short' (~85%%, for slow machines), "
+                   "the conv filters, 8 epochs), 'fast_muon_crop' (the same with fewer FLOPs), "
+                   "'fast_short' (~85%%, for slow machines), "
                    "'fast_small', 'muon_small' or 'original' (the seed notebook: SimpleCNN, "
                    "Adam, 2 epochs; 'seed' is accepted too)")
     p.add_argument("--run-dir", default="runs/default", help="output folder (default: runs/default)")

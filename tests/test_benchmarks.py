@@ -109,7 +109,7 @@ def test_train_benchmark_races_the_recipe_against_the_anchor(cifar10, tmp_path, 
     assert record["machine_kind"] in ("cpu-bf16", "cpu-fp32")
     assert set(record["machine"]["cpu_flags"]) == {"native_bf16", "avx512f", "avx2"}
     # The recipe: one entry per seed; the anchor: the same lists for its seeds.
-    assert record["recipe"] == "fast_muon" and record["seeds"] == [0, 1]
+    assert record["recipe"] == "fast_muon_crop" and record["seeds"] == [0, 1]
     assert len(record["test_acc"]) == len(record["seconds"]) == 2
     assert all(0 <= a <= 100 for a in record["test_acc"])
     assert record["test_acc_min"] == min(record["test_acc"])
@@ -120,7 +120,7 @@ def test_train_benchmark_races_the_recipe_against_the_anchor(cifar10, tmp_path, 
         (sum(record["seconds"]) / 2) / anchor["seconds"][0])
     # Taken in turns, so that a slow spell on a shared machine falls on both.
     assert [(r["recipe"], r["seed"]) for r in record["rows"]] == [
-        ("fast_muon", 0), ("airbench94", 0), ("fast_muon", 1)]
+        ("fast_muon_crop", 0), ("airbench94", 0), ("fast_muon_crop", 1)]
     assert set(record["time_to_64"]) == {"recipe", "racer", "original", "speedup"}
     assert record["time_to_64"]["recipe"] == "muon_small"
     assert len(record["racer_history"]) == len(record["original_history"]) == 1

@@ -67,7 +67,7 @@ def test_same_seed_same_weights_and_other_seed_differs(data):
 
 
 def test_unknown_recipe_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="nope.*airbench94, fast, fast_muon, fast_short, fast_small, muon_small, original.*seed = original"):
+    with pytest.raises(ValueError, match="nope.*airbench94, fast, fast_muon, fast_muon_crop, fast_short, fast_small, muon_small, original.*seed = original"):
         configure("nope")
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
         configure("original", epoch=3)
