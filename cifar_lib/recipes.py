@@ -66,7 +66,7 @@ RECIPES["fast_muon"] = RECIPES["fast"].replace(
 
 # Fewer FLOPs, measured not to cost accuracy (benchmarks/README.md): the first 3 epochs on
 # random 24×24 windows (about half the FLOPs per image, while the net learns coarse features),
-# and the test-time views only for the 30% least confident test images (1 + 6·0.3 forward
+# and the test-time views only for the 30% least confident test images (1 + 5·0.3 forward
 # passes per image instead of 6; the confident ones almost never change their answer).
 RECIPES["fast_muon_crop"] = RECIPES["fast_muon"].replace(crop_epochs=3, crop_size=24,
                                                          tta_fraction=0.3)

@@ -232,7 +232,7 @@ def test_evaluation_passes_count_fits_evaluations():
     assert throughput.evaluation_passes(configure("original")) == 2
     assert throughput.evaluation_passes(configure("original", eval_every=0)) == 1
     assert throughput.evaluation_passes(configure("original", epochs=5, eval_every=2)) == 3
-    assert throughput.evaluation_passes(FAST.replace(tta_fraction=0.25)) == 10 + 1 + 6 * 0.25
+    assert throughput.evaluation_passes(FAST.replace(tta_fraction=0.25)) == 10 + 1 + 5 * 0.25
 
 
 def test_estimate_extrapolates_timed_steps_with_the_shared_timer(synthetic_root, monkeypatch):

@@ -114,12 +114,12 @@ def measure(t: Training, steps: int, warmup: int) -> dict:
 def evaluation_passes(cfg: TrainConfig) -> float:
     """Forward passes over the test set that ``fit(cfg, ...)`` makes: one per evaluated epoch
     (or one at the end when ``eval_every`` is 0), plus 2 (TTA level 1) or 6 (level 2), or with
-    ``tta_fraction`` f < 1, one plain pass and the views for that fraction: 1 + views · f."""
+    ``tta_fraction`` f < 1, one plain pass and the other views for that fraction: 1 + (views − 1)·f."""
     evaluated = sum(1 for e in range(1, cfg.epochs + 1)
                     if cfg.eval_every and (e % cfg.eval_every == 0 or e == cfg.epochs))
     views = {0: 0, 1: 2, 2: 6}[cfg.tta_level]
     if views and cfg.tta_fraction < 1:
-        return max(evaluated, 1) + 1 + views * cfg.tta_fraction
+        return max(evaluated, 1) + 1 + (views - 1) * cfg.tta_fraction
     return max(evaluated, 1) + views
 
 
