@@ -33,7 +33,8 @@ from .records import print_table, settings, write_record
 
 RECORD = Path(__file__).resolve().parent / "results" / "ablation.json"
 # The budget is the fast_short recipe's, so its expected accuracy is this record's "fast" row.
-EPOCHS, WIDTHS = get_recipe("fast_short").epochs, get_recipe("fast_short").model_kwargs["widths"]
+_SHORT = get_recipe("fast_short")
+EPOCHS, WIDTHS = _SHORT.epochs, _SHORT.model_kwargs["widths"]
 SEEDS = (0, 1)
 NO_TTA = "no TTA"
 # Each variant: (what is removed, the TrainConfig overrides that remove it). ``whiten`` is a
