@@ -141,3 +141,47 @@ def test_summarize_reports_time_to_goal_only_when_the_mean_reaches_it():
     assert summary["test_acc_mean"] == pytest.approx(94.05) and summary["test_acc_min"] == 93.9
     assert summary["time_to_goal"] == summary["seconds_mean"] == 11.0
     assert bench_train.summarize(rows[1:])["time_to_goal"] is None
+
+
+@pytest.mark.real_data
+def test_an_interrupted_train_benchmark_resumes_without_running_anything_twice(
+        cifar10, tmp_path, one_thread, monkeypatch):
+    out = tmp_path / "train.json"
+    argv = ["bench", "train", "--quick", "--seeds", "0", "1", "--anchor-seeds", "0", "--device",
+            "cpu", "--out", str(out)]
+    real_train_once, ran = bench_train.train_once, []
+
+    def interrupted_after_two(recipe, seed, *args):
+        if len(ran) == 2:
+            raise KeyboardInterrupt
+        ran.append((recipe, seed))
+        return real_train_once(recipe, seed, *args)
+
+    monkeypatch.setattr(bench_train, "train_once", interrupted_after_two)
+    assert main(argv) == 130  # interrupted during its third run
+    progress = bench_train.progress_path(out)
+    assert progress.name == "train.progress.json" and not out.exists()
+    saved = json.loads(progress.read_text())["runs"]
+    assert [(r["recipe"], r["seed"]) for r in saved] == ran == [("fast_muon_crop", 0),
+                                                              ("airbench94", 0)]
+    # Without --resume the measured runs are not thrown away: one error naming the fix.
+    assert main(argv) == 1 and progress.exists()
+    # A different recipe setting cannot be resumed: its rows would not compare.
+    expected = bench_train.fingerprint("fast_muon_crop", "airbench94", torch.device("cpu"), True)
+    other = json.loads(json.dumps(expected))
+    other["recipes"]["airbench94"]["epochs"] += 1
+    with pytest.raises(bench_train.ResumeError, match="different recipes"):
+        bench_train.load_progress(progress, other, resume=True)
+    other = json.loads(json.dumps(expected))
+    other["machine"]["torch_threads"] += 1
+    with pytest.raises(bench_train.ResumeError, match="machine, machine.torch_threads"):
+        bench_train.load_progress(progress, other, resume=True)
+    # --resume measures only the missing run and writes the whole record, then drops progress.
+    ran.clear()
+    assert main(argv + ["--resume"]) == 0
+    assert ran == [("fast_muon_crop", 1)] and not progress.exists()
+    record = json.loads(out.read_text())
+    assert [(r["recipe"], r["seed"]) for r in record["rows"]] == [
+        ("fast_muon_crop", 0), ("airbench94", 0), ("fast_muon_crop", 1)]
+    assert record["rows"][0] == saved[0] and record["rows"][1] == saved[1]
+    assert record["recipe_settings"]["fast_muon_crop"]["crop_epochs"] == 6

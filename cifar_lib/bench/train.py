@@ -1,7 +1,7 @@
 """Training: a recipe against the airbench94 anchor, and the race to the original's 64%.
 
     python -m cifar_lib bench train [--recipe fast_muon_crop] [--seeds 0 1 2 3 4]
-                                    [--anchor-seeds 0 1 2 3 4] [--device auto] [--quick]
+                                    [--anchor-seeds 0 1 2 3 4] [--device auto] [--quick] [--resume]
 
 1. Recipe against anchor: ``--recipe`` (default ``fast_muon_crop``) once per seed and the anchor
    (``airbench94``, airbench94's published hyperparameters) once per anchor seed, taken in
@@ -17,11 +17,19 @@
 Prints a markdown table and writes a JSON record, by default one per kind of machine
 (``benchmarks/results/train_<kind>.json``, kind: cuda, mps, cpu-bf16 or cpu-fp32), because CPU
 times depend above all on whether the CPU has native bf16.
+
+Ten full runs take hours on a CPU, so none is lost: after each run the rows so far go to
+``<record>.progress.json``, and ``--resume`` continues from it, if it was measured with the same
+recipes (names and settings), device, CPU, flags, threads and torch, so that a resumed record
+still compares like with like. Each row says when it started.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import statistics
+from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +41,8 @@ from ..models import build_model
 from ..recipes import configure, get_recipe
 from ..train import fit, seed_everything
 from .data import original_pipeline
-from .records import print_table, settings, write_record
+from ..checkpoint import json_safe, read_json, write_json
+from .records import environment, print_table, settings, write_record
 from .timing import synced_clock
 
 TARGET = 0.64
@@ -106,13 +115,14 @@ def train_once(recipe: str, seed: int, train: CifarSplit, test: CifarSplit,
     # eval_every=0: evaluate once, at the end (with the recipe's TTA).
     cfg = configure(recipe, quick=quick, seed=seed, eval_every=0, device=str(device),
                     **_subsets(quick))
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     t0 = synced_clock(device)
     m = fit(cfg, train, test, progress=not quick).metrics
     seconds = synced_clock(device) - t0
     return {"recipe": recipe, "seed": seed, "test_acc": 100 * m.get("test_acc_tta", m["test_acc"]),
             "test_acc_no_tta": 100 * m["test_acc"], "seconds": seconds,
             "images_per_second": m["images_per_second"], "epochs": cfg.epochs,
-            "precision": m["precision"]}
+            "precision": m["precision"], "started": started}
 
 
 def summarize(rows: list[dict], goal: float = GOAL) -> dict:
@@ -128,20 +138,71 @@ def summarize(rows: list[dict], goal: float = GOAL) -> dict:
             "time_to_goal": seconds if mean is not None and mean >= goal else None}
 
 
+def progress_path(out) -> Path:
+    """Where an unfinished run of the benchmark keeps its rows: ``<record>.progress.json``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".progress.json")
+
+
+def fingerprint(recipe: str, anchor: str, device: torch.device, quick: bool) -> dict:
+    """What rows must share to be compared: both recipes' settings, the device, and the CPU,
+    its flags, torch's threads and version (and the GPU)."""
+    env = environment()
+    return json_safe({"recipes": {name: configure(name, quick=quick).to_dict() for name in (recipe, anchor)},
+            "device": str(device), "quick": quick,
+            "machine": {k: env[k] for k in ("cpu", "cpu_flags", "torch_threads", "torch", "gpu")}})
+
+
+class ResumeError(ValueError):
+    """Progress from an interrupted run that cannot be continued as asked; says what to do."""
+
+
+def load_progress(path, expected: dict, resume: bool) -> list[dict]:
+    """The rows an interrupted run measured, to continue with ``--resume``. Without it, an
+    existing progress file is an error rather than lost hours; with it, progress measured
+    under a different ``fingerprint`` is an error naming what differs."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    saved = read_json(path)
+    if not resume:
+        raise ResumeError(f"an interrupted run left {len(saved['runs'])} measured run(s) in {path}: "
+                          "add --resume to continue it, or delete that file to start over")
+    found = saved["fingerprint"]
+    differ = [k for k in expected if found.get(k) != expected[k]]
+    differ += [f"machine.{k}" for k in expected["machine"]
+               if "machine" in differ and found["machine"].get(k) != expected["machine"][k]]
+    if differ:
+        raise ResumeError(f"cannot resume {path}: it was measured with a different "
+                          f"{', '.join(differ)}; rows measured apart would not compare. Delete it "
+                          "to start over here")
+    return saved["runs"]
+
+
 def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device: str = "auto",
-        download: bool = False, recipe: str = RECIPE, anchor: str = ANCHOR) -> dict:
+        download: bool = False, recipe: str = RECIPE, anchor: str = ANCHOR,
+        done: Sequence[dict] = (), on_run: Callable[[list[dict]], None] | None = None) -> dict:
     """Both parts of the benchmark on one ``device`` ('auto': the best present); returns the
     record's fields, with every run's row under 'runs'. ``quick``: 512 training and 256 test
-    images, one epoch each, the original pipeline without worker processes."""
+    images, one epoch each, the original pipeline without worker processes. ``done``: rows
+    already measured (from ``load_progress``), reused rather than run again; ``on_run``
+    receives all rows so far after each new run."""
     dev = select_device(device)
     train, test = load_cifar10(root, download=download)
+    measured = {(r["recipe"], r["seed"]): r for r in done}
     runs, our_rows, their_rows = [], [], []
     for i in range(max(len(seeds), len(anchor_seeds))):  # in turns: noise falls on both
         for name, seed_list, rows in ((recipe, seeds, our_rows),
                                       (anchor, anchor_seeds, their_rows)):
             if i < len(seed_list):
-                rows.append(train_once(name, seed_list[i], train, test, dev, quick))
-                runs.append(rows[-1])
+                row = measured.get((name, seed_list[i]))
+                if row is None:
+                    row = train_once(name, seed_list[i], train, test, dev, quick)
+                    measured[(name, seed_list[i])] = row
+                    if on_run:
+                        on_run(list(measured.values()))
+                rows.append(row)
+                runs.append(row)
     ours, theirs = summarize(our_rows), summarize(their_rows)
     small = _subsets(quick)
     racer = fit(configure(RACER, quick=quick, device=str(dev), **small), train, test,
@@ -182,6 +243,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None,
                    help="JSON record (default benchmarks/results/train_<kind>.json, kind: cuda, "
                         "mps, cpu-bf16 or cpu-fp32)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from <record>.progress.json: only the runs "
+                        "it lacks are measured")
 
 
 def _fmt(value, spec: str, unit: str = "", none: str = "never") -> str:
@@ -189,8 +253,16 @@ def _fmt(value, spec: str, unit: str = "", none: str = "never") -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    result = run(args.seeds, args.anchor_seeds, args.data_root, args.quick, args.device,
-                 args.download, args.recipe, args.anchor)
+    dev = select_device(args.device)
+    out = args.out or default_out(dev)
+    progress = progress_path(out)
+    expected = fingerprint(args.recipe, args.anchor, dev, args.quick)
+    done = load_progress(progress, expected, args.resume)
+    if done:
+        print(f"resuming: {len(done)} run(s) already measured in {progress}")
+    result = run(args.seeds, args.anchor_seeds, args.data_root, args.quick, str(dev),
+                 args.download, args.recipe, args.anchor, done=done,
+                 on_run=lambda rows: write_json(progress, {"fingerprint": expected, "runs": rows}))
     print_table(result["runs"], ["recipe", "seed", "test_acc", "test_acc_no_tta", "seconds",
                                  "images_per_second", "precision"])
     print()
@@ -206,8 +278,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"time to 64%: {t['recipe']} {_fmt(t['racer'], '.1f', ' s')}, original recipe as it "
           f"ran {_fmt(t['original'], '.1f', ' s')}: "
           + (f"{t['speedup']:.1f}× sooner" if t["speedup"] else "no speed-up measured"))
-    out = args.out or default_out(torch.device(result["device"]))
     write_record(out, result.pop("runs"), benchmark="train", command=args.command_line,
-                 settings=settings(args), **result)
+                 settings=settings(args), recipe_settings=expected["recipes"], **result)
+    progress.unlink(missing_ok=True)
     print(f"record written to {out}")
     return 0
