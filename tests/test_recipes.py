@@ -33,6 +33,9 @@ def test_expected_accuracy_is_the_recorded_mean(recipe):
     assert accuracy == pytest.approx(sum(measured) / len(measured), abs=0.005)
     assert record["quick"] is False  # a smoke test is not a measurement
     assert recipe in RECIPES
+    if "recipe_settings" in record:  # records since the recipes' settings were written down
+        measured_as = json.loads(json.dumps(configure(recipe).to_dict()))
+        assert record["recipe_settings"][recipe] == measured_as, "the recipe changed since"
 
 
 def test_fast_short_is_the_budget_the_ablation_measured():
