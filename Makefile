@@ -9,6 +9,8 @@ export CIFAR10_ROOT ?= $(abspath ../shared/data)
 NB_VARS := RUN_DIR RECIPE MODEL EPOCHS BATCH_SIZE LR SEED DEVICE QUICK KEEP_ON_DRIVE IF_MISSING
 NB_PARAMS := $(foreach v,$(NB_VARS),$(if $($(v)),-p $(shell echo $(v) | tr A-Z a-z) $($(v)))) $(PARAMS)
 GRID ?= lr=0.5,1.5 epochs=1,2
+# Extra options for a benchmark, e.g. `make bench-train BENCH_ARGS=--resume` after an interruption.
+BENCH_ARGS ?=
 # The run folder bench-inference times: by default the fast model shipped with cifar_lib.
 BENCH_RUN ?= cifar_lib/pretrained_runs/fast
 
@@ -43,7 +45,7 @@ bench-data: install  ## data pipeline: ours vs torchvision DataLoader (JSON in b
 	$(PY) -m cifar_lib bench data
 
 bench-train: install  ## fast_muon_crop vs the airbench94 anchor, 5 seeds each, time ratio; time to 64% vs the original
-	$(PY) -m cifar_lib bench train
+	$(PY) -m cifar_lib bench train $(BENCH_ARGS)
 
 bench-inference: install  ## inference throughput/latency by batch size, CPU and GPU (BENCH_RUN=run folder)
 	$(PY) -m cifar_lib bench inference --run-dir $(BENCH_RUN) --out benchmarks/results/inference.json

@@ -167,7 +167,8 @@ def load_progress(path, expected: dict, resume: bool) -> list[dict]:
     saved = read_json(path)
     if not resume:
         raise ResumeError(f"an interrupted run left {len(saved['runs'])} measured run(s) in {path}: "
-                          "add --resume to continue it, or delete that file to start over")
+                          "add --resume to continue it (make bench-train BENCH_ARGS=--resume), or delete "
+                          "that file to start over")
     found = saved["fingerprint"]
     differ = [k for k in expected if found.get(k) != expected[k]]
     differ += [f"machine.{k}" for k in expected["machine"]
