@@ -148,9 +148,11 @@ def fingerprint(recipe: str, anchor: str, device: torch.device, quick: bool) -> 
     """What rows must share to be compared: both recipes' settings, the device, and the CPU,
     its flags, torch's threads and version (and the GPU)."""
     env = environment()
-    return json_safe({"recipes": {name: configure(name, quick=quick).to_dict() for name in (recipe, anchor)},
-            "device": str(device), "quick": quick,
-            "machine": {k: env[k] for k in ("cpu", "cpu_flags", "torch_threads", "torch", "gpu")}})
+    machine = {k: env[k] for k in ("cpu", "cpu_flags", "torch_threads", "torch", "gpu")}
+    recipes = {name: configure(name, quick=quick).to_dict() for name in (recipe, anchor)}
+    # as JSON holds it (tuples become lists), so that a saved fingerprint compares equal
+    return json_safe({"recipes": recipes, "device": str(device), "quick": quick,
+                      "machine": machine})
 
 
 class ResumeError(ValueError):
@@ -166,9 +168,9 @@ def load_progress(path, expected: dict, resume: bool) -> list[dict]:
         return []
     saved = read_json(path)
     if not resume:
-        raise ResumeError(f"an interrupted run left {len(saved['runs'])} measured run(s) in {path}: "
-                          "add --resume to continue it (make bench-train BENCH_ARGS=--resume), or delete "
-                          "that file to start over")
+        raise ResumeError(f"an interrupted run left {len(saved['runs'])} measured run(s) in "
+                          f"{path}: add --resume to continue it (make bench-train "
+                          "BENCH_ARGS=--resume), or delete that file to start over")
     found = saved["fingerprint"]
     differ = [k for k in expected if found.get(k) != expected[k]]
     differ += [f"machine.{k}" for k in expected["machine"]
