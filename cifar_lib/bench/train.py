@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import json_safe, read_json, write_json
 from ..data import CifarSplit, add_data_args, load_cifar10
 from ..device import cpu_has_native_bf16, select_device
 from ..inference import accuracy, predict_logits
@@ -41,7 +42,6 @@ from ..models import build_model
 from ..recipes import configure, get_recipe
 from ..train import fit, seed_everything
 from .data import original_pipeline
-from ..checkpoint import json_safe, read_json, write_json
 from .records import environment, print_table, settings, write_record
 from .timing import synced_clock
 
