@@ -360,11 +360,11 @@ plot_lookahead(total_steps)
 # Faster recipes are on their way. `recipe = "fast_muon"` trains the convolution filters with
 # Muon (orthogonalised momentum updates, `cifar_lib.muon`) and needs 8 epochs of 50,000 images
 # where `fast` needs 10: 0.83× the training time of `fast` on a 2-core Intel Xeon without native
-# bf16, at 93.91% and 93.96% for two seeds (`fast`: 94.33%). `recipe = "fast_muon_crop"` also
-# trains its first 3 epochs on random 24×24 windows of the images (about half the FLOPs per
-# image) and gives the test-time views only to the 30% least confident test images: measured
-# side by side on that Xeon it took 0.68× the time of `fast`, at 93.65% for its one seed.
-# Neither is the default until one reaches 94% over five seeds (see `benchmarks/README.md`).
+# bf16, at 93.91% and 93.96% for two seeds (`fast`: 94.33%). `recipe = "fast_muon_crop"` trains
+# 10 epochs, the first 6 on random 24×24 windows of the images (about half the FLOPs per image),
+# and gives the test-time views only to the 30% least confident test images: measured side by
+# side on that Xeon it took 0.74× the time of `fast`, at 93.99% ± 0.09 over five seeds. Neither
+# is the default until one reaches 94% over five seeds (see `benchmarks/README.md`).
 
 # %%
 from cifar_lib.bench.throughput import estimate_fit_seconds
