@@ -8,7 +8,7 @@
 - ``fast_muon``: airbench94_muon: Muon for the conv filters, batch 2000, 8 epochs, no lookahead.
 - ``fast_muon_crop``: ``fast_muon`` for 10 epochs, the first 6 on random 24×24 crops, and TTA for
   the least confident 30% of test images only: 0.74× the anchor's time per run, 93.99% over five
-  seeds (benchmarks/README.md).
+  seeds, on a 2-core Intel Xeon without native bf16 (benchmarks/README.md).
 - ``fast_short``: a shorter budget for slow machines: the fast recipe at widths 32/64/64 for
   4 epochs (the ablation's budget), about 85%.
 - ``fast_small``: the fast recipe sized for the original's 64%: widths 16/32/32, one epoch.
@@ -69,7 +69,8 @@ RECIPES["fast_muon"] = RECIPES["fast"].replace(
 # coarse features), the last 4 on whole images, so the net ends at the test images' size; and
 # the test-time views only for the 30% least confident test images (1 + 5·0.3 forward passes per
 # image instead of 6; the confident ones almost never change their answer). Measured side by
-# side on a CPU without native bf16: 0.74× the anchor's time, 93.99% ± 0.09 over 5 seeds.
+# side on a 2-core Intel Xeon without native bf16: 0.74× the anchor's time, 93.99% ± 0.09 over
+# 5 seeds.
 RECIPES["fast_muon_crop"] = RECIPES["fast_muon"].replace(epochs=10, crop_epochs=6, crop_size=24,
                                                          tta_fraction=0.3)
 # A shorter budget, for a learner on a slow CPU: about a sixteenth of the convolution FLOPs per

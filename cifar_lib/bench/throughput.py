@@ -118,9 +118,9 @@ def evaluation_passes(cfg: TrainConfig) -> float:
     evaluated = sum(1 for e in range(1, cfg.epochs + 1)
                     if cfg.eval_every and (e % cfg.eval_every == 0 or e == cfg.epochs))
     views = {0: 0, 1: 2, 2: 6}[cfg.tta_level]
-    if views and cfg.tta_fraction < 1:
-        return max(evaluated, 1) + 1 + (views - 1) * cfg.tta_fraction
-    return max(evaluated, 1) + views
+    # the plain view for every image, the others for the fraction: all views when it is 1
+    tta = 1 + (views - 1) * cfg.tta_fraction if views else 0
+    return max(evaluated, 1) + tta
 
 
 def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *,
