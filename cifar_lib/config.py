@@ -51,7 +51,8 @@ class TrainConfig:
     flip: str | None = None              # None, "random" or "alternating"
     translate: int = 0                   # max random shift in pixels (reflect-filled)
     crop_epochs: int = 0                 # the first N epochs train on random crop_size² windows:
-    crop_size: int = 24                  # fewer FLOPs per image while the net learns coarse things
+    crop_size: int | tuple = 24          # fewer FLOPs per image while the net learns coarse things;
+                                         # a tuple: one size per crop epoch (progressive sizes)
     mean: tuple = HALF_MEAN_STD[0]
     std: tuple = HALF_MEAN_STD[1]
     tta_level: int = 0                   # test-time augmentation for the final evaluation ...
@@ -70,6 +71,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def crop_size_at(self, epoch: int) -> int | None:
+        """The crop size of 0-based ``epoch``, or None when it trains on whole images."""
+        if epoch >= self.crop_epochs:
+            return None
+        return self.crop_size if _is_int(self.crop_size) else self.crop_size[epoch]
 
     def replace(self, **changes) -> "TrainConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -137,8 +144,11 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("lr_start", "lr_end"):
         _check(_is_number(getattr(cfg, name)) and getattr(cfg, name) >= 0, name, "a number ≥ 0",
                getattr(cfg, name))
-    _check(_is_int(cfg.crop_size) and 16 <= cfg.crop_size <= 32, "crop_size",
-           "a whole number in [16, 32] (pixels)", cfg.crop_size)
+    sizes = cfg.crop_size if isinstance(cfg.crop_size, (tuple, list)) else (cfg.crop_size,)
+    _check(all(_is_int(s) and 16 <= s <= 32 for s in sizes) and (
+           _is_int(cfg.crop_size) or len(sizes) == cfg.crop_epochs), "crop_size",
+           f"a whole number in [16, 32] (pixels), or one per crop epoch ({cfg.crop_epochs} "
+           f"of them)", cfg.crop_size)
     # SimpleCNN's flatten wants exactly 128×4×4 features: only airbench takes any size.
     _check(cfg.crop_epochs == 0 or cfg.model == "airbench", "crop_epochs",
            "0 for a model that needs 32×32 images (crops need model='airbench')", cfg.crop_epochs)

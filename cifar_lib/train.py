@@ -256,7 +256,7 @@ def _freeze_whitening_bias_after(t: Training, epoch: int) -> None:
 def train_one_epoch(t: Training, epoch: int, bar: tqdm) -> dict:
     """Every step of epoch ``epoch`` (0-based); returns its history row (loss, accuracy, time)."""
     t.batches.epoch = epoch
-    t.batches.crop_size = t.cfg.crop_size if epoch < t.cfg.crop_epochs else None
+    t.batches.crop_size = t.cfg.crop_size_at(epoch)
     _freeze_whitening_bias_after(t, epoch)
     t.ddp_model.train()
     # Reading a GPU number makes the CPU wait for the GPU: on CUDA the bar is updated once an

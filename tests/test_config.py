@@ -42,6 +42,7 @@ BAD_VALUES = [
     ("crop_epochs", -1),
     ("crop_epochs", 1),  # the original recipe's SimpleCNN needs whole 32×32 images
     ("crop_size", 12), ("crop_size", 33),
+    ("crop_size", (20, 24)),  # one size per crop epoch: the original recipe has none
     ("whiten_bias_epochs", -1),
     ("muon_lr", 0.0),
     ("muon_momentum", 1.0),
@@ -294,3 +295,14 @@ def test_cli_predict_of_a_folder_says_it_is_a_folder(cli, trained_run, tmp_path,
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1
     assert f"{folder} is a folder, not an image file" in err
+
+
+def test_crop_size_is_one_size_or_one_per_crop_epoch():
+    fixed = configure("fast", crop_epochs=3, crop_size=24)
+    assert [fixed.crop_size_at(e) for e in range(5)] == [24, 24, 24, None, None]
+    growing = configure("fast", crop_epochs=3, crop_size=(16, 20, 28))
+    assert [growing.crop_size_at(e) for e in range(5)] == [16, 20, 28, None, None]
+    assert configure("fast", crop_epochs=2, crop_size=[20, 24]).crop_size_at(1) == 24  # JSON
+    for bad in ((16, 20), (16, 20, 28, 32), (16, 20, 40), (16, 20.0, 24)):
+        with pytest.raises(ConfigError, match=r"crop_size must be .*one per crop epoch \(3 of"):
+            configure("fast", crop_epochs=3, crop_size=bad)

@@ -275,6 +275,22 @@ def test_estimate_counts_crop_epochs_at_their_own_step_time(synthetic_root, monk
     assert e["seconds_per_step"] == 2.0
 
 
+def test_estimate_times_each_crop_size_of_a_schedule_once(synthetic_root, monkeypatch):
+    train, test = load_cifar10(synthetic_root)
+    sizes = []
+
+    def fake_measure(t, steps, warmup):  # a step costs its images' area in units of 16×16
+        sizes.append(t.batches.crop_size)
+        return {"seconds_per_step": ((t.batches.crop_size or 32) / 16) ** 2}
+    monkeypatch.setattr(throughput, "measure", fake_measure)
+    cfg = configure("fast", device="cpu", batch_size=32, epochs=4, crop_epochs=3,
+                    crop_size=(16, 24, 16), test_subset=20, model_kwargs={"widths": (8, 8, 8)},
+                    precision="fp32")
+    e = throughput.estimate_fit_seconds(cfg, train, test, steps=1, warmup=0)
+    assert sizes == [None, 16, 24]
+    assert e["train_seconds"] == pytest.approx(6 * (1 + 2.25 + 1 + 4))  # 6 steps an epoch
+
+
 # ----------------------------------------------------------------------------- the loop by hand
 
 

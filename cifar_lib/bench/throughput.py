@@ -131,7 +131,7 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
     training steps are timed after ``warmup`` untimed ones (``measure``), then one test batch of
     up to ``eval_batch`` images is timed through the model in eval mode (after one untimed
     batch, unless ``warmup`` is 0: a rougher, quicker guess).
-    With ``crop_epochs``, steps on crops are timed as well and counted for those epochs.
+    With ``crop_epochs``, steps on each crop size are timed as well and counted for its epochs.
     Returns a dict: device, precision, batch_size, steps_per_epoch, total_steps,
     seconds_per_step (on whole images), train_seconds (every step), eval_passes
     (``evaluation_passes``), eval_images, eval_seconds, seconds_per_epoch (training and one
@@ -142,12 +142,13 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
     t = prepare(cfg, train, device)
     seconds_per_step = measure(t, steps, warmup)["seconds_per_step"]
     train_seconds = t.total_steps * seconds_per_step
-    crop_epochs = min(cfg.crop_epochs, cfg.epochs)
-    if crop_epochs:  # those epochs' steps are cheaper: time them too
-        t.batches.crop_size = cfg.crop_size
+    crop_sizes = [cfg.crop_size_at(e) for e in range(min(cfg.crop_epochs, cfg.epochs))]
+    for size in sorted(set(crop_sizes)):  # those epochs' steps are cheaper: time each size too
+        t.batches.crop_size = size
         per_crop_step = measure(t, steps, warmup)["seconds_per_step"]
         t.batches.crop_size = None
-        train_seconds += crop_epochs * t.steps_per_epoch * (per_crop_step - seconds_per_step)
+        train_seconds += (crop_sizes.count(size) * t.steps_per_epoch
+                          * (per_crop_step - seconds_per_step))
     model = t.model.eval()
 
     def forward(x, y, i):
