@@ -33,7 +33,8 @@ def test_quick_run_learns_well_above_chance(data, recipe):
             "images_per_second"} <= set(result.history[-1])
 
 
-def test_crop_epochs_train_on_windows_then_on_whole_images(data, monkeypatch):
+def _fit_recording_windows(cfg, data, monkeypatch):
+    """fit(cfg) on data; returns (result, sorted set of (epoch, image height×width) trained)."""
     from cifar_lib import train as train_module
     sizes, real_step = [], train_module.train_step
 
@@ -41,21 +42,20 @@ def test_crop_epochs_train_on_windows_then_on_whole_images(data, monkeypatch):
         sizes.append((step // t.steps_per_epoch, tuple(x.shape[-2:])))
         return real_step(t, x, y, step)
     monkeypatch.setattr(train_module, "train_step", recording_step)
-    result = fit(_tiny("fast", epochs=3, crop_epochs=2, crop_size=20), *data, progress=False)
-    assert sorted(set(sizes)) == [(0, (20, 20)), (1, (20, 20)), (2, (32, 32))]
+    return fit(cfg, *data, progress=False), sorted(set(sizes))
+
+
+def test_crop_epochs_train_on_windows_then_on_whole_images(data, monkeypatch):
+    cfg = _tiny("fast", epochs=3, crop_epochs=2, crop_size=20)
+    result, windows = _fit_recording_windows(cfg, data, monkeypatch)
+    assert windows == [(0, (20, 20)), (1, (20, 20)), (2, (32, 32))]
     assert result.metrics["test_acc"] > 0.3  # evaluated on whole images; chance is 0.1
 
 
 def test_progressive_crop_sizes_change_the_window_each_crop_epoch(data, monkeypatch):
-    from cifar_lib import train as train_module
-    sizes, real_step = [], train_module.train_step
-
-    def recording_step(t, x, y, step):
-        sizes.append((step // t.steps_per_epoch, tuple(x.shape[-2:])))
-        return real_step(t, x, y, step)
-    monkeypatch.setattr(train_module, "train_step", recording_step)
-    fit(_tiny("fast", epochs=4, crop_epochs=3, crop_size=(16, 20, 28)), *data, progress=False)
-    assert sorted(set(sizes)) == [(0, (16, 16)), (1, (20, 20)), (2, (28, 28)), (3, (32, 32))]
+    cfg = _tiny("fast", epochs=4, crop_epochs=3, crop_size=(16, 20, 28))
+    _, windows = _fit_recording_windows(cfg, data, monkeypatch)
+    assert windows == [(0, (16, 16)), (1, (20, 20)), (2, (28, 28)), (3, (32, 32))]
 
 
 def test_final_tta_evaluation_uses_the_configs_tta_fraction(data, monkeypatch):
