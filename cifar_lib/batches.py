@@ -59,6 +59,13 @@ def translate(x: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
     return crop(F.pad(x, (pad,) * 4, mode="reflect"), pad + shifts, h, w)
 
 
+def jitter(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Brightness and contrast of normalised N×C×H×W ``x``: image i becomes
+    (x_i + shift_i) · scale_i (``shift``, ``scale``: N-vectors); around the data's mean (0 after
+    normalising) a scale above 1 raises the contrast, one below lowers it."""
+    return (x + shift.view(-1, 1, 1, 1)) * scale.view(-1, 1, 1, 1)
+
+
 class BatchIterator:
     """Iterate (images, labels) batches over a split, one epoch per ``iter()``.
 
@@ -73,6 +80,8 @@ class BatchIterator:
     crop_size: when set (an attribute, like ``epoch``: training changes it between epochs), each
     image of the epoch is cut to a random crop_size×crop_size window after flipping and shifting:
     smaller images, fewer FLOPs per step, for models that accept any size (airbench).
+    brightness, contrast: random colour jitter (0 = off): each image's normalised values get a
+    shift uniform in ±brightness, then a scale uniform in 1 ± contrast (see ``jitter``).
     drop_last: drop the final partial batch (training wants equal-size steps) or keep it
     (evaluation must see every image). ``shard=(rank, world)`` yields this process's part of every
     epoch for data-parallel training: positions rank, rank + world, ... of the epoch's order, with
@@ -83,7 +92,8 @@ class BatchIterator:
     def __init__(self, split: CifarSplit, batch_size: int, *, mean=HALF_MEAN_STD[0], std=HALF_MEAN_STD[1],
                  device: torch.device | str = "cpu", shuffle: bool = True, flip: str | None = None,
                  translate: int = 0, drop_last: bool = False, seed: int = 0,
-                 shard: tuple[int, int] = (0, 1), channels_last: bool = False):
+                 shard: tuple[int, int] = (0, 1), channels_last: bool = False,
+                 brightness: float = 0.0, contrast: float = 0.0):
         if flip not in (None, "random", "alternating"):
             raise ValueError(f"flip must be None, 'random' or 'alternating', got {flip!r}")
         self.device = torch.device(device)
@@ -96,6 +106,7 @@ class BatchIterator:
         self.drop_last, self.seed, self.epoch = drop_last, seed, 0
         self.rank, self.world = shard
         self.channels_last = channels_last
+        self.brightness, self.contrast = brightness, contrast
         self.crop_size: int | None = None
 
     def _per_rank(self) -> int:
@@ -159,6 +170,15 @@ class BatchIterator:
         return self._shard(torch.randint(0, size - self.crop_size + 1, (len(self.labels), 2),
                                          generator=self._generator(3)))
 
+    def jitter_draws(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The current epoch's colour jitter: (shift, scale) float32 on the CPU, one entry per
+        position of this rank's order, or None when both ``brightness`` and ``contrast`` are 0."""
+        if not (self.brightness or self.contrast):
+            return None
+        u = torch.rand(len(self.labels), 2, generator=self._generator(4)) * 2 - 1  # in [-1, 1)
+        u = self._shard(u)
+        return u[:, 0] * self.brightness, 1 + u[:, 1] * self.contrast
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # The epoch's order, flips and shifts are drawn on the CPU (the same numbers on every
         # device) and copied to the device once per epoch: no host→device copy per batch.
@@ -167,6 +187,9 @@ class BatchIterator:
         flips = flips.to(self.device) if flips is not None else None
         shifts = shifts.to(self.device) if shifts is not None else None
         corners = corners.to(self.device) if corners is not None else None
+        jitters = self.jitter_draws()
+        if jitters is not None:
+            jitters = tuple(j.to(self.device) for j in jitters)
         order = order.to(self.device)
         self.epoch += 1
         for start in range(0, len(order), self.batch_size):
@@ -181,6 +204,8 @@ class BatchIterator:
                 x = translate(x, shifts[sel], self.pad)
             if corners is not None:
                 x = crop(x, corners[sel], self.crop_size, self.crop_size)
+            if jitters is not None:
+                x = jitter(x, jitters[0][sel], jitters[1][sel])
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]

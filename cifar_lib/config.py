@@ -50,6 +50,8 @@ class TrainConfig:
     whiten_bias_epochs: int = 0          # whitening-layer bias trains only this many epochs
     flip: str | None = None              # None, "random" or "alternating"
     translate: int = 0                   # max random shift in pixels (reflect-filled)
+    brightness: float = 0.0              # random shift of each image's normalised values, ±this
+    contrast: float = 0.0                # random scale of each image's values, 1 ± this
     crop_epochs: int = 0                 # the first N epochs train on random crop_size² windows:
     crop_size: int | tuple = 24          # fewer FLOPs per image while the net learns coarse things;
                                          # a tuple: one size per crop epoch (progressive sizes)
@@ -143,6 +145,9 @@ def validate(cfg: TrainConfig) -> None:
            cfg.lr_peak_at)
     for name in ("lr_start", "lr_end"):
         _check(_is_number(getattr(cfg, name)) and getattr(cfg, name) >= 0, name, "a number ≥ 0",
+               getattr(cfg, name))
+    for name in ("brightness", "contrast"):
+        _check(_is_number(getattr(cfg, name)) and 0 <= getattr(cfg, name) < 1, name, "in [0, 1)",
                getattr(cfg, name))
     sizes = cfg.crop_size if isinstance(cfg.crop_size, (tuple, list)) else (cfg.crop_size,)
     _check(all(_is_int(s) and 16 <= s <= 32 for s in sizes) and (

@@ -196,7 +196,8 @@ def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
     batches = BatchIterator(train, cfg.batch_size, mean=cfg.mean, std=cfg.std, device=device,
                             shuffle=True, flip=cfg.flip, translate=cfg.translate, drop_last=True,
                             seed=cfg.seed, shard=(dist.rank, dist.world_size),
-                            channels_last=channels_last)
+                            channels_last=channels_last, brightness=cfg.brightness,
+                            contrast=cfg.contrast)
     if len(batches) == 0:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
                          f"images per process: lower batch_size or use more data")
