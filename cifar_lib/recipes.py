@@ -73,22 +73,6 @@ RECIPES["fast_muon"] = RECIPES["fast"].replace(
 # 5 seeds.
 RECIPES["fast_muon_crop"] = RECIPES["fast_muon"].replace(epochs=10, crop_epochs=6, crop_size=24,
                                                          tta_fraction=0.3)
-# The hyperparameters that the Hive's CIFAR-10 speedrun record (github.com/hiverge/
-# cifar10-speedrun: airbench94_muon's 94.01% in 0.95× its training images) tuned, on
-# ``fast_muon_crop``'s epochs and crops: batch 1536; Muon lr 0.205, momentum 0.655; SGD momentum
-# 0.825 with biases at 0.0573 and the head at 0.5415 (summed loss, converted as above) and a decay
-# of 1.0418e-6·1536 per step; label smoothing 0.09 instead of 0.2; BatchNorm momentum 0.5566
-# (PyTorch's 1 − 0.5566); and random brightness (±0.14) and contrast (1 ± 0.13) per image.
-# GELU stays (the record's SiLU is faster on a GPU and slightly less accurate), and so do the
-# whitening bias's 3 epochs (airbench measured no difference without any freezing).
-_TUNED_BATCH = 1536
-_TUNED_HEAD_LR = 0.5415 * _TUNED_BATCH * (9 / 256) ** 2
-RECIPES["fast_muon_tuned"] = RECIPES["fast_muon_crop"].replace(
-    model_kwargs={"widths": (64, 256, 256), "bn_momentum": 1 - 0.5566},
-    muon_lr=0.205, muon_momentum=0.655, lr=_TUNED_HEAD_LR, momentum=0.825,
-    bias_lr_scale=0.0573 * _TUNED_BATCH / _TUNED_HEAD_LR,
-    weight_decay=1.0418e-6 * _TUNED_BATCH / _TUNED_HEAD_LR,
-    batch_size=_TUNED_BATCH, label_smoothing=0.09, brightness=0.1399, contrast=0.1308)
 # A shorter budget, for a learner on a slow CPU: about a sixteenth of the convolution FLOPs per
 # image for 4 epochs instead of 10. The ablation (bench/ablation.py) measures at this budget.
 RECIPES["fast_short"] = RECIPES["fast"].replace(model_kwargs={"widths": (32, 64, 64)}, epochs=4)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifar_lib.batches import BatchIterator, channel_stats, crop
+from cifar_lib.batches import BatchIterator, channel_stats, crop, jitter
 from cifar_lib.data import CifarSplit
 
 BATCH = 8
@@ -151,3 +151,48 @@ def test_crop_epochs_yield_the_documented_windows_of_the_full_batches():
     assert all(torch.equal(x, fx) for (x, _), (fx, _) in zip(it, full))
     it.epoch, it.crop_size = 1, 32  # a window as large as the image is the image
     assert all(torch.equal(x, fx) for (x, _), (fx, _) in zip(it, full))
+
+
+def test_jitter_shifts_then_scales_each_image_by_its_own_draw():
+    x = torch.randn(3, 3, 4, 4)
+    shift, scale = torch.tensor([0.0, 0.5, -0.2]), torch.tensor([1.0, 1.0, 0.8])
+    got = jitter(x, shift, scale)
+    assert got.shape == x.shape
+    assert torch.equal(got[0], x[0])  # no shift, scale 1: untouched
+    assert torch.allclose(got[1], x[1] + 0.5) and torch.allclose(got[2], (x[2] - 0.2) * 0.8)
+    # a scale below 1 lowers the contrast: the spread around the image's mean shrinks
+    assert torch.allclose(got[2].std(), 0.8 * x[2].std())
+
+
+def test_colour_jitter_yields_the_documented_draws_and_is_off_by_default():
+    """With brightness b and contrast c, each batch is the plain batch shifted by b·u and scaled
+    by 1 + c·v, with (u, v) uniform in [-1, 1) from the fifth per-epoch generator."""
+    plain = _iterator(4)
+    assert plain.jitter_draws() is None  # off unless asked for
+    full = _reference_epoch(plain, 1)
+    it = _iterator(4, brightness=0.14, contrast=0.13)
+    it.epoch = 1
+    u = torch.rand(len(it.labels), 2, generator=it._generator(4)) * 2 - 1
+    shift, scale = it.jitter_draws()
+    assert shift.abs().max() <= 0.14 and (scale - 1).abs().max() <= 0.13
+    assert torch.allclose(shift, 0.14 * u[:, 0]) and torch.allclose(scale, 1 + 0.13 * u[:, 1])
+    got = list(it)
+    for k, ((x, y), (fx, fy)) in enumerate(zip(got, full)):
+        sel = slice(k * BATCH, (k + 1) * BATCH)
+        assert torch.equal(y, fy)
+        expected = (fx + shift[sel].view(-1, 1, 1, 1)) * scale[sel].view(-1, 1, 1, 1)
+        assert torch.allclose(x, expected, rtol=0, atol=1e-5)
+    it.epoch = 1
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(it, got))  # same epoch, same draws
+    assert not torch.equal(it.jitter_draws()[0], shift)  # iterating moved on to epoch 2
+
+
+def test_colour_jitter_shards_like_the_other_draws():
+    """Rank r of a 2-process run gets the draws of positions r, r + 2, ... of the epoch."""
+    whole = _iterator(4, brightness=0.1, contrast=0.1, translate=0, flip=None)
+    shift, scale = whole.jitter_draws()
+    for rank in range(2):
+        part = _iterator(4, brightness=0.1, contrast=0.1, translate=0, flip=None,
+                         shard=(rank, 2))
+        s, c = part.jitter_draws()
+        assert torch.equal(s, shift[rank::2]) and torch.equal(c, scale[rank::2])

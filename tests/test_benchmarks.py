@@ -118,12 +118,24 @@ def test_train_benchmark_races_the_recipe_against_the_anchor(cifar10, tmp_path, 
     assert len(anchor["test_acc"]) == len(anchor["seconds"]) == 1
     assert record["time_ratio"] == pytest.approx(
         (sum(record["seconds"]) / 2) / anchor["seconds"][0])
-    # Taken in turns, so that a slow spell on a shared machine falls on both.
+    # The anchor's run among the recipe's, so that a slow spell on a shared machine falls on both.
     assert [(r["recipe"], r["seed"]) for r in record["rows"]] == [
         ("fast_muon_crop", 0), ("airbench94", 0), ("fast_muon_crop", 1)]
     assert set(record["time_to_64"]) == {"recipe", "racer", "original", "speedup"}
     assert record["time_to_64"]["recipe"] == "muon_small"
     assert len(record["racer_history"]) == len(record["original_history"]) == 1
+
+
+@pytest.mark.parametrize("n_recipe, n_anchor, expected", [
+    (5, 1, "r0 r1 r2 a0 r3 r4"),   # one anchor run: in the middle, not at the start
+    (5, 2, "r0 r1 a0 r2 r3 a1 r4"),
+    (2, 1, "r0 a0 r1"),
+    (3, 3, "r0 a0 r1 a1 r2 a2"),   # as many of each: in turns
+    (2, 0, "r0 r1"),
+])
+def test_anchor_runs_are_spread_evenly_among_the_recipe_runs(n_recipe, n_anchor, expected):
+    order = bench_train.run_order(n_recipe, n_anchor)
+    assert " ".join(f"{part[0]}{i}" for part, i in order) == expected
 
 
 def test_train_record_goes_to_one_file_per_kind_of_machine(monkeypatch):

@@ -44,6 +44,7 @@ BAD_VALUES = [
     ("crop_size", 12), ("crop_size", 33),
     ("crop_size", (20, 24)),  # one size per crop epoch: the original recipe has none
     ("whiten_bias_epochs", -1),
+    ("brightness", -0.1), ("brightness", 1.0), ("contrast", -0.1), ("contrast", 1.5),
     ("muon_lr", 0.0),
     ("muon_momentum", 1.0),
     ("eval_every", -1),
@@ -104,7 +105,8 @@ def test_model_kwargs_the_model_cannot_be_built_with_are_a_config_error():
 
 @pytest.mark.parametrize("field, value", [("epochs", 1), ("translate", 0),
                                           ("label_smoothing", 0), ("lr_peak_at", 1.0),
-                                          ("momentum", 0.0), ("train_subset", 1)])
+                                          ("momentum", 0.0), ("train_subset", 1),
+                                          ("brightness", 0.0), ("contrast", 0.99)])
 def test_valid_edge_values_pass(field, value):
     assert getattr(configure("original", **{field: value}), field) == value
 

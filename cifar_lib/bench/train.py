@@ -4,8 +4,8 @@
                                     [--anchor-seeds 0 1 2 3 4] [--device auto] [--quick] [--resume]
 
 1. Recipe against anchor: ``--recipe`` (default ``fast_muon_crop``) once per seed and the anchor
-   (``airbench94``, airbench94's published hyperparameters) once per anchor seed, taken in
-   turns (recipe seed 0, anchor seed 0, recipe seed 1, ...) so that a slow spell on a shared
+   (``airbench94``, airbench94's published hyperparameters) once per anchor seed, the anchor's
+   runs spread evenly among the recipe's (``run_order``) so that a slow spell on a shared
    machine falls on both; full data, test accuracy with TTA on all 10,000 test images;
    ``seconds`` is the wall time from loaded data to that final accuracy. ``time_ratio`` is the
    recipe's mean seconds over the anchor's, on the same device, threads and precision rules.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import statistics
 from pathlib import Path
 from typing import Callable, Sequence
@@ -182,6 +183,20 @@ def load_progress(path, expected: dict, resume: bool) -> list[dict]:
     return saved["runs"]
 
 
+def run_order(n_recipe: int, n_anchor: int) -> list[tuple[str, int]]:
+    """The order of the runs: ("recipe", i) and ("anchor", j) pairs, the anchor's runs spread
+    evenly among the recipe's (anchor run j after ceil((j + 1)·n_recipe / (n_anchor + 1)) recipe
+    runs), so a machine that slows down or speeds up during the benchmark weighs on both alike:
+    5 and 1 give r0 r1 r2 a0 r3 r4; 5 and 2: r0 r1 a0 r2 r3 a1 r4; n and n: in turns."""
+    after = [math.ceil((j + 1) * n_recipe / (n_anchor + 1)) for j in range(n_anchor)]
+    order = []
+    for i in range(n_recipe + 1):
+        order += [("anchor", j) for j in range(n_anchor) if after[j] == i]
+        if i < n_recipe:
+            order.append(("recipe", i))
+    return order
+
+
 def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device: str = "auto",
         download: bool = False, recipe: str = RECIPE, anchor: str = ANCHOR,
         done: Sequence[dict] = (), on_run: Callable[[list[dict]], None] | None = None) -> dict:
@@ -194,18 +209,17 @@ def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device:
     train, test = load_cifar10(root, download=download)
     measured = {(r["recipe"], r["seed"]): r for r in done}
     runs, our_rows, their_rows = [], [], []
-    for i in range(max(len(seeds), len(anchor_seeds))):  # in turns: noise falls on both
-        for name, seed_list, rows in ((recipe, seeds, our_rows),
-                                      (anchor, anchor_seeds, their_rows)):
-            if i < len(seed_list):
-                row = measured.get((name, seed_list[i]))
-                if row is None:
-                    row = train_once(name, seed_list[i], train, test, dev, quick)
-                    measured[(name, seed_list[i])] = row
-                    if on_run:
-                        on_run(list(measured.values()))
-                rows.append(row)
-                runs.append(row)
+    parts = {"recipe": (recipe, seeds, our_rows), "anchor": (anchor, anchor_seeds, their_rows)}
+    for part, i in run_order(len(seeds), len(anchor_seeds)):  # noise falls on both alike
+        name, seed_list, rows = parts[part]
+        row = measured.get((name, seed_list[i]))
+        if row is None:
+            row = train_once(name, seed_list[i], train, test, dev, quick)
+            measured[(name, seed_list[i])] = row
+            if on_run:
+                on_run(list(measured.values()))
+        rows.append(row)
+        runs.append(row)
     ours, theirs = summarize(our_rows), summarize(their_rows)
     small = _subsets(quick)
     racer = fit(configure(RACER, quick=quick, device=str(dev), **small), train, test,
