@@ -362,9 +362,11 @@ plot_lookahead(total_steps)
 # where `fast` needs 10: 0.83× the training time of `fast` on a 2-core Intel Xeon without native
 # bf16, at 93.91% and 93.96% for two seeds (`fast`: 94.33%). `recipe = "fast_muon_crop"` trains
 # 10 epochs, the first 6 on random 24×24 windows of the images (about half the FLOPs per image),
-# and gives the test-time views only to the 30% least confident test images: measured side by
-# side on that Xeon it took 0.74× the time of `fast`, at 93.99% ± 0.09 over five seeds. Neither
-# is the default until one reaches 94% over five seeds (see `benchmarks/README.md`).
+# varies each training image's brightness and contrast a little, and gives the test-time views
+# only to the 30% least confident test images: measured side by side on that Xeon it took
+# 0.71× the time of `fast`, at 94.15% ± 0.13 over five seeds (lowest 93.99%). It is not the
+# default yet: that means retraining the model the lessons ship and running them again (see
+# `benchmarks/README.md`).
 
 # %%
 from cifar_lib.bench.throughput import estimate_fit_seconds
