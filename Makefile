@@ -44,7 +44,7 @@ sync: install  ## regenerate each .ipynb from its .py, keeping the outputs
 bench-data: install  ## data pipeline: ours vs torchvision DataLoader (JSON in benchmarks/results)
 	$(PY) -m cifar_lib bench data
 
-bench-train: install  ## fast_muon_crop vs the airbench94 anchor, 5 seeds each, time ratio; time to 64% vs the original
+bench-train: install  ## the fast recipe vs the airbench94 anchor, 5 seeds each, time ratio; time to 64% vs the original
 	$(PY) -m cifar_lib bench train $(BENCH_ARGS)
 
 bench-inference: install  ## inference throughput/latency by batch size, CPU and GPU (BENCH_RUN=run folder)

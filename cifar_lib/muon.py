@@ -14,22 +14,32 @@ from __future__ import annotations
 
 import torch
 
+from .device import BF16_MIN_CAPABILITY, cuda_capability
+
 # The quintic whose slope at 0 is as large as possible while every singular value in (0, 1]
 # is mapped into roughly [0.7, 1.2] after 3-5 iterations (Jordan et al.): not exactly 1, but a
 # far cheaper iteration than an SVD, and just as good for training.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
+def iteration_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs with native bf16 (compute capability 8.0+: as published, tensor cores make
+    the iteration nearly free); fp32 elsewhere: on CPUs, where it stays exact and deterministic,
+    and on older GPUs (a T4), where bf16 matmuls are emulated slowly or not supported at all."""
+    if device.type == "cuda" and cuda_capability(device) >= BF16_MIN_CAPABILITY:
+        return torch.bfloat16
+    return torch.float32
+
+
 def orthogonalize(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.Tensor:
     """Approximately orthogonalise a matrix g (rows × cols): same singular vectors, singular
     values pushed towards 1 by ``steps`` Newton-Schulz iterations. Returns a rows × cols tensor
-    of g's dtype. Computed in bf16 on a GPU (as published; tensor cores make it nearly free)
-    and in fp32 on a CPU, where it stays exact enough and deterministic."""
+    of g's dtype, computed in ``iteration_dtype(g.device)``."""
     if g.ndim != 2:
         raise ValueError(f"orthogonalize takes a matrix, got shape {tuple(g.shape)}; reshape a "
                          f"conv filter out×in×kh×kw to out×(in·kh·kw) first")
     a, b, c = NS_COEFFICIENTS
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    x = g.to(iteration_dtype(g.device))
     x = x / (x.norm() + eps)           # every singular value ≤ 1: inside the iteration's range
     tall = x.size(0) > x.size(1)
     if tall:                           # iterate on the smaller Gram matrix

@@ -109,7 +109,7 @@ def test_train_benchmark_races_the_recipe_against_the_anchor(cifar10, tmp_path, 
     assert record["machine_kind"] in ("cpu-bf16", "cpu-fp32")
     assert set(record["machine"]["cpu_flags"]) == {"native_bf16", "avx512f", "avx2"}
     # The recipe: one entry per seed; the anchor: the same lists for its seeds.
-    assert record["recipe"] == "fast_muon_crop" and record["seeds"] == [0, 1]
+    assert record["recipe"] == "fast" and record["seeds"] == [0, 1]
     assert len(record["test_acc"]) == len(record["seconds"]) == 2
     assert all(0 <= a <= 100 for a in record["test_acc"])
     assert record["test_acc_min"] == min(record["test_acc"])
@@ -120,7 +120,7 @@ def test_train_benchmark_races_the_recipe_against_the_anchor(cifar10, tmp_path, 
         (sum(record["seconds"]) / 2) / anchor["seconds"][0])
     # The anchor's run among the recipe's, so that a slow spell on a shared machine falls on both.
     assert [(r["recipe"], r["seed"]) for r in record["rows"]] == [
-        ("fast_muon_crop", 0), ("airbench94", 0), ("fast_muon_crop", 1)]
+        ("fast", 0), ("airbench94", 0), ("fast", 1)]
     assert set(record["time_to_64"]) == {"recipe", "racer", "original", "speedup"}
     assert record["time_to_64"]["recipe"] == "muon_small"
     assert len(record["racer_history"]) == len(record["original_history"]) == 1
@@ -174,12 +174,12 @@ def test_an_interrupted_train_benchmark_resumes_without_running_anything_twice(
     progress = bench_train.progress_path(out)
     assert progress.name == "train.progress.json" and not out.exists()
     saved = json.loads(progress.read_text())["runs"]
-    assert [(r["recipe"], r["seed"]) for r in saved] == ran == [("fast_muon_crop", 0),
+    assert [(r["recipe"], r["seed"]) for r in saved] == ran == [("fast", 0),
                                                               ("airbench94", 0)]
     # Without --resume the measured runs are not thrown away: one error naming the fix.
     assert main(argv) == 1 and progress.exists()
     # A different recipe setting cannot be resumed: its rows would not compare.
-    expected = bench_train.fingerprint("fast_muon_crop", "airbench94", torch.device("cpu"), True)
+    expected = bench_train.fingerprint("fast", "airbench94", torch.device("cpu"), True)
     other = json.loads(json.dumps(expected))
     other["recipes"]["airbench94"]["epochs"] += 1
     with pytest.raises(bench_train.ResumeError, match="different recipes"):
@@ -191,9 +191,10 @@ def test_an_interrupted_train_benchmark_resumes_without_running_anything_twice(
     # --resume measures only the missing run and writes the whole record, then drops progress.
     ran.clear()
     assert main(argv + ["--resume"]) == 0
-    assert ran == [("fast_muon_crop", 1)] and not progress.exists()
+    assert ran == [("fast", 1)] and not progress.exists()
     record = json.loads(out.read_text())
     assert [(r["recipe"], r["seed"]) for r in record["rows"]] == [
-        ("fast_muon_crop", 0), ("airbench94", 0), ("fast_muon_crop", 1)]
+        ("fast", 0), ("airbench94", 0), ("fast", 1)]
     assert record["rows"][0] == saved[0] and record["rows"][1] == saved[1]
-    assert record["recipe_settings"]["fast_muon_crop"]["crop_epochs"] == 6
+    assert record["recipe_settings"] == expected["recipes"]  # the quick runs' own settings
+    assert record["recipe_settings"]["fast"]["brightness"] == 0.1399

@@ -19,7 +19,7 @@ from cifar_lib.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint
 from cifar_lib.cli import build_parser, main
 from cifar_lib.config import ConfigError, TrainConfig
 from cifar_lib.models import MODELS, UnknownModelError, build_model
-from cifar_lib.recipes import QUICK, configure, get_recipe
+from cifar_lib.recipes import QUICK, RECIPES, configure, get_recipe
 
 # ---------------------------------------------------------------------------------- validation
 
@@ -122,9 +122,25 @@ def test_none_override_keeps_the_recipes_value():
 
 def test_model_override_without_kwargs_resets_them_and_builds():
     assert get_recipe("fast").model_kwargs  # the recipe's widths belong to airbench
+    assert get_recipe("fast").crop_epochs   # and so do its crops
     cfg = configure("fast", model="simple_cnn")
-    assert cfg.model == "simple_cnn" and cfg.model_kwargs == {}
+    assert cfg.model == "simple_cnn" and cfg.model_kwargs == {} and cfg.crop_epochs == 0
     assert build_model(cfg.model, **cfg.model_kwargs)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("epochs, crop_epochs", [(10, 6), (5, 3), (1, 0), (3, 1), (20, 12)])
+def test_fewer_epochs_keep_the_recipes_share_of_crop_epochs_rounded_down(epochs, crop_epochs):
+    assert (get_recipe("fast").epochs, get_recipe("fast").crop_epochs) == (10, 6)
+    assert configure("fast", epochs=epochs).crop_epochs == crop_epochs
+    assert configure("fast", epochs=epochs, crop_epochs=0).crop_epochs == 0  # asked for: kept
+
+
+def test_a_schedule_of_crop_sizes_keeps_its_first_sizes(monkeypatch):
+    monkeypatch.setitem(RECIPES, "growing", get_recipe("fast").replace(
+        epochs=4, crop_epochs=3, crop_size=(16, 20, 28)))
+    assert configure("growing", epochs=3).crop_size == (16, 20)
+    cfg = configure("growing", quick=True)  # one epoch: no crops, whole images
+    assert (cfg.crop_epochs, cfg.crop_size_at(0)) == (0, None)
 
 
 @pytest.mark.parametrize("recipe", ["fast", "original"])

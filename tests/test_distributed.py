@@ -27,11 +27,13 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 
 REPO = Path(__file__).resolve().parents[1]
 # A narrow net and a small-batch learning rate; the whitening bias freezes after epoch 1 (DDP
-# must then be re-wrapped) and lookahead averages every 5 steps, i.e. once per epoch here.
-TINY_FAST = dict(epochs=3, whiten_bias_epochs=1, device="cpu", precision="fp32", lr=0.4,
+# must then be re-wrapped). airbench94's lookahead averages every 5 steps, i.e. once per epoch
+# here; the fast recipe's Muon orthogonalises the synchronised gradients on each rank, and its
+# first epoch of 3 is on crops (each rank its share of the draws).
+TINY = dict(epochs=3, whiten_bias_epochs=1, device="cpu", precision="fp32", lr=0.4,
                  model_kwargs={"widths": (16, 32, 32)})
 
-WORKERS = Path(__file__).resolve().parent / "workers"  # fast_worker.py, failing_worker.py
+WORKERS = Path(__file__).resolve().parent / "workers"  # recipe_worker.py, failing_worker.py
 
 
 class Torchrun:
@@ -93,7 +95,8 @@ def jobs(root, tmp_path_factory):
         "seed": (["-m", "cifar_lib", "train", "--recipe", "original", "--batch-size", 32, "--device",
                   "cpu", "--test-subset", 63, "--no-progress", "--data-root", root, "--run-dir",
                   d / "seed"], {}),
-        "fast": ([WORKERS / "fast_worker.py", root, d / "fast", repr(TINY_FAST)], {}),
+        **{recipe: ([WORKERS / "recipe_worker.py", root, d / recipe, recipe, repr(TINY)], {})
+           for recipe in ("fast", "airbench94")},
         "bad_root": (["-m", "cifar_lib", "train", "--device", "cpu", "--data-root", d / "none",
                       "--run-dir", d / "bad"], {}),
         "crash": ([*failing, d / "crash"], {"TEST_FAILURE": "crash"}),
@@ -163,13 +166,14 @@ def test_data_parallel_seed_recipe_equals_one_process_with_the_global_batch(root
     assert metrics["test_acc"] == pytest.approx(single.metrics["test_acc"], abs=2 / 63)
 
 
-def test_data_parallel_fast_recipe_keeps_ranks_in_sync(root, jobs, one_thread):
+@pytest.mark.parametrize("recipe", ["fast", "airbench94"])
+def test_data_parallel_recipe_keeps_ranks_in_sync(root, jobs, one_thread, recipe):
     d, started = jobs
-    run = d / "fast"
-    rc, out, err, _ = started["fast"].wait()
+    run = d / recipe
+    rc, out, err, _ = started[recipe].wait()
     assert rc == 0, err[-3000:]
-    # Lookahead, whitening-bias freezing and BatchNorm buffers leave both ranks identical,
-    # and identical to the checkpoint rank 0 wrote.
+    # Muon or lookahead, whitening-bias freezing and BatchNorm buffers leave both ranks
+    # identical, and identical to the checkpoint rank 0 wrote.
     rank0, rank1 = (torch.load(run / f"rank{r}.pt") for r in range(2))
     _close(rank0, rank1, rtol=0, atol=0)
     model, _ = load_model(run)
@@ -179,7 +183,7 @@ def test_data_parallel_fast_recipe_keeps_ranks_in_sync(root, jobs, one_thread):
 
     # BatchNorm normalises each process's 32 images, not all 64: close to, not equal to, one
     # process with batch 64. On this toy data both should learn it about equally well.
-    single = fit(configure("fast", batch_size=64, **TINY_FAST), *load_cifar10(root),
+    single = fit(configure(recipe, batch_size=64, **TINY), *load_cifar10(root),
                  progress=False)
     ddp_acc = json.loads((run / "metrics.json").read_text())["test_acc"]
     assert ddp_acc > 0.5 and abs(ddp_acc - single.metrics["test_acc"]) <= 0.15

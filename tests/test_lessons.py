@@ -17,6 +17,7 @@ from cifar_lib.bench import throughput, timing
 from cifar_lib.data import CLASSES, CifarSplit, load_cifar10
 from cifar_lib.inference import tta_logits, tta_views
 from cifar_lib.models import Whitening, build_model, patch_covariance
+from cifar_lib.muon import NS_COEFFICIENTS, orthogonalize
 from cifar_lib.recipes import configure
 from cifar_lib.train import (Lookahead, fit, lr_multiplier, lr_schedule, seed_everything,
                              smoothed_targets)
@@ -129,6 +130,22 @@ def test_whitening_figure_shows_12_filters_and_both_covariances():
     assert np.allclose(shown[0], before.numpy()) and np.allclose(shown[1], after.numpy())
 
 
+# ----------------------------------------------------------------------------- Muon
+
+
+def test_the_lessons_newton_schulz_by_hand_is_orthogonalize():
+    a, b, c = NS_COEFFICIENTS
+    g = torch.randn(64, 216, generator=torch.Generator().manual_seed(0))
+    g[:, :8] *= 20
+    x = g / g.norm()
+    for _ in range(3):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    assert torch.allclose(x, orthogonalize(g), atol=1e-5)
+    s = torch.linalg.svdvals(x)  # spread from 26× to within [0.6, 1.2], as the lesson says
+    assert s.min() > 0.6 and s.max() < 1.25
+
+
 # ----------------------------------------------------------------------------- lookahead
 
 
@@ -228,7 +245,9 @@ def test_tta_figure_shows_six_views_the_second_the_mirror(net):
 
 
 def test_evaluation_passes_count_fits_evaluations():
-    assert throughput.evaluation_passes(FAST) == 10 + 6
+    assert throughput.evaluation_passes(configure("airbench94")) == 10 + 6  # all six TTA views
+    # the fast recipe's plain pass over all test images, then five more views for 30% of them
+    assert throughput.evaluation_passes(FAST) == 10 + 1 + 5 * 0.3
     assert throughput.evaluation_passes(configure("original")) == 2
     assert throughput.evaluation_passes(configure("original", eval_every=0)) == 1
     assert throughput.evaluation_passes(configure("original", epochs=5, eval_every=2)) == 3
@@ -244,8 +263,8 @@ def test_estimate_extrapolates_timed_steps_with_the_shared_timer(synthetic_root,
         return float(len(reads))
 
     monkeypatch.setattr(timing, "_now", clock)
-    # the fast recipe (whitening, lookahead, TTA) at a tiny width: every part of a real run
-    cfg = configure("fast", device="cpu", batch_size=32, epochs=2, test_subset=20,
+    # airbench94 (whitening, lookahead, full TTA) at a tiny width: every part of a real run
+    cfg = configure("airbench94", device="cpu", batch_size=32, epochs=2, test_subset=20,
                     model_kwargs={"widths": (8, 8, 8)}, precision="fp32")
     e = throughput.estimate_fit_seconds(cfg, train, test, steps=4, warmup=1)
     assert len(reads) == 4  # two clock readings for the training steps, two for evaluation

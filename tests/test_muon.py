@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_lib.muon import Muon, orthogonalize
+from cifar_lib import muon
+from cifar_lib.muon import Muon, iteration_dtype, orthogonalize
 from cifar_lib.recipes import configure
 from cifar_lib.train import Training, lr_multiplier, make_optimizer, prepare
 from cifar_lib.models import build_model
@@ -39,6 +40,15 @@ def test_orthogonalize_does_not_depend_on_the_scale_of_the_gradient():
 def test_orthogonalize_refuses_anything_but_a_matrix():
     with pytest.raises(ValueError, match="reshape a conv filter"):
         orthogonalize(torch.ones(2, 3, 3, 3))
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float32),   # T4: no native bf16
+                                               ((8, 0), torch.bfloat16),  # A100
+                                               ((9, 0), torch.bfloat16)]) # H100
+def test_the_iteration_runs_in_bf16_only_on_gpus_with_native_bf16(monkeypatch, capability, dtype):
+    monkeypatch.setattr(muon, "cuda_capability", lambda device: capability)
+    assert iteration_dtype(torch.device("cuda", 0)) == dtype
+    assert iteration_dtype(torch.device("cpu")) == torch.float32
 
 
 def test_one_step_is_normalise_then_move_by_lr_times_the_orthogonalised_gradient():

@@ -15,10 +15,10 @@ from cifar_lib.train import fit, prepare, restore
 WHITEN_BIAS = "0.bias"  # AirbenchNet is a Sequential: its whitening conv is module 0
 
 
-def _tiny_fast(**kw):
+def _tiny_airbench(**kw):
     base = dict(model_kwargs={"widths": (16, 32, 32)}, lr=0.2, batch_size=32, precision="fp32",
                 device="cpu", whiten_bias_epochs=1, epochs=3)
-    return configure("fast", **{**base, **kw})
+    return configure("airbench94", **{**base, **kw})  # SGD, lookahead, whitening bias freeze
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -59,11 +59,11 @@ def _assert_bit_identical(a: dict, b: dict):
 
 @pytest.fixture(scope="module")
 def freeze_runs(cifar_folder, tmp_path_factory):
-    """The tiny fast config (whitening bias trained in epoch 1 only) run twice: straight
+    """The tiny airbench94 config (whitening bias trained in epoch 1 only) run twice: straight
     through, and interrupted after epoch 1 then resumed; with every epoch's checkpoint."""
     tmp = tmp_path_factory.mktemp("freeze")
     data = load_cifar10(cifar_folder(tmp / "data"))
-    cfg = _tiny_fast()
+    cfg = _tiny_airbench()
     full_ckpts, cut_ckpts = {}, {}
     full = fit(cfg, *data, run_dir=tmp / "full",
                callbacks=[_record_checkpoints(tmp / "full", full_ckpts)], progress=False)
@@ -95,7 +95,7 @@ def test_whitening_bias_trains_in_epoch_one_only(freeze_runs):
 
 
 def test_resume_under_bf16_autocast_is_bit_identical(data, tmp_path):
-    cfg = _tiny_fast(precision="bf16", train_subset=128, model_kwargs={"widths": (8, 16, 16)},
+    cfg = _tiny_airbench(precision="bf16", train_subset=128, model_kwargs={"widths": (8, 16, 16)},
                      epochs=2)
     full = fit(cfg, *data, run_dir=tmp_path / "full", progress=False)
     assert full.metrics["precision"] == "bfloat16"
@@ -103,11 +103,11 @@ def test_resume_under_bf16_autocast_is_bit_identical(data, tmp_path):
     _assert_bit_identical(full.model.state_dict(), resumed.model.state_dict())
 
 
-def test_resume_with_muon_is_bit_identical(data, tmp_path):
+def test_resume_of_the_fast_recipe_is_bit_identical(data, tmp_path):
     # Muon's momentum buffers and its groups' own schedules (the whitening bias decays over
-    # its epoch) come back from the checkpoint exactly; the resumed epoch is the first one on
-    # whole images after two on crops.
-    cfg = configure("fast_muon", model_kwargs={"widths": (8, 16, 16)}, batch_size=32,
+    # its epoch) come back from the checkpoint exactly, and so do the colour jitter's draws;
+    # the resumed epoch is the first one on whole images after two on crops.
+    cfg = configure("fast", model_kwargs={"widths": (8, 16, 16)}, batch_size=32,
                     precision="fp32", device="cpu", whiten_bias_epochs=1, epochs=3,
                     train_subset=128, crop_epochs=2, crop_size=20)
     full = fit(cfg, *data, run_dir=tmp_path / "full", progress=False)
@@ -116,7 +116,7 @@ def test_resume_with_muon_is_bit_identical(data, tmp_path):
 
 
 def test_restore_maps_everything_to_the_models_device(data, tmp_path, monkeypatch):
-    cfg = _tiny_fast(train_subset=64, model_kwargs={"widths": (8, 16, 16)}, epochs=2)
+    cfg = _tiny_airbench(train_subset=64, model_kwargs={"widths": (8, 16, 16)}, epochs=2)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, *data, run_dir=tmp_path, callbacks=[_interrupt_after(1)], progress=False)
 
