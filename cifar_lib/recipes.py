@@ -34,7 +34,8 @@ RECIPES: dict[str, TrainConfig] = {
     "airbench94": TrainConfig(
         model="airbench", model_kwargs={"widths": (64, 256, 256)},
         epochs=10,               # airbench94 trains 9.9 epochs; whole epochs keep resume simple
-        batch_size=1024, optimizer="sgd", lr=_AIRBENCH_LR, momentum=0.85, weight_decay=_AIRBENCH_WD,
+        batch_size=1024, optimizer="sgd", lr=_AIRBENCH_LR, momentum=0.85,
+        weight_decay=_AIRBENCH_WD,
         bias_lr_scale=64.0,      # BatchNorm/whitening biases need a far larger step to matter
         schedule="triangle",     # short warm-up, then linear decay: most progress in few steps
         label_smoothing=0.2,     # soft targets: better calibrated, less over-confident logits
@@ -137,11 +138,11 @@ def configure(recipe: str = "fast", *, quick: bool = False, **overrides) -> Trai
     validated; a bad one raises ``ConfigError``.
     """
     cfg = get_recipe(recipe)
-    if quick:
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if quick:  # the smoke test's limits, unless asked for otherwise
         limits = dict(QUICK)
         limits["batch_size"] = min(cfg.batch_size, limits.pop("max_batch_size"))
-        overrides = {**limits, **{k: v for k, v in overrides.items() if v is not None}}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+        overrides = {**limits, **overrides}
     if overrides.get("model", cfg.model) != cfg.model:
         overrides.setdefault("model_kwargs", {})
         if "crop_epochs" not in overrides:

@@ -27,20 +27,23 @@
 # - how the course's original network (the *original* recipe of the seed notebook: a
 #   620k-parameter CNN trained with Adam for two epochs, about 64%) compares with a
 #   state-of-the-art fast recipe (about 94%);
-# - which tricks make the fast recipe fast, each shown with a figure from the library code that
-#   runs it: a whitening first layer, a warm-up/decay learning-rate schedule, flips and shifts
-#   of whole batches, label smoothing, lookahead weight averaging and test-time augmentation;
-# - what each trick buys, measured: an ablation table of the recipe with one trick removed at
-#   a time;
+# - which tricks make the fast recipe fast, each shown with code or a figure from the library
+#   code that runs it: a whitening first layer, a decaying learning-rate schedule, flips and
+#   shifts of whole batches, label smoothing, Muon's orthogonalised updates for the filters,
+#   small crops early in training, and test-time augmentation;
+# - what each trick buys, measured: an ablation table of airbench94 (the published recipe the
+#   fast one builds on) with one trick removed at a time;
 # - how long a run takes on *your* hardware, measured before it starts;
 # - how a training run is saved (checkpoint + metrics + history) so the next lessons can use it.
 #
-# How long the fast recipe trains depends on the processor (two cores each): 17 minutes on an
-# AMD EPYC with native bf16, 24 minutes on the Intel Xeon without native bf16 that made the
-# outputs below; CPUs with neither bf16 nor AVX-512 (AVX2 only) should be slower still (not
-# measured here yet). A GPU (Colab: *Runtime → Change runtime type → GPU*) is far faster; GPU times are not measured for
-# this course yet. The cell just before training times a few steps on your machine and says how
-# long the wait will be, and how to make it shorter. On Colab, set `keep_on_drive = True` to keep
+# How long the fast recipe trains depends on the processor (two cores each): about 19 minutes
+# on the Intel Xeon without native bf16 that made the outputs below (airbench94, the recipe it
+# replaced as the default, took 24 there and 17 on an AMD EPYC with native bf16, where the
+# fast recipe is not measured yet); CPUs with neither bf16 nor AVX-512 (AVX2 only) should be
+# slower still (not measured here yet). A GPU (Colab: *Runtime → Change runtime type → GPU*) is
+# far faster; GPU times are not measured for this course yet. The cell just before training
+# times a few steps on your machine and says how long the wait will be, and how to make it
+# shorter. On Colab, set `keep_on_drive = True` to keep
 # the trained run on Google Drive for the next lessons (each notebook gets a fresh runtime);
 # without it, lessons 02–04 use the fast model that ships with `cifar_lib`.
 #
@@ -66,7 +69,7 @@ if ON_COLAB:
 # %% tags=["parameters"]
 run_dir = "runs/fast"    # folder for checkpoint.pt, metrics.json, history.json (next lessons read it)
 keep_on_drive = False    # on Colab: keep run folders on Google Drive (mounted only when True)
-recipe = "fast"          # "fast" (~94%), "fast_short" (shorter: ~85%), "fast_small" (~64%), "original" (seed's, ~64%)
+recipe = "fast"          # "fast" (~94%), "airbench94" (~94%, slower), "fast_short" (~85%), "fast_small" (~64%), "original" (seed's, ~64%)
 model = None             # override the recipe's model: "simple_cnn" or "airbench" (None: recipe's)
 epochs = None            # override the number of epochs (None: the recipe's own)
 batch_size = None        # override the batch size (None: the recipe's own)
@@ -88,7 +91,7 @@ from cifar_lib import build_model, configure, count_parameters, fit, load_cifar1
 from cifar_lib.data import class_counts
 from cifar_lib.notebook import keep_runs_on_drive, record
 from cifar_lib.plots import (LiveCurves, image_grid, plot_augmented_batch, plot_class_counts,
-                             plot_curves, plot_label_smoothing, plot_lookahead, plot_lr_schedule,
+                             plot_curves, plot_label_smoothing, plot_lr_schedule,
                              plot_tta_views, plot_whitening)
 
 run_dir = keep_runs_on_drive(run_dir, keep_on_drive)
@@ -215,8 +218,9 @@ for step, (x, y) in enumerate(batches):  # x: 128×3×32×32 floats, y: 128 labe
 
 # %% [markdown]
 # `fit` runs this same loop (its `train_step` adds what the fast recipe switches on: the
-# learning-rate schedule, mixed precision and lookahead, none of which the original recipe
-# uses). Same seed, same data, same recipe: on a CPU it must end with exactly the same weights.
+# learning-rate schedule, mixed precision and the Muon optimiser, none of which the original
+# recipe uses). Same seed, same data, same recipe: on a CPU it must end with exactly the same
+# weights.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -230,10 +234,10 @@ print("fit and the hand-written loop give identical weights:", identical)
 # ## The recipe and the model
 # A recipe is a `TrainConfig`: every knob of a run in one place, checked when it is built.
 # `configure` applies this notebook's parameters to the recipe (None keeps the recipe's value)
-# the same way the command line does. The fast recipe's model is a small VGG-like network: a
-# frozen 2×2 **whitening** layer (fitted to the data before training, so the first real
-# convolution sees decorrelated inputs), then three blocks of conv → max-pool → BatchNorm →
-# GELU → conv → BatchNorm → GELU, and a linear head.
+# the same way the command line does. The fast recipe's model (airbench94's) is a small
+# VGG-like network: a frozen 2×2 **whitening** layer (fitted to the data before training, so
+# the first real convolution sees decorrelated inputs), then three blocks of conv → max-pool →
+# BatchNorm → GELU → conv → BatchNorm → GELU, and a linear head.
 
 # %%
 config = configure(recipe, quick=quick, seed=seed, device=device, model=model, epochs=epochs,
@@ -253,7 +257,10 @@ print("output for a batch of 2 images:", tuple(net.eval()(torch.zeros(2, 3, 32, 
 # ## The fast recipe's ideas, one figure each
 # The fast recipe gets to 94% in ten epochs where the original gets to 64% in two. No single trick
 # does it; each figure below is drawn from the library code that `fit` runs. They show the fast
-# recipe, whatever `recipe` is set to.
+# recipe, whatever `recipe` is set to. Most of its ideas are Keller Jordan's airbench94 (the
+# recipe `airbench94` here, the fast default until November 2026); the fast recipe adds
+# airbench94_muon's optimiser for the filters and trains the first epochs on smaller crops,
+# which together make it about 0.7× as long on a CPU for the same 94% (benchmarks/README.md).
 #
 # ### A whitening first layer
 # Neighbouring pixels, and the three colours of one pixel, are strongly correlated: a 2×2 patch
@@ -279,20 +286,25 @@ plot_whitening(whitening, held_out)
 
 # %% [markdown]
 # ### The learning-rate schedule
-# The fast recipe uses SGD with Nesterov momentum and a *triangle* schedule: the step size starts
-# at 0.2 × its peak, rises linearly to the peak at 23% of training (a warm-up: the fresh net and
-# its BatchNorm statistics cannot take big steps yet), then falls linearly to 0.07 × the peak, so
-# that the last steps settle into a minimum instead of bouncing around it. The original
-# recipe's Adam uses one constant rate. `train_step` sets every step's rate from
+# The original recipe's Adam uses one constant rate. The fast recipe lets the step size fall
+# linearly from its peak at the first step to 0 at the last (a *triangle* schedule whose peak
+# is at the start), so that the last steps settle into
+# a minimum instead of bouncing around it. One multiplier scales both of its optimisers: Muon
+# for the convolution filters (below) and SGD with Nesterov momentum for the rest (the head,
+# the BatchNorm and whitening biases). airbench94, SGD throughout, also needs a warm-up: its
+# *triangle* schedule starts at 0.2 × the peak and reaches it at 23% of training, because the
+# fresh net and its BatchNorm statistics cannot take big SGD steps yet; Muon's steps have a
+# fixed size whatever the gradient's, and need none. `train_step` sets every step's rate from
 # `lr_multiplier`; here it is for every step of a full fast run.
 
 # %%
 from cifar_lib.train import lr_multiplier
 
-steps_per_epoch = len(train) // fast.batch_size  # 48 steps of 1,024 images
+steps_per_epoch = len(train) // fast.batch_size  # 25 steps of 2,000 images
 total_steps = fast.epochs * steps_per_epoch
-for step in (0, int(fast.lr_peak_at * total_steps), total_steps - 1):
-    print(f"step {step:3d}: lr = {fast.lr:.3f} × {lr_multiplier(fast, step, total_steps):.3f}")
+for step in (0, total_steps // 2, total_steps - 1):
+    m = lr_multiplier(fast, step, total_steps)
+    print(f"step {step:3d}: × {m:.3f}: Muon lr {fast.muon_lr * m:.3f}, SGD lr {fast.lr * m:.3f}")
 plot_lr_schedule(fast, steps_per_epoch)
 
 # %% [markdown]
@@ -307,6 +319,29 @@ plot_lr_schedule(fast, steps_per_epoch)
 
 # %%
 plot_augmented_batch(train, fast, n=8)
+
+# %% [markdown]
+# ### Small crops first, whole images last; a little colour jitter
+# A convolution's cost grows with the number of pixels, so the fast recipe spends its first six
+# epochs on random 24×24 windows of the images (56% of the pixels each) while the net learns
+# coarse features, and its last four on whole images, so it ends at the test images' size.
+# `crop` cuts each image's window from its top-left corner (drawn afresh every epoch). Each
+# training image also gets its own brightness shift (up to ±0.14 in normalised units) and
+# contrast factor (1 ± 0.13), nearly free and worth about 0.15 points (`batches.jitter`).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from cifar_lib.batches import crop
+
+sizes = [fast.crop_size_at(epoch) or 32 for epoch in range(fast.epochs)]  # None: whole image
+print("image size by epoch:", sizes)
+print(f"pixels over the run: {sum(s * s for s in sizes) / (fast.epochs * 32 * 32):.0%} of "
+      f"{fast.epochs} whole-image epochs")
+x = normalize(train.images[:3], fast.mean, fast.std)            # 3×3×32×32
+corners = torch.tensor([[0, 0], [8, 8], [4, 2]])                # top-left (row, column) each
+windows = crop(x, corners, 24, 24)
+print(f"{tuple(x.shape)} → {tuple(windows.shape)}; the second window is rows 8–31, columns "
+      f"8–31 of the second image: {torch.equal(windows[1], x[1, :, 8:32, 8:32])}")
 
 # %% [markdown]
 # ### Label smoothing
@@ -335,15 +370,34 @@ print(f"F.cross_entropy with label_smoothing={smoothing} is the loss against the
 plot_label_smoothing(fast.label_smoothing, true_class=int(y[0]), classes=train.classes)
 
 # %% [markdown]
-# ### Lookahead: averaging the weights
-# Every 5 steps a slow copy of the weights moves towards the net's weights:
-# slow ← d · slow + (1 − d) · net, and the net carries on from the slow copy. Early on d = 0,
-# which changes nothing; d grows as (step / total)³ to 0.95⁵ ≈ 0.77 at the end, where the slow
-# copy averages roughly the last twenty steps and smooths out the noise of the final SGD steps.
-# `fit` ends on the averaged weights.
+# ### Muon: orthogonalised updates for the filters
+# A gradient matrix (a conv filter bank reshaped to out × in·3·3) is dominated by a few large
+# directions; SGD's step follows them and barely moves along the rest. Muon (`cifar_lib.muon`)
+# keeps SGD's momentum but replaces the step by the nearest *orthogonal* matrix: the same
+# singular vectors, every singular value set to about 1, so rare directions move as much as
+# common ones. An SVD would give it exactly; three Newton-Schulz iterations, only matrix
+# products, give it nearly (values between about 0.6 and 1.2: close enough for training),
+# after dividing by the norm so that every singular value is at most 1:
+# x ← a·x + (b·G + c·G²)·x with G = x·xᵀ. Here they are on a random matrix of the shape of
+# the first convolution's gradient (64 filters of 24 channels × 3 × 3), checked against the
+# library. airbench94 uses *lookahead* instead (a slow, averaged copy of the weights); the fast
+# recipe needs none.
 
 # %%
-plot_lookahead(total_steps)
+# NBVAL_CHECK_OUTPUT
+from cifar_lib.muon import NS_COEFFICIENTS, orthogonalize
+
+a, b, c = NS_COEFFICIENTS
+g = torch.randn(64, 24 * 3 * 3, generator=torch.Generator().manual_seed(0))  # out × in·3·3
+g[:, :8] *= 20                                 # a few strong directions, as in real gradients
+x = g / g.norm()                               # every singular value ≤ 1
+for _ in range(3):
+    gram = x @ x.T                             # 64×64
+    x = a * x + (b * gram + c * gram @ gram) @ x
+before, after = torch.linalg.svdvals(g / g.norm()), torch.linalg.svdvals(x)
+print(f"singular values before: {before.min():.4f} to {before.max():.3f}; "
+      f"after: {after.min():.2f} to {after.max():.2f}")
+print("the same as cifar_lib's orthogonalize:", torch.allclose(x, orthogonalize(g), atol=1e-5))
 
 # %% [markdown]
 # ## How long will it take on this machine?
@@ -352,21 +406,14 @@ plot_lookahead(total_steps)
 # picks kernels; on a GPU the clock is read only once the GPU has finished), times one batch of
 # evaluation, and multiplies out. Beside it, the shorter budgets with the accuracy each reached
 # when measured (`cifar_lib.recipes.EXPECTED_ACCURACY`, checked against the benchmark records by
-# the tests): `recipe = "fast_short"` (the fast recipe at widths 32/64/64 for 4 epochs, about
+# the tests): `recipe = "fast_short"` (airbench94 at widths 32/64/64 for 4 epochs, about
 # 85%) and `recipe = "fast_small"` (widths 16/32/32, one epoch, about 64%). If the answer is
 # longer than you want to wait, change the parameters cell and run again: `recipe`, `epochs`,
 # or `compare_original = False`.
 #
-# Faster recipes are on their way. `recipe = "fast_muon"` trains the convolution filters with
-# Muon (orthogonalised momentum updates, `cifar_lib.muon`) and needs 8 epochs of 50,000 images
-# where `fast` needs 10: 0.83× the training time of `fast` on a 2-core Intel Xeon without native
-# bf16, at 93.91% and 93.96% for two seeds (`fast`: 94.33%). `recipe = "fast_muon_crop"` trains
-# 10 epochs, the first 6 on random 24×24 windows of the images (about half the FLOPs per image),
-# varies each training image's brightness and contrast a little, and gives the test-time views
-# only to the 30% least confident test images: measured side by side on that Xeon it took
-# 0.71× the time of `fast`, at 94.15% ± 0.13 over five seeds (lowest 93.99%). It is not the
-# default yet: that means retraining the model the lessons ship and running them again (see
-# `benchmarks/README.md`).
+# The fast recipe itself was measured against airbench94 (`recipe = "airbench94"`) side by side
+# on a 2-core Intel Xeon without native bf16: 0.71× the time per run, at 94.15% ± 0.13 over five
+# seeds (lowest 93.99%), against 94.33% for one airbench94 run (`benchmarks/README.md`).
 
 # %%
 from cifar_lib.bench.throughput import estimate_fit_seconds
@@ -427,8 +474,11 @@ print(f"test accuracy {metrics['test_acc']:.2%}"
 # Level 2 (the fast recipe's) uses six views: the image and its mirror (weight ¼ each), and the
 # image moved one pixel down-right and one pixel up-left, each with its mirror (⅛ each). The
 # net was trained on mirrored and shifted images, so each view is a fair guess, and their
-# average a better one. First the check: the weighted views, summed by hand, are what
-# `tta_logits` (and so `fit`'s final evaluation) computes.
+# average a better one. The fast recipe's final evaluation spends the six views only on the
+# 30% of test images its plain prediction is least sure of (`tta_fraction`): the confident
+# ones almost never change their answer, and it saves over half of the evaluation's cost.
+# First the check: the weighted views, summed by hand, are what `tta_logits` (and so `fit`'s
+# final evaluation) computes.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -472,8 +522,9 @@ if compare_original:
 
 # %% [markdown]
 # ## What each trick buys: the ablation
-# Each trick above is in the recipe because it paid. The table shows how much: the fast recipe
-# trained with every trick, then with one trick removed at a time (everything else unchanged),
+# Each trick above is in the recipe because it paid. The table shows how much for airbench94's
+# (the row "fast": it was the fast recipe when the table was measured): trained with every
+# trick, then with one trick removed at a time (everything else unchanged),
 # and the original recipe beside them, all for the same budget, on the same machine, over two
 # seeds. It was measured with `make bench-ablation` (`python -m cifar_lib bench ablation`); a
 # full-size run takes half an hour on a 2-core CPU, so the budget is a narrower network
@@ -553,9 +604,9 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 #    it). How many steps is an epoch now, and how many images per second does the GPU manage?
 #    Why does it spend most of its time waiting (each step launches dozens of tiny kernels)?
 # 4. **Which trick is worth most?** In the cell that calls `configure(recipe, ...)`, add one of
-#    `label_smoothing=0.0`, `lookahead=False`, `flip=None`, `translate=0`, `tta_level=0` or
-#    `schedule="constant"`, and train the fast recipe. Which costs the most accuracy at the
-#    full size and 10 epochs? Compare with the ablation table, measured on a narrower net.
+#    `label_smoothing=0.0`, `flip=None`, `translate=0`, `tta_level=0`, `crop_epochs=0` or
+#    `brightness=0, contrast=0`, and train the fast recipe. Which costs the most accuracy at the full size and 10 epochs? Which saves
+#    time? Compare with the ablation table, measured on airbench94 and a narrower net.
 # 5. **Break the agreement, then restore it.** In the hand-written loop, write
 #    `F.cross_entropy(logits, y, label_smoothing=0.2)`: the check after it now prints False.
 #    Add `label_smoothing=0.2` to `loop_config` as well, so that `fit` trains with it too, and
