@@ -53,7 +53,7 @@ bench-inference: install  ## inference throughput/latency by batch size, CPU and
 bench-throughput: install  ## training images/s of both recipes, CPU and each GPU, with the speed-up
 	$(PY) -m cifar_lib bench throughput
 
-bench-ablation: install  ## the fast recipe with each trick removed in turn, 2 seeds, fixed budget
+bench-ablation: install  ## airbench94 with each trick removed in turn, 2 seeds, fixed budget
 	$(PY) -m cifar_lib bench ablation
 
 bench-robustness: install  ## accuracy under 10 corruptions × 5 severities, shipped fast vs original

@@ -1,8 +1,9 @@
 """Benchmarks, one module each, all run the same way: ``python -m cifar_lib bench NAME ...``.
 
-- ``ablation``: the fast recipe with each trick removed in turn, at one fixed budget.
+- ``ablation``: airbench94 with each trick removed in turn, at one fixed budget.
 - ``data``: the input pipeline, ours against the seed's torchvision ``DataLoader``.
-- ``train``: the fast recipe's accuracy and time over seeds, and the time-to-64% race.
+- ``train``: the fast recipe against the airbench94 anchor over seeds, and the time-to-64%
+  race.
 - ``inference``: inference throughput and latency per batch size, CPU and GPU.
 - ``throughput``: training throughput of both recipes on the CPU and on each GPU present.
 - ``robustness``: accuracy under common corruptions (CIFAR-10-C style), model by model.

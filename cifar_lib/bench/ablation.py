@@ -4,8 +4,9 @@
         [--variants ...] [--quick] [--out FILE.json]
 
 The ``airbench94`` recipe (``BASE``) is trained once per seed with every trick (the row "fast":
-it was the fast recipe when the record was made), then once with each trick removed in turn (the rest unchanged), and the ``original`` recipe beside them, all for the same
-number of epochs on the same data, device and threads. A full-size fast run takes about half an
+it was the fast recipe when the record was made), then once with each trick removed in turn
+(the rest unchanged), and the ``original`` recipe beside them, all for the same number of
+epochs on the same data, device and threads. A full-size airbench94 run takes about half an
 hour on a 2-core CPU without native bf16, so the default budget is a narrower network
 (``--widths 32 64 64``, about a sixteenth of the convolution FLOPs) for 4 epochs: each
 variant then trains in about 3 minutes there, and the differences between variants are what
