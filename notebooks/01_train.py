@@ -258,7 +258,7 @@ print("output for a batch of 2 images:", tuple(net.eval()(torch.zeros(2, 3, 32, 
 # The fast recipe gets to 94% in ten epochs where the original gets to 64% in two. No single trick
 # does it; each figure below is drawn from the library code that `fit` runs. They show the fast
 # recipe, whatever `recipe` is set to. Most of its ideas are Keller Jordan's airbench94 (the
-# recipe `airbench94` here, the fast default until November 2026); the fast recipe adds
+# recipe `airbench94` here, the fast default until 2026-11-26); the fast recipe adds
 # airbench94_muon's optimiser for the filters and trains the first epochs on smaller crops,
 # which together make it about 0.7× as long on a CPU for the same 94% (benchmarks/README.md).
 #
@@ -288,10 +288,9 @@ plot_whitening(whitening, held_out)
 # ### The learning-rate schedule
 # The original recipe's Adam uses one constant rate. The fast recipe lets the step size fall
 # linearly from its peak at the first step to 0 at the last (a *triangle* schedule whose peak
-# is at the start), so that the last steps settle into
-# a minimum instead of bouncing around it. One multiplier scales both of its optimisers: Muon
-# for the convolution filters (below) and SGD with Nesterov momentum for the rest (the head,
-# the BatchNorm and whitening biases). airbench94, SGD throughout, also needs a warm-up: its
+# is at the start), so that the last steps settle into a minimum instead of bouncing around
+# it. One multiplier scales both of its optimisers: Muon for the convolution filters (below)
+# and SGD with Nesterov momentum for the rest (the head, the BatchNorm and whitening biases). airbench94, SGD throughout, also needs a warm-up: its
 # *triangle* schedule starts at 0.2 × the peak and reaches it at 23% of training, because the
 # fresh net and its BatchNorm statistics cannot take big SGD steps yet; Muon's steps have a
 # fixed size whatever the gradient's, and need none. `train_step` sets every step's rate from
