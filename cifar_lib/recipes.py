@@ -73,7 +73,7 @@ RECIPES["fast_muon"] = RECIPES["airbench94"].replace(
 # brightness (±0.14) and contrast (1 ± 0.13) per training image, the values of the Hive's
 # speedrun record (github.com/hiverge/cifar10-speedrun): nearly free, and worth about 0.15 points
 # here (94.15% against 93.99% without, the same five seeds). Measured side by side on a 2-core
-# Intel Xeon without native bf16: 0.71× the anchor's time.
+# Intel Xeon without native bf16: 0.71× the anchor's time (0.76× in a second, one-seed pair).
 RECIPES["fast_muon_crop"] = RECIPES["fast_muon"].replace(epochs=10, crop_epochs=6, crop_size=24,
                                                          tta_fraction=0.3, brightness=0.1399,
                                                          contrast=0.1308)

@@ -412,7 +412,8 @@ print("the same as cifar_lib's orthogonalize:", torch.allclose(x, orthogonalize(
 #
 # The fast recipe itself was measured against airbench94 (`recipe = "airbench94"`) side by side
 # on a 2-core Intel Xeon without native bf16: 0.71× the time per run, at 94.15% ± 0.13 over five
-# seeds (lowest 93.99%), against 94.33% for one airbench94 run (`benchmarks/README.md`).
+# seeds (lowest 93.99%), against 94.33% for one airbench94 run; a second pair the same day
+# gave 0.76× (`benchmarks/README.md`).
 
 # %%
 from cifar_lib.bench.throughput import estimate_fit_seconds
