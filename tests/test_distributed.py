@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 # here; the fast recipe's Muon orthogonalises the synchronised gradients on each rank, and its
 # first epoch of 3 is on crops (each rank its share of the draws).
 TINY = dict(epochs=3, whiten_bias_epochs=1, device="cpu", precision="fp32", lr=0.4,
-                 model_kwargs={"widths": (16, 32, 32)})
+            model_kwargs={"widths": (16, 32, 32)})
 
 WORKERS = Path(__file__).resolve().parent / "workers"  # recipe_worker.py, failing_worker.py
 

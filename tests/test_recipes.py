@@ -24,10 +24,9 @@ def _measured(recipe: str, record: dict) -> list[float]:
     if recipe == "original":
         return [100 * record["seed_recipe_history"][-1]["test_acc"]]
     former, until = FORMER_NAMES.get(recipe, (None, ""))
-    if record["recipe"] == former and record["date"] < until:
-        return record["test_acc"]
-    # the record's recipe under its own name, or another name for the very same settings
-    assert get_recipe(record["recipe"]) == get_recipe(recipe)
+    if not (record["recipe"] == former and record["date"] < until):
+        # the record's recipe under its own name, or another name for the very same settings
+        assert get_recipe(record["recipe"]) == get_recipe(recipe)
     return record["test_acc"]
 
 

@@ -95,8 +95,8 @@ def test_whitening_bias_trains_in_epoch_one_only(freeze_runs):
 
 
 def test_resume_under_bf16_autocast_is_bit_identical(data, tmp_path):
-    cfg = _tiny_airbench(precision="bf16", train_subset=128, model_kwargs={"widths": (8, 16, 16)},
-                     epochs=2)
+    cfg = _tiny_airbench(precision="bf16", train_subset=128,
+                         model_kwargs={"widths": (8, 16, 16)}, epochs=2)
     full = fit(cfg, *data, run_dir=tmp_path / "full", progress=False)
     assert full.metrics["precision"] == "bfloat16"
     resumed = _interrupted_then_resumed(cfg, data, tmp_path / "cut", after=1)
