@@ -38,8 +38,8 @@
 #
 # How long the fast recipe trains depends on the processor (two cores each): about 19 minutes
 # on the Intel Xeon without native bf16 that made the outputs below (airbench94, the recipe it
-# replaced as the default, took 24 there and 17 on an AMD EPYC with native bf16, where the
-# fast recipe is not measured yet); CPUs with neither bf16 nor AVX-512 (AVX2 only) should be
+# replaced as the default, took 26 there the same day, and 17 on an AMD EPYC with native bf16
+# in a record of 2026-11-25, where the fast recipe is not measured yet); CPUs with neither bf16 nor AVX-512 (AVX2 only) should be
 # slower still (not measured here yet). A GPU (Colab: *Runtime → Change runtime type → GPU*) is
 # far faster; GPU times are not measured for this course yet. The cell just before training
 # times a few steps on your machine and says how long the wait will be, and how to make it
