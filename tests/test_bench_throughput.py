@@ -68,6 +68,21 @@ def test_cpu_rows_are_measured(quick_record):
     assert cpu["original"]["channels_last"] is False and cpu["fast_small"]["channels_last"] is True
     assert cpu["original"]["model"] == "simple_cnn" and cpu["fast_small"]["model"] == "airbench"
     assert cpu["original"]["batch_size"] == 128  # the synthetic set has 200 training images
+    assert all(r["crop_size"] is None and r["crop_images_per_s"] is None for r in cpu.values())
+
+
+def test_a_recipe_with_crop_epochs_is_timed_on_its_crops_too(monkeypatch, synthetic_root):
+    real = tp.configure
+    monkeypatch.setattr(tp, "configure", lambda name, quick, device: real(
+        "fast", quick=True, device=device).replace(epochs=2, crop_epochs=1, crop_size=20,
+                                                   batch_size=50))
+    shapes = []
+    original_step = tp.train_step
+    monkeypatch.setattr(tp, "train_step", lambda t, x, y, i: (shapes.append(tuple(x.shape[2:])),
+                                                              original_step(t, x, y, i))[1])
+    [row] = tp.run(["fast"], devices="cpu", steps=2, warmup=1, root=synthetic_root, quick=True)
+    assert row["crop_size"] == 20 and row["crop_images_per_s"] > 0 and row["images_per_s"] > 0
+    assert shapes == [(32, 32)] * 3 + [(20, 20)] * 3  # whole images, then the crops
 
 
 def test_gpu_rows_say_there_is_no_gpu(quick_record):

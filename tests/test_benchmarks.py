@@ -54,6 +54,16 @@ def test_environment_names_the_cpu_and_its_flags():
     assert not hasattr(records, "command_line")  # the command comes from the parsed arguments
 
 
+def test_cpu_id_tells_generations_apart(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    block = "processor\t: {}\nvendor_id\t: AuthenticAMD\ncpu family\t: {}\nmodel\t\t: {}\n" \
+            "model name\t: AMD EPYC\nflags\t\t: fpu avx2\n\n"
+    cpuinfo.write_text(block.format(0, 26, 2) + block.format(1, 25, 17))
+    assert records.cpu_id(cpuinfo) == {"vendor": "AuthenticAMD", "family": 26, "model": 2}
+    assert records.cpu_id(tmp_path / "absent") == {}
+    assert set(records.environment()["cpu_id"]) <= {"vendor", "family", "model"}
+
+
 def test_original_as_ran_reads_a_synchronised_clock(monkeypatch, synthetic_root, one_thread):
     from cifar_lib.data import load_cifar10
     clocks = []

@@ -34,9 +34,30 @@ def cpu_flags() -> dict:
             "avx2": "avx2" in flags}
 
 
+def cpu_id(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """The CPU's vendor, family and model numbers from /proc/cpuinfo (empty elsewhere): the model
+    name alone does not tell two generations apart (on AMD, family 25 is Zen 3 and Zen 4, 26 is
+    Zen 5), and CPU timings change with the generation."""
+    fields = {"vendor_id": "vendor", "cpu family": "family", "model": "model"}
+    found = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in fields and fields[key.strip()] not in found:
+                    value = value.strip()
+                    found[fields[key.strip()]] = int(value) if value.isdigit() else value
+                if not line.strip() and found:  # the first processor's block is enough
+                    break
+    except OSError:
+        pass
+    return found
+
+
 def environment() -> dict:
-    """What the numbers depend on: CPU model and flags, threads, GPU, library versions."""
-    return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
+    """What the numbers depend on: CPU model, generation and flags, threads, GPU, versions."""
+    return {"cpu": cpu_model(), "cpu_id": cpu_id(), "cpu_flags": cpu_flags(),
+            "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda,

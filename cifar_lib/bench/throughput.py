@@ -38,7 +38,7 @@ STEPS, WARMUP = 20, 3
 QUICK_STEPS, QUICK_WARMUP = 3, 2
 ROW_KEYS = ("recipe", "model", "device", "device_name", "status", "precision", "channels_last",
             "batch_size", "warmup", "steps", "seconds", "seconds_per_step", "images_per_s",
-            "speedup_vs_cpu")
+            "crop_size", "crop_images_per_s", "speedup_vs_cpu")
 
 
 def devices_for(requested: str | Sequence[str] = "auto") -> list[str]:
@@ -185,7 +185,8 @@ def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] =
         steps: int | None = None, warmup: int | None = None, root=None, quick: bool = False,
         download: bool = False, log: Callable[[str], None] | None = None) -> list[dict]:
     """One row (ROW_KEYS) per recipe × device: training images/s over ``steps`` timed steps
-    after ``warmup`` untimed ones (None: 20 and 3, or 3 and 2 when ``quick``), seconds per
+    after ``warmup`` untimed ones (for a recipe with crop epochs, also on its first crop epoch's
+    ``crop_size``: ``crop_images_per_s``) (None: 20 and 3, or 3 and 2 when ``quick``), seconds per
     step, the autocast precision ('fp32' when none), channels-last, batch size, device name
     (CPU model or GPU name), ``speedup_vs_cpu`` (None where no GPU), and 'status': 'ok' or
     NO_GPU. ``quick``: each recipe's quick settings (2,048 training images, batch ≤ 256, and no
@@ -216,6 +217,10 @@ def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] =
                        precision=precision_name(t.amp_dtype),
                        channels_last=t.batches.channels_last)
             row.update(measure(t, steps, warmup))
+            if cfg.crop_epochs:  # its first epochs train on smaller windows: time those too
+                row["crop_size"] = t.batches.crop_size = cfg.crop_size_at(0)
+                row["crop_images_per_s"] = measure(t, steps, warmup)["images_per_s"]
+                t.batches.crop_size = None
             rows.append(row)
             log(f"{recipe:10s} {dev:7s}: {row['images_per_s']:,.0f} images/s")
             del t
@@ -234,6 +239,8 @@ COLUMNS = {
     "precision": "precision", "channels last": "channels_last", "batch": "batch_size",
     "ms / step": lambda r: _fmt(r["seconds_per_step"] and 1e3 * r["seconds_per_step"], ".4g"),
     "images/s": lambda r: _fmt(r["images_per_s"], ",.0f"),
+    "images/s on crops": lambda r: _fmt(r["crop_images_per_s"], ",.0f")
+                                   + (f" ({r['crop_size']}²)" if r["crop_size"] else ""),
     "speed-up vs CPU": lambda r: _fmt(r["speedup_vs_cpu"], ".1f") + ("×" if r["speedup_vs_cpu"]
                                                                        else ""),
     "status": "status",
