@@ -33,6 +33,9 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
     epochs: int = 2
     batch_size: int = 128
+    micro_batch: int | None = None       # forward/backward this many images at a time and sum
+                                         # their gradients: one optimiser step per batch_size, less
+                                         # memory at once (BatchNorm sees each micro-batch alone)
     optimizer: str = "adam"              # "adam", "sgd" (Nesterov momentum) or "muon" (Muon for
                                          # conv filters, Nesterov SGD for the rest)
     lr: float = 1e-3                     # peak learning rate, for the mean loss over a batch
@@ -125,7 +128,7 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("whiten_bias_epochs", "translate", "eval_every", "seed", "crop_epochs"):
         _check(_is_int(getattr(cfg, name)) and getattr(cfg, name) >= 0, name,
                "a whole number ≥ 0", getattr(cfg, name))
-    for name in ("train_subset", "test_subset"):
+    for name in ("train_subset", "test_subset", "micro_batch"):
         value = getattr(cfg, name)
         _check(value is None or (_is_int(value) and value >= 1), name,
                "None (all) or a whole number ≥ 1", value)

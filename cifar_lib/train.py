@@ -6,6 +6,8 @@ backward, step, lookahead), an evaluation and a checkpoint per epoch, and ``fina
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 import random
 import time
@@ -226,18 +228,34 @@ def restore(t: Training, ckpt_path: Path | None) -> None:
 
 def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on a batch (x float N×3×32×32, y int64 N) at global ``step``;
-    returns (loss, logits N×10), still on the device: reading them would wait for the GPU."""
+    """One optimiser step on a batch (x float N×3×32×32, y int64 N) at global ``step``, in
+    micro-batches of ``cfg.micro_batch`` images when set (gradients summed, one step); returns
+    (loss, logits N×10), still on the device: reading them would wait for the GPU."""
     cfg = t.cfg
     for group in t.optimizer.param_groups:
         epochs = group.get("schedule_epochs")  # a group on a shorter schedule of its own
         total = epochs * t.steps_per_epoch if epochs else t.total_steps
         group["lr"] = group.get("base_lr", cfg.lr) * lr_multiplier(cfg, step, total)
-    with autocast(t.device, t.amp_dtype):
-        logits = t.ddp_model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     t.optimizer.zero_grad(set_to_none=True)
-    t.scaler.scale(loss).backward()
+    parts = list(zip(x.split(cfg.micro_batch), y.split(cfg.micro_batch))) if cfg.micro_batch \
+        else [(x, y)]
+    losses, logits = [], []
+    for k, (xk, yk) in enumerate(parts):
+        # Under DDP the gradients are averaged across ranks once, after the last micro-batch.
+        last = k == len(parts) - 1
+        sync = contextlib.nullcontext() if last else getattr(t.ddp_model, "no_sync",
+                                                             contextlib.nullcontext)()
+        with sync:
+            with autocast(t.device, t.amp_dtype):
+                out = t.ddp_model(xk)
+                # the batch's mean loss, as a sum of the micro-batches' weighted means
+                part = F.cross_entropy(out, yk, label_smoothing=cfg.label_smoothing) \
+                    * (len(yk) / len(y))
+            t.scaler.scale(part).backward()
+        losses.append(part.detach())
+        logits.append(out.detach() if len(parts) > 1 else out)
+    loss = torch.stack(losses).sum() if len(parts) > 1 else losses[0]
+    logits = torch.cat(logits) if len(parts) > 1 else logits[0]
     t.scaler.step(t.optimizer)
     t.scaler.update()
     if t.lookahead is not None and (step + 1) % 5 == 0:

@@ -26,6 +26,7 @@ from cifar_lib.recipes import QUICK, RECIPES, configure, get_recipe
 BAD_VALUES = [
     ("epochs", -1), ("epochs", 0), ("epochs", 2.5), ("epochs", True),
     ("batch_size", 0),
+    ("micro_batch", 0),
     ("lr", 0), ("lr", -1), ("lr", math.nan), ("lr", math.inf),
     ("momentum", 1.0),
     ("weight_decay", -0.1),

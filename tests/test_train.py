@@ -70,6 +70,58 @@ def test_final_tta_evaluation_uses_the_configs_tta_fraction(data, monkeypatch):
     assert calls == [(0, 0.3), (2, 0.3)]  # the epoch's plain evaluation, then the TTA one
 
 
+def _one_step(cfg, data, x, y):
+    """One train_step of a fresh ``prepare(cfg)`` on (x, y): (loss, logits, parameters)."""
+    from cifar_lib.train import prepare, train_step
+    torch.manual_seed(0)
+    t = prepare(cfg, data[0], torch.device("cpu"))
+    loss, logits = train_step(t, x, y, 0)
+    return t, loss, logits, [p.detach().clone() for p in t.model.parameters()]
+
+
+def test_micro_batches_give_the_whole_batchs_step(data):
+    """Without BatchNorm the summed micro-batch gradients are the whole batch's: same step."""
+    x, y = torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))
+    # SGD: Adam's first step, lr·sign(gradient), would magnify rounding in near-zero gradients
+    cfg = _tiny("original", batch_size=40, optimizer="sgd", lr=0.5)
+    _, loss, logits, params = _one_step(cfg, data, x, y)
+    _, loss_mb, logits_mb, params_mb = _one_step(cfg.replace(micro_batch=16), data, x, y)
+    assert logits_mb.shape == (40, 10) and torch.allclose(logits_mb, logits, atol=1e-6)
+    assert loss_mb.item() == pytest.approx(loss.item(), rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(params, params_mb))
+    from cifar_lib.train import prepare
+    torch.manual_seed(0)
+    before = prepare(cfg, data[0], torch.device("cpu")).model.parameters()
+    assert not all(torch.equal(a, b) for a, b in zip(params, before))  # the step did move
+
+
+def test_micro_batches_sync_data_parallel_gradients_once(data, monkeypatch):
+    """Under DDP only the last micro-batch's backward averages across ranks (no_sync before)."""
+    from cifar_lib import train as train_module
+    cfg = _tiny("fast", batch_size=40, micro_batch=16)
+    t = train_module.prepare(cfg, data[0], torch.device("cpu"))
+    calls = []
+
+    class Wrapped(torch.nn.Module):  # stands in for DistributedDataParallel
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            calls.append(len(x))
+            return self.inner(x)
+
+        def no_sync(self):
+            import contextlib
+            calls.append("no_sync")
+            return contextlib.nullcontext()
+    t.ddp_model = Wrapped(t.model)
+    loss, logits = train_module.train_step(t, torch.randn(40, 3, 32, 32),
+                                           torch.randint(0, 10, (40,)), 0)
+    assert calls == ["no_sync", 16, "no_sync", 16, 8] and logits.shape == (40, 10)
+    assert torch.isfinite(loss)
+
+
 def test_same_seed_same_weights_and_other_seed_differs(data):
     def weights(seed):
         return fit(_tiny("fast", seed=seed), *data, progress=False).model.state_dict()
@@ -79,7 +131,7 @@ def test_same_seed_same_weights_and_other_seed_differs(data):
 
 
 def test_unknown_recipe_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="nope.*airbench94, fast, fast_muon, fast_muon_crop, fast_short, fast_small, muon_small, original.*seed = original"):
+    with pytest.raises(ValueError, match="nope.*airbench94, fast, fast_micro, fast_muon, fast_muon_crop, fast_short, fast_small, muon_small, original.*seed = original"):
         configure("nope")
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
         configure("original", epoch=3)
