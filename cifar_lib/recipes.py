@@ -8,8 +8,8 @@
 - ``fast_muon``: airbench94_muon: Muon for the conv filters, batch 2000, 8 epochs, no lookahead.
 - ``fast_muon_crop``: ``fast_muon`` for 10 epochs, the first 6 on random 24×24 crops, random
   brightness and contrast, and TTA for the least confident 30% of test images only: 0.71× the
-  anchor's time per run, 94.15% over five seeds, on a 2-core Intel Xeon without native bf16
-  (benchmarks/README.md).
+  anchor's time per run, 94.15% over five seeds, on a 2-core Intel Xeon without native bf16;
+  0.875×, 94.14%, on an AMD EPYC with native bf16 (benchmarks/README.md).
 - ``fast_micro``: ``fast_muon_crop`` computed in micro-batches of 1,000 (the same optimiser
   steps; BatchNorm statistics per 1,000): a candidate for CPUs with native bf16.
 - ``fast_short``: a shorter budget for slow machines: airbench94 at widths 32/64/64 for
@@ -75,7 +75,8 @@ RECIPES["fast_muon"] = RECIPES["airbench94"].replace(
 # brightness (±0.14) and contrast (1 ± 0.13) per training image, the values of the Hive's
 # speedrun record (github.com/hiverge/cifar10-speedrun): nearly free, and worth about 0.15 points
 # here (94.15% against 93.99% without, the same five seeds). Measured side by side on a 2-core
-# Intel Xeon without native bf16: 0.71× the anchor's time (0.76× in a second, one-seed pair).
+# Intel Xeon without native bf16: 0.71× the anchor's time (0.76× in a second, one-seed pair);
+# on an AMD EPYC with native bf16 0.875× (there bf16 makes the convolutions cheap, not the rest).
 RECIPES["fast_muon_crop"] = RECIPES["fast_muon"].replace(epochs=10, crop_epochs=6, crop_size=24,
                                                          tta_fraction=0.3, brightness=0.1399,
                                                          contrast=0.1308)

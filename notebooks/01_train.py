@@ -38,8 +38,8 @@
 #
 # How long the fast recipe trains depends on the processor (two cores each): about 19 minutes
 # on the Intel Xeon without native bf16 that made the outputs below (airbench94, the recipe it
-# replaced as the default, took 26 there the same day, and 17 on an AMD EPYC with native bf16
-# in a record of 2026-11-25, where the fast recipe is not measured yet); CPUs with neither bf16 nor AVX-512 (AVX2 only) should be
+# replaced as the default, took 26 there the same day), and 8 on an AMD EPYC (Zen 5) with
+# native bf16 (airbench94: 9); CPUs with neither bf16 nor AVX-512 (AVX2 only) should be
 # slower still (not measured here yet). A GPU (Colab: *Runtime → Change runtime type → GPU*) is
 # far faster; GPU times are not measured for this course yet. The cell just before training
 # times a few steps on your machine and says how long the wait will be, and how to make it
@@ -413,7 +413,9 @@ print("the same as cifar_lib's orthogonalize:", torch.allclose(x, orthogonalize(
 # The fast recipe itself was measured against airbench94 (`recipe = "airbench94"`) side by side
 # on a 2-core Intel Xeon without native bf16: 0.71× the time per run, at 94.15% ± 0.13 over five
 # seeds (lowest 93.99%), against 94.33% for one airbench94 run; a second pair the same day
-# gave 0.76× (`benchmarks/README.md`).
+# gave 0.76×. On an AMD EPYC with native bf16 it gained less: 0.875× (94.14% ± 0.15 over five
+# seeds), because there the convolutions are cheap and the memory-bound rest of a step is not
+# (`benchmarks/README.md`).
 
 # %%
 from cifar_lib.bench.throughput import estimate_fit_seconds
