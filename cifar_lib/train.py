@@ -7,7 +7,6 @@ backward, step, lookahead), an evaluation and a checkpoint per epoch, and ``fina
 from __future__ import annotations
 
 import contextlib
-
 import math
 import random
 import time
@@ -237,14 +236,13 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int
         total = epochs * t.steps_per_epoch if epochs else t.total_steps
         group["lr"] = group.get("base_lr", cfg.lr) * lr_multiplier(cfg, step, total)
     t.optimizer.zero_grad(set_to_none=True)
-    parts = list(zip(x.split(cfg.micro_batch), y.split(cfg.micro_batch))) if cfg.micro_batch \
-        else [(x, y)]
+    size = cfg.micro_batch or len(y)
+    parts = list(zip(x.split(size), y.split(size)))
     losses, logits = [], []
     for k, (xk, yk) in enumerate(parts):
         # Under DDP the gradients are averaged across ranks once, after the last micro-batch.
-        last = k == len(parts) - 1
-        sync = contextlib.nullcontext() if last else getattr(t.ddp_model, "no_sync",
-                                                             contextlib.nullcontext)()
+        sync = contextlib.nullcontext() if k == len(parts) - 1 else getattr(
+            t.ddp_model, "no_sync", contextlib.nullcontext)()
         with sync:
             with autocast(t.device, t.amp_dtype):
                 out = t.ddp_model(xk)
@@ -253,9 +251,8 @@ def train_step(t: Training, x: torch.Tensor, y: torch.Tensor, step: int
                     * (len(yk) / len(y))
             t.scaler.scale(part).backward()
         losses.append(part.detach())
-        logits.append(out.detach() if len(parts) > 1 else out)
-    loss = torch.stack(losses).sum() if len(parts) > 1 else losses[0]
-    logits = torch.cat(logits) if len(parts) > 1 else logits[0]
+        logits.append(out.detach())
+    loss, logits = torch.stack(losses).sum(), torch.cat(logits)
     t.scaler.step(t.optimizer)
     t.scaler.update()
     if t.lookahead is not None and (step + 1) % 5 == 0:

@@ -1,4 +1,5 @@
 import json
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -95,7 +96,7 @@ def test_micro_batches_give_the_whole_batchs_step(data):
     assert not all(torch.equal(a, b) for a, b in zip(params, before))  # the step did move
 
 
-def test_micro_batches_sync_data_parallel_gradients_once(data, monkeypatch):
+def test_micro_batches_sync_data_parallel_gradients_once(data):
     """Under DDP only the last micro-batch's backward averages across ranks (no_sync before)."""
     from cifar_lib import train as train_module
     cfg = _tiny("fast", batch_size=40, micro_batch=16)
@@ -112,9 +113,8 @@ def test_micro_batches_sync_data_parallel_gradients_once(data, monkeypatch):
             return self.inner(x)
 
         def no_sync(self):
-            import contextlib
             calls.append("no_sync")
-            return contextlib.nullcontext()
+            return nullcontext()
     t.ddp_model = Wrapped(t.model)
     loss, logits = train_module.train_step(t, torch.randn(40, 3, 32, 32),
                                            torch.randint(0, 10, (40,)), 0)

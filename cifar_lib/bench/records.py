@@ -22,14 +22,24 @@ from ..device import cpu_has_native_bf16, cpu_model
 Column = str | Callable[[dict], Any]
 
 
+def _cpuinfo(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """/proc/cpuinfo as {key: its first value} (the first processor's, as all are alike; empty
+    where the file is absent)."""
+    found = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                found.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return found
+
+
 def cpu_flags() -> dict:
     """The CPU features CPU timings depend on: native bf16 (AVX512-BF16/AMX), AVX-512F, AVX2."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith(("flags", "Features"))), [])
-    except OSError:
-        flags = []
+    info = _cpuinfo()
+    flags = (info.get("flags") or info.get("Features") or "").split()
     return {"native_bf16": cpu_has_native_bf16(), "avx512f": "avx512f" in flags,
             "avx2": "avx2" in flags}
 
@@ -38,20 +48,10 @@ def cpu_id(cpuinfo: str = "/proc/cpuinfo") -> dict:
     """The CPU's vendor, family and model numbers from /proc/cpuinfo (empty elsewhere): the model
     name alone does not tell two generations apart (on AMD, family 25 is Zen 3 and Zen 4, 26 is
     Zen 5), and CPU timings change with the generation."""
+    info = _cpuinfo(cpuinfo)
     fields = {"vendor_id": "vendor", "cpu family": "family", "model": "model"}
-    found = {}
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in fields and fields[key.strip()] not in found:
-                    value = value.strip()
-                    found[fields[key.strip()]] = int(value) if value.isdigit() else value
-                if not line.strip() and found:  # the first processor's block is enough
-                    break
-    except OSError:
-        pass
-    return found
+    return {name: int(info[key]) if info[key].isdigit() else info[key]
+            for key, name in fields.items() if key in info}
 
 
 def environment() -> dict:

@@ -185,11 +185,11 @@ def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] =
         steps: int | None = None, warmup: int | None = None, root=None, quick: bool = False,
         download: bool = False, log: Callable[[str], None] | None = None) -> list[dict]:
     """One row (ROW_KEYS) per recipe × device: training images/s over ``steps`` timed steps
-    after ``warmup`` untimed ones (for a recipe with crop epochs, also on its first crop epoch's
-    ``crop_size``: ``crop_images_per_s``) (None: 20 and 3, or 3 and 2 when ``quick``), seconds per
+    after ``warmup`` untimed ones (None: 20 and 3, or 3 and 2 when ``quick``), seconds per
     step, the autocast precision ('fp32' when none), channels-last, batch size, device name
     (CPU model or GPU name), ``speedup_vs_cpu`` (None where no GPU), and 'status': 'ok' or
-    NO_GPU. ``quick``: each recipe's quick settings (2,048 training images, batch ≤ 256, and no
+    NO_GPU; for a recipe with crop epochs also images/s on its first crop epoch's windows
+    (``crop_size``, ``crop_images_per_s``; None otherwise). ``quick``: each recipe's quick settings (2,048 training images, batch ≤ 256, and no
     larger than the data). ``devices``: see ``devices_for``. ``root``, ``download``: as for
     ``load_cifar10``.
     """
