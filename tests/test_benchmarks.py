@@ -154,6 +154,22 @@ def test_train_record_goes_to_one_file_per_kind_of_machine(monkeypatch):
     monkeypatch.setattr(bench_train, "cpu_has_native_bf16", lambda: False)
     assert bench_train.machine_kind(torch.device("cpu")) == "cpu-fp32"
     assert bench_train.machine_kind(torch.device("cuda", 0)) == "cuda"
+    # A forced precision is another record: fp32 on a bf16 CPU must not overwrite its own.
+    assert bench_train.default_out(torch.device("cpu"), "fp32") == (
+        "benchmarks/results/train_cpu-fp32_fp32.json")
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("forced, expected", [("fp32", "fp32"), ("bf16", "bfloat16")])
+def test_a_forced_precision_reaches_every_run_and_the_fingerprint(cifar10, one_thread, forced,
+                                                                  expected):
+    train, test = cifar10
+    row = bench_train.train_once("fast", 0, train, test, torch.device("cpu"), True, forced)
+    assert row["precision"] == expected
+    own = bench_train.fingerprint("fast", "airbench94", torch.device("cpu"), True)
+    fp = bench_train.fingerprint("fast", "airbench94", torch.device("cpu"), True, forced)
+    assert {r["precision"] for r in fp["recipes"].values()} == {forced}
+    assert fp["recipes"] != own["recipes"]  # progress measured otherwise cannot be resumed
 
 
 def test_summarize_reports_time_to_goal_only_when_the_mean_reaches_it():

@@ -1,7 +1,8 @@
 """Training: a recipe against the airbench94 anchor, and the race to the original's 64%.
 
     python -m cifar_lib bench train [--recipe fast] [--seeds 0 1 2 3 4]
-                                    [--anchor-seeds 0 1 2 3 4] [--device auto] [--quick] [--resume]
+                                    [--anchor-seeds 0 1 2 3 4] [--device auto] [--precision P]
+                                    [--quick] [--resume]
 
 1. Recipe against anchor: ``--recipe`` (default ``fast``) once per seed and the anchor
    (``airbench94``, airbench94's published hyperparameters) once per anchor seed, the anchor's
@@ -16,7 +17,9 @@
    clock is read), evaluated at the end of each epoch: the same rule for both.
 Prints a markdown table and writes a JSON record, by default one per kind of machine
 (``benchmarks/results/train_<kind>.json``, kind: cuda, mps, cpu-bf16 or cpu-fp32), because CPU
-times depend above all on whether the CPU has native bf16.
+times depend above all on whether the CPU has native bf16. ``--precision fp32`` races both
+recipes without autocast on a CPU that has it (record ``train_<kind>_fp32.json``): the same
+arithmetic as a CPU without native bf16, on this CPU's caches and vector units.
 
 Ten full runs take hours on a CPU, so none is lost: after each run the rows so far go to
 ``<record>.progress.json``, and ``--resume`` continues from it, if it was measured with the same
@@ -66,8 +69,10 @@ def machine_kind(device: torch.device) -> str:
     return "cpu-bf16" if cpu_has_native_bf16() else "cpu-fp32"
 
 
-def default_out(device: torch.device) -> str:
-    return f"benchmarks/results/train_{machine_kind(device)}.json"
+def default_out(device: torch.device, precision: str | None = None) -> str:
+    """``train_<kind>.json``; ``train_<kind>_<precision>.json`` when the precision is forced."""
+    forced = f"_{precision}" if precision else ""
+    return f"benchmarks/results/train_{machine_kind(device)}{forced}.json"
 
 
 def time_to(history: list[dict], target: float = TARGET) -> float | None:
@@ -110,12 +115,12 @@ def original_as_ran(test: CifarSplit, root=None, device: str | torch.device = "c
 
 
 def train_once(recipe: str, seed: int, train: CifarSplit, test: CifarSplit,
-               device: torch.device, quick: bool) -> dict:
+               device: torch.device, quick: bool, precision: str | None = None) -> dict:
     """One full run of ``recipe``: its row (test_acc with the recipe's TTA, in %, and seconds
-    from loaded data to that accuracy)."""
+    from loaded data to that accuracy). ``precision``: None for the recipe's own."""
     # eval_every=0: evaluate once, at the end (with the recipe's TTA).
     cfg = configure(recipe, quick=quick, seed=seed, eval_every=0, device=str(device),
-                    **_subsets(quick))
+                    precision=precision, **_subsets(quick))
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     t0 = synced_clock(device)
     m = fit(cfg, train, test, progress=not quick).metrics
@@ -145,12 +150,14 @@ def progress_path(out) -> Path:
     return out.with_name(out.stem + ".progress.json")
 
 
-def fingerprint(recipe: str, anchor: str, device: torch.device, quick: bool) -> dict:
-    """What rows must share to be compared: both recipes' settings, the device, and the CPU,
-    its flags, torch's threads and version (and the GPU)."""
+def fingerprint(recipe: str, anchor: str, device: torch.device, quick: bool,
+                precision: str | None = None) -> dict:
+    """What rows must share to be compared: both recipes' settings (with ``precision`` when
+    forced), the device, and the CPU, its flags, torch's threads and version (and the GPU)."""
     env = environment()
     machine = {k: env[k] for k in ("cpu", "cpu_flags", "torch_threads", "torch", "gpu")}
-    recipes = {name: configure(name, quick=quick).to_dict() for name in (recipe, anchor)}
+    recipes = {name: configure(name, quick=quick, precision=precision).to_dict()
+               for name in (recipe, anchor)}
     # as JSON holds it (tuples become lists), so that a saved fingerprint compares equal
     return json_safe({"recipes": recipes, "device": str(device), "quick": quick,
                       "machine": machine})
@@ -199,12 +206,14 @@ def run_order(n_recipe: int, n_anchor: int) -> list[tuple[str, int]]:
 
 def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device: str = "auto",
         download: bool = False, recipe: str = RECIPE, anchor: str = ANCHOR,
-        done: Sequence[dict] = (), on_run: Callable[[list[dict]], None] | None = None) -> dict:
+        done: Sequence[dict] = (), on_run: Callable[[list[dict]], None] | None = None,
+        precision: str | None = None) -> dict:
     """Both parts of the benchmark on one ``device`` ('auto': the best present); returns the
     record's fields, with every run's row under 'runs'. ``quick``: 512 training and 256 test
     images, one epoch each, the original pipeline without worker processes. ``done``: rows
     already measured (from ``load_progress``), reused rather than run again; ``on_run``
-    receives all rows so far after each new run."""
+    receives all rows so far after each new run. ``precision``: forced on both recipes and the
+    time-to-64% racer (None: each recipe's own; the original pipeline is fp32 as it ran)."""
     dev = select_device(device)
     train, test = load_cifar10(root, download=download)
     measured = {(r["recipe"], r["seed"]): r for r in done}
@@ -214,7 +223,7 @@ def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device:
         name, seed_list, rows = parts[part]
         row = measured.get((name, seed_list[i]))
         if row is None:
-            row = train_once(name, seed_list[i], train, test, dev, quick)
+            row = train_once(name, seed_list[i], train, test, dev, quick, precision)
             measured[(name, seed_list[i])] = row
             if on_run:
                 on_run(list(measured.values()))
@@ -222,8 +231,8 @@ def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device:
         runs.append(row)
     ours, theirs = summarize(our_rows), summarize(their_rows)
     small = _subsets(quick)
-    racer = fit(configure(RACER, quick=quick, device=str(dev), **small), train, test,
-                progress=False).history
+    racer = fit(configure(RACER, quick=quick, device=str(dev), precision=precision, **small),
+                train, test, progress=False).history
     original = original_as_ran(test.subset(small.get("test_subset")), root, dev,
                                max_epochs=1 if quick else 6, workers=0 if quick else 2,
                                limit=small.get("train_subset"))
@@ -237,7 +246,7 @@ def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device:
         "time_to_64": {"recipe": RACER, "racer": racer_t64, "original": original_t64,
                        "speedup": original_t64 / racer_t64 if racer_t64 and original_t64 else None},
         "racer_history": racer, "original_history": original, "runs": runs,
-        "quick": quick,
+        "quick": quick, "precision_forced": precision,
     }
 
 
@@ -253,13 +262,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N: everything "
                         "runs there (default auto)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="force one precision on every recipe (default: each recipe's own, "
+                        "bf16 only where the CPU or GPU has it natively); --precision fp32 "
+                        "on a CPU with native bf16 measures what it does without")
     add_data_args(p)
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: one epoch on {QUICK_TRAIN:,} training / {QUICK_TEST} test "
                         f"images")
     p.add_argument("--out", default=None,
                    help="JSON record (default benchmarks/results/train_<kind>.json, kind: cuda, "
-                        "mps, cpu-bf16 or cpu-fp32)")
+                        "mps, cpu-bf16 or cpu-fp32; train_<kind>_<precision>.json when forced)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from <record>.progress.json: only the runs "
                         "it lacks are measured")
@@ -271,15 +284,16 @@ def _fmt(value, spec: str, unit: str = "", none: str = "never") -> str:
 
 def main(args: argparse.Namespace) -> int:
     dev = select_device(args.device)
-    out = args.out or default_out(dev)
+    out = args.out or default_out(dev, args.precision)
     progress = progress_path(out)
-    expected = fingerprint(args.recipe, args.anchor, dev, args.quick)
+    expected = fingerprint(args.recipe, args.anchor, dev, args.quick, args.precision)
     done = load_progress(progress, expected, args.resume)
     if done:
         print(f"resuming: {len(done)} run(s) already measured in {progress}")
     result = run(args.seeds, args.anchor_seeds, args.data_root, args.quick, str(dev),
                  args.download, args.recipe, args.anchor, done=done,
-                 on_run=lambda rows: write_json(progress, {"fingerprint": expected, "runs": rows}))
+                 on_run=lambda rows: write_json(progress, {"fingerprint": expected, "runs": rows}),
+                 precision=args.precision)
     print_table(result["runs"], ["recipe", "seed", "test_acc", "test_acc_no_tta", "seconds",
                                  "images_per_second", "precision"])
     print()
@@ -289,8 +303,9 @@ def main(args: argparse.Namespace) -> int:
                   f"{summary['test_acc_std']:.2f} (lowest {summary['test_acc_min']:.2f}) over "
                   f"seeds {summary['seeds']}, {summary['seconds_mean']:.0f} s per run; time to "
                   f"{GOAL:g}%: {_fmt(summary['time_to_goal'], '.0f', ' s', 'not reached')}")
+    forced = f", {args.precision} forced" if args.precision else ""
     print(f"time ratio {args.recipe} / {args.anchor}: {_fmt(result['time_ratio'], '.3f')} "
-          f"on {result['device']} ({result['machine_kind']})")
+          f"on {result['device']} ({result['machine_kind']}{forced})")
     t = result["time_to_64"]
     print(f"time to 64%: {t['recipe']} {_fmt(t['racer'], '.1f', ' s')}, original recipe as it "
           f"ran {_fmt(t['original'], '.1f', ' s')}: "
