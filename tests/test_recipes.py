@@ -50,7 +50,7 @@ def test_expected_accuracy_is_the_recorded_mean(recipe):
 
 
 def test_fast_is_the_fastest_recipe_measured_to_reach_94_percent():
-    assert get_recipe("fast") == get_recipe("fast_muon_crop")
+    assert get_recipe("fast") == get_recipe("fast_micro")
     assert EXPECTED_ACCURACY["fast"][0] >= 94.0 and EXPECTED_ACCURACY["fast"][1] >= 5
     assert get_recipe("airbench94") != get_recipe("fast")  # the anchor stays what it was
 
