@@ -36,16 +36,17 @@
 # - how long a run takes on *your* hardware, measured before it starts;
 # - how a training run is saved (checkpoint + metrics + history) so the next lessons can use it.
 #
-# How long the fast recipe trains depends on the processor (two cores each): about 19 minutes
-# on the Intel Xeon without native bf16 that made the outputs below (airbench94, the recipe it
-# replaced as the default, took 26 there the same day), and 8 on an AMD EPYC (Zen 5) with
-# native bf16 (airbench94: 9); CPUs with neither bf16 nor AVX-512 (AVX2 only) should be
-# slower still (not measured here yet). A GPU (Colab: *Runtime → Change runtime type → GPU*) is
-# far faster; GPU times are not measured for this course yet. The cell just before training
-# times a few steps on your machine and says how long the wait will be, and how to make it
-# shorter. On Colab, set `keep_on_drive = True` to keep
-# the trained run on Google Drive for the next lessons (each notebook gets a fresh runtime);
-# without it, lessons 02–04 use the fast model that ships with `cifar_lib`.
+# How long the fast recipe trains depends on the processor (two cores each): about 7 minutes
+# on the AMD EPYC (Zen 5) with native bf16 that made the outputs below (airbench94, the
+# published recipe it improves on, 9.4 there), 14 on the same CPU with bf16 turned off
+# (airbench94: 21), and about 19 on an Intel Xeon without native bf16 (measured for the same
+# optimiser steps computed whole; airbench94: 26). CPUs with neither bf16 nor AVX-512 (AVX2
+# only) should be slower still (not measured here yet). A GPU (Colab: *Runtime → Change
+# runtime type → GPU*) is far faster; GPU times are not measured for this course yet. The cell
+# just before training times a few steps on your machine and says how long the wait will be,
+# and how to make it shorter. On Colab, set `keep_on_drive = True` to keep the trained run on
+# Google Drive for the next lessons (each notebook gets a fresh runtime); without it, lessons
+# 02–04 use the fast model that ships with `cifar_lib`.
 #
 # Each section ends in a check: the code in view and the tested library agree. **Exercises** are
 # at the end.
@@ -411,10 +412,11 @@ print("the same as cifar_lib's orthogonalize:", torch.allclose(x, orthogonalize(
 # or `compare_original = False`.
 #
 # The fast recipe itself was measured against airbench94 (`recipe = "airbench94"`) side by side
-# on a 2-core Intel Xeon without native bf16: 0.71× the time per run, at 94.15% ± 0.13 over five
-# seeds (lowest 93.99%), against 94.33% for one airbench94 run; a second pair the same day
-# gave 0.76×. On an AMD EPYC with native bf16 it gained less: 0.875× (94.14% ± 0.15 over five
-# seeds), because there the convolutions are cheap and the memory-bound rest of a step is not
+# on a 2-core AMD EPYC (Zen 5): with native bf16 0.725× the time per run, at 94.13% ± 0.09 over
+# five seeds (lowest 93.98%); with bf16 turned off 0.68×, at 94.05% over three seeds. It
+# computes each step of 2,000 images in two halves of 1,000 (`micro_batch`), because on such a
+# CPU a 2,000-image step's activations outgrow the caches: whole steps took 0.875× the anchor's
+# time there with bf16, and 0.71–0.76× on an Intel Xeon without native bf16
 # (`benchmarks/README.md`).
 
 # %%

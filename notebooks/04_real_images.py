@@ -244,17 +244,18 @@ if known:
 # Photos are not CIFAR-10. Its images are small, centred, single objects; a photo is often a
 # scene (a dog on a porch beside a bicycle, a herd on a hillside) that becomes a few blurry
 # blobs at 32×32. The two close-ups, cut from those very photos so that the animal fills the
-# frame as in CIFAR-10, show the difference: the same dog (97%) and the same kind of horse
-# (99%) are recognised once they fill the frame. In the porch scene nothing wins (with TTA the
-# top class is "truck" at 24%, without it "cat" at 19%, its evidence on the floor), and the
+# frame as in CIFAR-10, show the difference: the same dog (96%) and the same kind of horse
+# (over 99%) are recognised once they fill the frame. In the porch scene nothing wins (the top
+# class is "cat", at 36% with TTA and 19% without, its evidence on the floor), and the
 # evidence for "dog" sits on the small dog at the bottom left. This is distribution shift, the everyday reason a model that scores 94% on
 # its test set disappoints on your own pictures: frame the object as the training images do.
 #
 # ## Not confident
 # The threshold was chosen on CIFAR-10 test images, where the calibrated model is right 99% of
-# the time above it; that promise holds for images like those. Here it flags the porch scene
-# and the herd, whose answers are unsure, and even the eagle, right at 92% but just below the
-# line: a strict threshold trades answers for reliability. But none of the ten classes is
+# the time above it; that promise holds for images like those. Here it flags the porch scene,
+# wrong, and the herd, right but at 46%: a strict threshold trades answers for reliability.
+# (With another training run the eagle, at 92%, fell just below the line; here it is at 96%.)
+# But none of the ten classes is
 # a giraffe, and the model still calls it a deer with a high, "confident" probability:
 # calibration makes the probabilities honest on the kind of images it was fitted on; it does
 # not make the model notice an image of none of its classes. A softmax probability says how the ten classes
