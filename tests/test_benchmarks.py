@@ -155,8 +155,9 @@ def test_train_record_goes_to_one_file_per_kind_of_machine(monkeypatch):
     assert bench_train.machine_kind(torch.device("cpu")) == "cpu-fp32"
     assert bench_train.machine_kind(torch.device("cuda", 0)) == "cuda"
     # A forced precision is another record: fp32 on a bf16 CPU must not overwrite its own.
+    monkeypatch.setattr(bench_train, "cpu_has_native_bf16", lambda: True)
     assert bench_train.default_out(torch.device("cpu"), "fp32") == (
-        "benchmarks/results/train_cpu-fp32_fp32.json")
+        "benchmarks/results/train_cpu-bf16_fp32.json")
 
 
 @pytest.mark.real_data
