@@ -12,8 +12,8 @@
   0.875×, 94.14%, on an AMD EPYC with native bf16 (benchmarks/README.md).
 - ``fast_micro``: ``fast_muon_crop`` computed in micro-batches of 1,000 (the same optimiser
   steps; BatchNorm statistics per 1,000): 94.13% over five seeds in 0.725× the anchor's time on
-  a 2-core AMD EPYC with native bf16, and 0.68× (94.05% over three seeds) on the same CPU with
-  bf16 turned off (``bench train --precision fp32``). ``fast`` since 2026-11-26.
+  a 2-core AMD EPYC with native bf16, and 0.68× (94.05% over three seeds) on the same kind of
+  CPU with bf16 turned off (``bench train --precision fp32``). ``fast`` since 2026-11-26.
 - ``fast_short``: a shorter budget for slow machines: airbench94 at widths 32/64/64 for
   4 epochs (the ablation's budget), about 85%.
 - ``fast_small``: airbench94 sized for the original's 64%: widths 16/32/32, one epoch.

@@ -38,7 +38,7 @@
 #
 # How long the fast recipe trains depends on the processor (two cores each): about 7 minutes
 # on the AMD EPYC (Zen 5) with native bf16 that made the outputs below (airbench94, the
-# published recipe it improves on, 9.4 there), 14 on the same CPU with bf16 turned off
+# published recipe it improves on, 9.4 there), 14 on that kind of CPU with bf16 off
 # (airbench94: 21), and about 19 on an Intel Xeon without native bf16 (measured for the same
 # optimiser steps computed whole; airbench94: 26). CPUs with neither bf16 nor AVX-512 (AVX2
 # only) should be slower still (not measured here yet). A GPU (Colab: *Runtime → Change
