@@ -100,24 +100,35 @@ def use_channels_last(device: torch.device, requested: bool | str = "auto") -> b
     return bool(requested)
 
 
+def read_cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """/proc/cpuinfo as {key: its first value}, i.e. the first processor's (all are alike);
+    empty where the file cannot be read (not Linux)."""
+    found = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                found.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return found
+
+
+def cpu_flag_names() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo ('flags' on x86, 'Features' on Arm)."""
+    info = read_cpuinfo()
+    return set((info.get("flags") or info.get("Features") or "").split())
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU has bf16 instructions (x86 AVX512-BF16 or AMX), read from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flag_names())
 
 
 def cpu_model() -> str:
     """The CPU's model name, for benchmark records."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    name = read_cpuinfo().get("model name")
+    if name:
+        return name
     import platform
     return platform.processor() or platform.machine()

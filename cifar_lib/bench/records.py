@@ -16,30 +16,15 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..checkpoint import json_safe, read_json, write_json
-from ..device import cpu_has_native_bf16, cpu_model
+from ..device import cpu_flag_names, cpu_has_native_bf16, cpu_model, read_cpuinfo
 
 # What a table column can be: a row key, or a function of the row (returning the cell's value).
 Column = str | Callable[[dict], Any]
 
 
-def _cpuinfo(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
-    """/proc/cpuinfo as {key: its first value} (the first processor's, as all are alike; empty
-    where the file is absent)."""
-    found = {}
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                found.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return found
-
-
 def cpu_flags() -> dict:
     """The CPU features CPU timings depend on: native bf16 (AVX512-BF16/AMX), AVX-512F, AVX2."""
-    info = _cpuinfo()
-    flags = (info.get("flags") or info.get("Features") or "").split()
+    flags = cpu_flag_names()
     return {"native_bf16": cpu_has_native_bf16(), "avx512f": "avx512f" in flags,
             "avx2": "avx2" in flags}
 
@@ -48,7 +33,7 @@ def cpu_id(cpuinfo: str = "/proc/cpuinfo") -> dict:
     """The CPU's vendor, family and model numbers from /proc/cpuinfo (empty elsewhere): the model
     name alone does not tell two generations apart (on AMD, family 25 is Zen 3 and Zen 4, 26 is
     Zen 5), and CPU timings change with the generation."""
-    info = _cpuinfo(cpuinfo)
+    info = read_cpuinfo(cpuinfo)
     fields = {"vendor_id": "vendor", "cpu family": "family", "model": "model"}
     return {name: int(info[key]) if info[key].isdigit() else info[key]
             for key, name in fields.items() if key in info}
