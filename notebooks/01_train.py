@@ -36,17 +36,17 @@
 # - how long a run takes on *your* hardware, measured before it starts;
 # - how a training run is saved (checkpoint + metrics + history) so the next lessons can use it.
 #
-# How long the fast recipe trains depends on the processor (two cores each): about 7 minutes
-# on the AMD EPYC (Zen 5) with native bf16 that made the outputs below (airbench94, the
-# published recipe it improves on, 9.4 there), 14 on that kind of CPU with bf16 off
-# (airbench94: 21), and about 19 on an Intel Xeon without native bf16 (measured for the same
-# optimiser steps computed whole; airbench94: 26). CPUs with neither bf16 nor AVX-512 (AVX2
-# only) should be slower still (not measured here yet). A GPU (Colab: *Runtime → Change
-# runtime type → GPU*) is far faster; GPU times are not measured for this course yet. The cell
-# just before training times a few steps on your machine and says how long the wait will be,
-# and how to make it shorter. On Colab, set `keep_on_drive = True` to keep the trained run on
-# Google Drive for the next lessons (each notebook gets a fresh runtime); without it, lessons
-# 02–04 use the fast model that ships with `cifar_lib`.
+# How long the fast recipe trains depends on the processor (two cores each): about 7 minutes on
+# the AMD EPYC (Zen 5) with native bf16 that made the outputs below (airbench94, the published
+# recipe it improves on, 9.4 there), 14 on that kind of CPU with bf16 off (airbench94: 21), and
+# about 19 on an Intel Xeon without native bf16 (measured for the same optimiser steps computed
+# whole; airbench94: 26; all measured 2026-11-26, benchmarks/README.md). CPUs with neither bf16
+# nor AVX-512 (AVX2 only) should be slower still (not measured here yet). A GPU (Colab: *Runtime
+# → Change runtime type → GPU*) is far faster; GPU times are not measured for this course yet.
+# The cell just before training times a few steps on your machine and says how long the wait
+# will be, and how to make it shorter. On Colab, set `keep_on_drive = True` to keep the trained
+# run on Google Drive for the next lessons (each notebook gets a fresh runtime); without it,
+# lessons 02–04 use the fast model that ships with `cifar_lib`.
 #
 # Each section ends in a check: the code in view and the tested library agree. **Exercises** are
 # at the end.
