@@ -12,7 +12,7 @@
   0.875×, 94.14%, on an AMD EPYC with native bf16 (benchmarks/README.md).
 - ``fast_micro``: ``fast_muon_crop`` computed in micro-batches of 1,000 (the same optimiser
   steps; BatchNorm statistics per 1,000): 94.13% over five seeds in 0.725× the anchor's time on
-  a 2-core AMD EPYC with native bf16, and 0.68× (94.05% over three seeds) on the same kind of
+  a 2-core AMD EPYC with native bf16, and 0.70× (94.03% over five seeds) on the same kind of
   CPU with bf16 turned off (``bench train --precision fp32``). ``fast`` since 2026-11-26.
 - ``fast_short``: a shorter budget for slow machines: airbench94 at widths 32/64/64 for
   4 epochs (the ablation's budget), about 85%.
@@ -85,7 +85,7 @@ RECIPES["fast_muon_crop"] = RECIPES["fast_muon"].replace(epochs=10, crop_epochs=
 # The same updates in two halves of 1,000 images (gradients summed, one step per 2,000): on a
 # 2-core AMD EPYC with native bf16 a whole-image step of 2,000 cost about 1.5× per image what
 # one of 1,000 did (its activations far outgrow the caches); BatchNorm sees 1,000 at a time.
-# With bf16 turned off there the halves paid too (0.68× the anchor's time). GPUs: unmeasured.
+# With bf16 turned off there the halves paid too (0.70× the anchor's time). GPUs: unmeasured.
 RECIPES["fast_micro"] = RECIPES["fast_muon_crop"].replace(micro_batch=1000)
 # The default is the fastest recipe that reaches 94%; its own name stays, for the records.
 RECIPES["fast"] = RECIPES["fast_micro"]

@@ -38,10 +38,10 @@
 #
 # How long the fast recipe trains depends on the processor (two cores each): about 7 minutes on
 # the AMD EPYC (Zen 5) with native bf16 that made the outputs below (airbench94, the published
-# recipe it improves on, 9.4 there), 14 on that kind of CPU with bf16 off (airbench94: 21), and
-# about 19 on an Intel Xeon without native bf16 (measured for the same optimiser steps computed
-# whole; airbench94: 26; all measured 2026-11-26, benchmarks/README.md). CPUs with neither bf16
-# nor AVX-512 (AVX2 only) should be slower still (not measured here yet). A GPU (Colab: *Runtime
+# recipe it improves on, 9.4 there), 13.5 on that kind of CPU with bf16 off (airbench94: 19.4;
+# 2026-11-27), and about 19 on an Intel Xeon without native bf16 (measured for the same
+# optimiser steps computed whole; airbench94: 26; the others 2026-11-26, benchmarks/README.md).
+# CPUs with neither bf16 nor AVX-512 (AVX2 only) should be slower still (not measured here yet). A GPU (Colab: *Runtime
 # → Change runtime type → GPU*) is far faster; GPU times are not measured for this course yet.
 # The cell just before training times a few steps on your machine and says how long the wait
 # will be, and how to make it shorter. On Colab, set `keep_on_drive = True` to keep the trained
@@ -413,7 +413,7 @@ print("the same as cifar_lib's orthogonalize:", torch.allclose(x, orthogonalize(
 #
 # The fast recipe itself was measured against airbench94 (`recipe = "airbench94"`) side by side
 # on a 2-core AMD EPYC (Zen 5): with native bf16 0.725× the time per run, at 94.13% ± 0.09 over
-# five seeds (lowest 93.98%); with bf16 turned off 0.68×, at 94.05% over three seeds. It
+# five seeds (lowest 93.98%); with bf16 turned off 0.70×, at 94.03% ± 0.05 (lowest 93.94%). It
 # computes each step of 2,000 images in two halves of 1,000 (`micro_batch`), because on such a
 # CPU a 2,000-image step's activations outgrow the caches: whole steps took 0.875× the anchor's
 # time there with bf16, and 0.71–0.76× on an Intel Xeon without native bf16

@@ -223,7 +223,7 @@ timed.pivot_table(index=["device", "batch_size"], columns="variant", values="med
 # `autocast` depends on the hardware more than anything else here: on a CPU with native bf16
 # (the AMD EPYC Zen 5 that made the outputs below: AVX512-BF16) bf16 runs 1.3–1.8× faster than
 # fp32; on a CPU without it (an Intel Xeon with AVX-512 but no AVX512-BF16, in an earlier run of
-# this lesson, 2026-11-26) bf16 is emulated and ran about 3× *slower* (benchmarks/README.md).
+# this lesson, 2026-11-26) bf16 is emulated and ran 2–3× *slower* (benchmarks/README.md).
 # That is why `cifar_lib` uses bf16 on a CPU only where the CPU has it, and picks fp16 or bf16
 # on a GPU by its compute capability.
 
