@@ -41,8 +41,9 @@
 # recipe it improves on, 9.4 there), 13.5 on that kind of CPU with bf16 off (airbench94: 19.4;
 # 2026-11-27), and about 19 on an Intel Xeon without native bf16 (measured for the same
 # optimiser steps computed whole; airbench94: 26; the others 2026-11-26, benchmarks/README.md).
-# CPUs with neither bf16 nor AVX-512 (AVX2 only) should be slower still (not measured here yet). A GPU (Colab: *Runtime
-# → Change runtime type → GPU*) is far faster; GPU times are not measured for this course yet.
+# CPUs with neither bf16 nor AVX-512 (AVX2 only) should be slower still (not measured here yet).
+# A GPU (Colab: *Runtime → Change runtime type → GPU*) is far faster; GPU times are not measured
+# for this course yet.
 # The cell just before training times a few steps on your machine and says how long the wait
 # will be, and how to make it shorter. On Colab, set `keep_on_drive = True` to keep the trained
 # run on Google Drive for the next lessons (each notebook gets a fresh runtime); without it,
@@ -291,8 +292,8 @@ plot_whitening(whitening, held_out)
 # linearly from its peak at the first step to 0 at the last (a *triangle* schedule whose peak
 # is at the start), so that the last steps settle into a minimum instead of bouncing around
 # it. One multiplier scales both of its optimisers: Muon for the convolution filters (below)
-# and SGD with Nesterov momentum for the rest (the head, the BatchNorm and whitening biases). airbench94, SGD throughout, also needs a warm-up: its
-# *triangle* schedule starts at 0.2 × the peak and reaches it at 23% of training, because the
+# and SGD with Nesterov momentum for the rest (the head, the BatchNorm and whitening biases).
+# airbench94, SGD throughout, also needs a warm-up: its *triangle* schedule starts at 0.2 × the peak and reaches it at 23% of training, because the
 # fresh net and its BatchNorm statistics cannot take big SGD steps yet; Muon's steps have a
 # fixed size whatever the gradient's, and need none. `train_step` sets every step's rate from
 # `lr_multiplier`; here it is for every step of a full fast run.
