@@ -293,9 +293,10 @@ plot_whitening(whitening, held_out)
 # is at the start), so that the last steps settle into a minimum instead of bouncing around
 # it. One multiplier scales both of its optimisers: Muon for the convolution filters (below)
 # and SGD with Nesterov momentum for the rest (the head, the BatchNorm and whitening biases).
-# airbench94, SGD throughout, also needs a warm-up: its *triangle* schedule starts at 0.2 × the peak and reaches it at 23% of training, because the
-# fresh net and its BatchNorm statistics cannot take big SGD steps yet; Muon's steps have a
-# fixed size whatever the gradient's, and need none. `train_step` sets every step's rate from
+# airbench94, SGD throughout, also needs a warm-up: its *triangle* schedule starts at 0.2 × the
+# peak and reaches it at 23% of training, because the fresh net and its BatchNorm statistics
+# cannot take big SGD steps yet; Muon's steps have a fixed size whatever the gradient's, and
+# need none. `train_step` sets every step's rate from
 # `lr_multiplier`; here it is for every step of a full fast run.
 
 # %%

@@ -190,8 +190,8 @@ def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] =
     (CPU model or GPU name), ``speedup_vs_cpu`` (None where no GPU), and 'status': 'ok' or
     NO_GPU; for a recipe with crop epochs also images/s on its first crop epoch's windows
     (``crop_size``, ``crop_images_per_s``; None otherwise). ``quick``: each recipe's quick
-    settings (2,048 training images, batch ≤ 256, and no larger than the data). ``devices``: see ``devices_for``. ``root``, ``download``: as for
-    ``load_cifar10``.
+    settings (2,048 training images, batch ≤ 256, and no larger than the data). ``devices``: see
+    ``devices_for``. ``root``, ``download``: as for ``load_cifar10``.
     """
     log = log or (lambda s: None)
     steps = steps if steps is not None else (QUICK_STEPS if quick else STEPS)
