@@ -47,6 +47,33 @@ class CifarSplit:
         return CifarSplit(self.images[:n], self.labels[:n], self.classes)
 
 
+# Held out from the training images to choose things on (temperature, confidence threshold,
+# TTA policy, photo preprocessing), so that the test images measure and choose nothing. The
+# same images for every run and seed: a fixed generator, not the run's seed.
+VALIDATION_SIZE = 5_000
+_VALIDATION_SEED = 20_240_601
+
+
+def split_validation(train: CifarSplit, size: int = VALIDATION_SIZE
+                     ) -> tuple[CifarSplit, CifarSplit]:
+    """(rest, validation): ``size`` images held out of ``train``, the same share of each class.
+
+    Deterministic: the same ``train`` and ``size`` give the same split whatever the run's seed.
+    Both parts keep the original order of their images. ``size=0`` gives (train, empty split).
+    """
+    if size < 0 or size >= len(train):
+        raise ValueError(f"validation size must be in [0, {len(train)}), got {size}")
+    g = torch.Generator().manual_seed(_VALIDATION_SEED)
+    n_classes = len(train.classes)
+    held = torch.zeros(len(train), dtype=torch.bool)
+    for c in range(n_classes):  # size/10 of each class (the remainder to the first classes)
+        idx = (train.labels == c).nonzero().flatten()
+        take = min(len(idx), size // n_classes + (c < size % n_classes))
+        held[idx[torch.randperm(len(idx), generator=g)[:take]]] = True
+    return (CifarSplit(train.images[~held], train.labels[~held], train.classes),
+            CifarSplit(train.images[held], train.labels[held], train.classes))
+
+
 def class_counts(split: CifarSplit) -> dict[str, int]:
     """Images per class, by name."""
     counts = torch.bincount(split.labels, minlength=len(split.classes)).tolist()
