@@ -7,11 +7,13 @@
 - ``inference``: inference throughput and latency per batch size, CPU and GPU.
 - ``throughput``: training throughput of both recipes on the CPU and on each GPU present.
 - ``robustness``: accuracy under common corruptions (CIFAR-10-C style), model by model.
+- ``open-set``: "none of these" scores (``cifar_lib.ood``) against unknown classes, corrupted
+  and synthetic images and an out-of-class photo.
 
 Each module has ``add_arguments(parser)`` and ``main(args)``; each prints a markdown table and
 writes one JSON record with ``records.write_record`` (numbers, command, machine, versions, date).
 """
-from . import ablation, data, inference, robustness, throughput, train
+from . import ablation, data, inference, open_set, robustness, throughput, train
 
 BENCHMARKS = {"ablation": ablation, "data": data, "train": train, "inference": inference, "throughput": throughput,
-              "robustness": robustness}
+              "robustness": robustness, "open-set": open_set}
