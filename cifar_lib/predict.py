@@ -46,6 +46,10 @@ class Prediction:
     input: torch.Tensor | None = None
     error: str | None = None
     temperature: float = 1.0
+    # "None of these" from the run's detector (cifar_lib.ood; None: the run has none):
+    # True when the photo's score is below the detector's threshold.
+    none_of_these: bool | None = None
+    ood_score: float | None = None
 
     @property
     def label(self) -> str | None:
@@ -61,7 +65,8 @@ class Prediction:
         if self.error:
             return f"error: {self.error}"
         ranked = ", ".join(f"{c} {p:.1%}" for c, p in self.top_k)
-        return ranked + ("" if self.confident else "  (not confident)")
+        return (ranked + ("" if self.confident else "  (not confident)")
+                + ("  (none of these?)" if self.none_of_these else ""))
 
     def __str__(self) -> str:
         return f"{self.name}: {self.summary()}"
@@ -123,6 +128,8 @@ def predict(model_or_run, images: Source | Sequence[Source], *, top_k: int = 3,
             r.temperature = temperature
             if len(r.input) == 1:  # one view: keep the 3×32×32 the network saw, as before
                 r.input = r.input[0]
+        from .ood import annotate  # "none of these", when the run has a detector
+        annotate(lm, ok)
     return results[0] if single else results
 
 
