@@ -248,9 +248,32 @@ def _cmd_ship(args) -> int:
     return 0
 
 
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="classify photos in the browser (needs cifar_lib[demo])",
+                       description="Start a Gradio app: drop, paste or take a photo and see its "
+                                   "preprocessing, top-3 probabilities, 'none of these' verdict "
+                                   "and Grad-CAM. Stop it with Ctrl-C.")
+    p.add_argument("--run-dir", default=None,
+                   help="run folder (default: the fast model shipped with cifar_lib)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 up)")
+    p.add_argument("--share", action="store_true", help="also a public gradio.live link")
+
+
+def _cmd_demo(args) -> int:
+    from .demo import DemoUnavailable, launch
+    try:
+        launch(args.run_dir, server_name=args.host, server_port=args.port, share=args.share)
+    except DemoUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS = {"train": (_add_train, _cmd_train), "evaluate": (_add_evaluate, _cmd_evaluate),
             "bench": (_add_bench, _cmd_bench), "predict": (_add_predict, _cmd_predict),
-            "ship": (_add_ship, _cmd_ship), "calibrate": (_add_calibrate, _cmd_calibrate)}
+            "ship": (_add_ship, _cmd_ship), "calibrate": (_add_calibrate, _cmd_calibrate),
+            "demo": (_add_demo, _cmd_demo)}
 
 
 def build_parser() -> argparse.ArgumentParser:
