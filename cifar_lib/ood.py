@@ -320,7 +320,7 @@ def annotate(run, predictions: Sequence) -> None:
 
 
 def fit_run(run, *, score: str = "mahalanobis", tpr: float = TPR, root=None,
-            download: bool = False, fit_images: int | None = 10_000, seed: int = 0
+            download: bool = False, fit_images: int | None = 5_000, seed: int = 0
             ) -> Detector:
     """Fit ``score`` for a run on CIFAR-10's training images without the validation split
     (``data.split_validation``; the first ``fit_images`` of them, None: all) and choose the

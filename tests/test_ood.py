@@ -127,3 +127,18 @@ def test_unknown_score_and_unreadable_detector(tmp_path):
     (tmp_path / ood.OOD_JSON).write_text("{not json")
     with pytest.raises(CheckpointError, match="not a readable detector"):
         ood.Detector.load(tmp_path)
+
+
+def test_open_set_helpers():
+    from cifar_lib.bench.open_set import known_split, synthetic, unknown_images
+    from cifar_lib.data import CifarSplit
+    labels = torch.tensor([0, 7, 3, 9, 3, 1])
+    split = CifarSplit(torch.arange(6, dtype=torch.uint8).view(6, 1, 1, 1).expand(6, 3, 32, 32),
+                       labels)
+    k = known_split(split, (3, 0))
+    assert k.labels.tolist() == [1, 0, 0] and k.classes == ("cat", "airplane")
+    assert k.images[:, 0, 0, 0].tolist() == [0, 2, 4]
+    assert unknown_images(split, (3, 0))[:, 0, 0, 0].tolist() == [1, 3, 5]
+    s = synthetic(4)
+    assert {n: v.shape for n, v in s.items()} == {n: (4, 3, 32, 32) for n in s}
+    assert (s["flat colour"].amax((2, 3)) == s["flat colour"].amin((2, 3))).all()
