@@ -247,10 +247,14 @@ class Detector:
         return torch.as_tensor(scores) < self.threshold
 
     def save(self, folder: str | Path) -> None:
-        """Write ``ood.json`` (score, threshold, tpr, k, info) and ``ood.pt`` (the tensors)."""
+        """Write ``ood.json`` (score, threshold, tpr, k, info) and, for the feature scores,
+        ``ood.pt`` (the tensors; msp and energy have none, so a JSON file is all they need)."""
         folder = Path(folder)
         state = {k: v.contiguous() for k, v in self.state.items()}
-        _atomic_write(folder / OOD_TENSORS, lambda f: torch.save(state, f))
+        if state:
+            _atomic_write(folder / OOD_TENSORS, lambda f: torch.save(state, f))
+        else:
+            (folder / OOD_TENSORS).unlink(missing_ok=True)  # a stale one from another score
         write_json(folder / OOD_JSON, {"score": self.score, "threshold": self.threshold,
                                        "tpr": self.tpr, "k": self.k, "info": self.info})
 
@@ -260,7 +264,8 @@ class Detector:
         folder = Path(folder)
         try:
             meta = read_json(folder / OOD_JSON)
-            state = torch.load(folder / OOD_TENSORS, map_location="cpu", weights_only=True)
+            state = (torch.load(folder / OOD_TENSORS, map_location="cpu", weights_only=True)
+                     if meta["score"] in ("mahalanobis", "knn") else {})
             return cls(meta["score"], float(meta["threshold"]), float(meta["tpr"]), dict(state),
                        int(meta.get("k", KNN_K)), dict(meta.get("info", {})))
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
@@ -271,16 +276,19 @@ class Detector:
 
 
 def fit_detector(run, fit_images: torch.Tensor, fit_labels: torch.Tensor,
-                 validation_images: torch.Tensor, *, score: str = "mahalanobis",
+                 validation_images: torch.Tensor, *, score: str = "energy",
                  tpr: float = TPR, bank_size: int = KNN_BANK, seed: int = 0) -> Detector:
     """Fit ``score`` for ``run`` on training images (uint8 N×3×32×32, labels N) and choose its
     threshold on validation images (uint8 M×3×32×32, held out of those training images) so
     that ``tpr`` of them count as known."""
     lm = load_run(run)
-    features, _ = features_and_logits(lm, fit_images)
-    state = fit_state(features, fit_labels, len(lm.classes), bank_size, seed)
-    keep = {"mahalanobis": ("means", "precision"), "knn": ("bank",)}.get(score, ())
-    detector = Detector(score, 0.0, tpr, {k: state[k] for k in keep})
+    state = {}
+    if score == "mahalanobis":
+        state = fit_mahalanobis(features_and_logits(lm, fit_images)[0], fit_labels,
+                                len(lm.classes))
+    elif score == "knn":
+        state = fit_knn(features_and_logits(lm, fit_images)[0], bank_size, seed)
+    detector = Detector(score, 0.0, tpr, state)   # msp and energy need no training images
     val = detector.score_images(lm, validation_images)
     detector.threshold = threshold_at_tpr(val, tpr)
     detector.info = {"fit_images": len(fit_images), "validation_images": len(validation_images),
@@ -319,7 +327,7 @@ def annotate(run, predictions: Sequence) -> None:
         p.none_of_these = p.ood_score < detector.threshold
 
 
-def fit_run(run, *, score: str = "mahalanobis", tpr: float = TPR, root=None,
+def fit_run(run, *, score: str = "energy", tpr: float = TPR, root=None,
             download: bool = False, fit_images: int | None = 5_000, seed: int = 0
             ) -> Detector:
     """Fit ``score`` for a run on CIFAR-10's training images without the validation split
@@ -348,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Fit a 'none of these' detector for a run and save "
                                             "it in the run folder (ood.json, ood.pt).")
     p.add_argument("run", metavar="RUN", help="run folder")
-    p.add_argument("--score", choices=SCORES, default="mahalanobis",
-                   help="the score (default mahalanobis, the best in `bench open-set`)")
+    p.add_argument("--score", choices=SCORES, default="energy",
+                   help="the score (default energy: the best on the validation split in "
+                        "`python -m cifar_lib bench open-set`)")
     p.add_argument("--tpr", type=float, default=TPR,
                    help=f"share of validation images kept as known (default {TPR})")
     add_data_args(p)

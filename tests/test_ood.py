@@ -107,6 +107,11 @@ def test_detector_fit_threshold_save_load_and_predict(tmp_path):
     assert p.none_of_these == (p.ood_score < det.threshold)
     assert ("(none of these?)" in p.summary()) == p.none_of_these
 
+    # logit scores need no tensors: JSON only, and a stale ood.pt is removed
+    ood.Detector("energy", 1.0, 0.95).save(run)
+    assert not (run / ood.OOD_TENSORS).exists() and ood.Detector.load(run).state == {}
+    det.save(run)
+
     # a detector fitted for other weights is refused, naming the fix
     meta = json.loads((run / ood.OOD_JSON).read_text())
     meta["info"]["checkpoint_sha256"] = "0" * 64
