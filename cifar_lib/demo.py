@@ -11,6 +11,7 @@ usable image gets the command line's one-line error. Gradio is an optional extra
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -100,17 +101,14 @@ def build_app(run):
     gr = _gradio()
     lm = load_run(run)
 
-    class PhotoInput(gr.Image):
-        """gr.Image that hands any uploaded file to cifar_lib unopened (gr.Image would open it
-        with PIL first and fail on a text file with its own message): ``load_image`` decides,
-        and names the file by its own name, not the server's temporary path."""
-        is_template = True  # the browser side stays gradio's Image
-
-        def preprocess(self, payload):
-            if payload is None or (payload.url or "").startswith("data:") or not payload.path:
-                return super().preprocess(payload)  # pasted or webcam: a file path
-            path = Path(payload.path)
-            return Upload(path.read_bytes(), payload.orig_name or path.name)
+    def unopened(payload, _image_preprocess):
+        """Any uploaded file goes to cifar_lib unopened: gr.Image would open it with PIL
+        first and fail on a text file with its own message; ``load_image`` decides, and names
+        the file by its own name, not the server's temporary path."""
+        if payload is None or (payload.url or "").startswith("data:") or not payload.path:
+            return _image_preprocess(payload)  # pasted or webcam: a file path
+        path = Path(payload.path)
+        return Upload(path.read_bytes(), payload.orig_name or path.name)
 
     def run_one(source):
         if source is None:
@@ -126,10 +124,12 @@ def build_app(run):
                     f"photo; it is squashed to 32×32 as the network expects.")
         with gr.Row():
             with gr.Column():
-                photo = PhotoInput(type="filepath", label="photo",
-                                   sources=["upload", "clipboard", "webcam"], elem_id="photo")
+                photo = gr.Image(type="filepath", label="photo",
+                                 sources=["upload", "clipboard", "webcam"], elem_id="photo")
+                # on this one instance (a subclass would make Gradio write a .pyi stub here)
+                photo.preprocess = partial(unopened, _image_preprocess=photo.preprocess)
                 anything = gr.File(label="… or any file (cifar_lib checks it, as the command "
-                                         "line does)", elem_id="file", height=90)
+                                         "line does)", elem_id="file", height=120)
                 gr.Examples([[str(p)] for p in sample_images()], inputs=[photo],
                             label="sample photos")
             with gr.Column():

@@ -291,7 +291,8 @@ def fit_detector(run, fit_images: torch.Tensor, fit_labels: torch.Tensor,
     detector = Detector(score, 0.0, tpr, state)   # msp and energy need no training images
     val = detector.score_images(lm, validation_images)
     detector.threshold = threshold_at_tpr(val, tpr)
-    detector.info = {"fit_images": len(fit_images), "validation_images": len(validation_images),
+    detector.info = {"fit_images": len(fit_images) if state else 0,
+                     "validation_images": len(validation_images),
                      "validation_tpr": float((val >= detector.threshold).double().mean())}
     if lm.folder is not None:
         detector.info["checkpoint_sha256"] = checkpoint_digest(lm.folder)
@@ -342,8 +343,9 @@ def fit_run(run, *, score: str = "energy", tpr: float = TPR, root=None,
     rest = rest.subset(fit_images)
     detector = fit_detector(lm, rest.images, rest.labels, validation.images, score=score,
                             tpr=tpr, seed=seed)
-    detector.info["fitted_on"] = (f"the first {len(rest):,} CIFAR-10 training images outside "
-                                  f"the validation split; threshold on the validation split "
+    fitted = (f"fitted on the first {len(rest):,} CIFAR-10 training images outside the "
+              f"validation split; " if detector.state else "")
+    detector.info["fitted_on"] = (f"{fitted}threshold on the validation split "
                                   f"({len(validation):,} images)")
     detector.save(lm.folder)
     return detector
