@@ -15,9 +15,9 @@ from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import DataError, add_data_args
 from .device import DeviceError
-from .images import METHODS
+from .photos import METHODS
 from .models import UnknownModelError
-from .predict import PHOTO_METHOD
+from .photos import PHOTO_METHOD
 from .train import TrainingDiverged
 
 USER_ERRORS = (DataError, DeviceError, CheckpointError, ConfigError, UnknownModelError,
@@ -33,13 +33,11 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model and save a run folder",
                        description="Train a recipe on CIFAR-10; writes checkpoint.pt, "
                                    "history.json and metrics.json into --run-dir.")
-    p.add_argument("--recipe", default="fast", help="'fast' (default, ~94%%: 'fast_micro', "
-                   "Muon for the conv filters, 6 of its 10 epochs on 24x24 crops, "
-                   "micro-batches of 1,000), "
-                   "'airbench94' (the published recipe it races), 'fast_muon' "
-                   "(airbench94_muon), 'fast_short' (~85%%, for slow machines), "
-                   "'fast_small', 'muon_small' or 'original' (the seed notebook: SimpleCNN, "
-                   "Adam, 2 epochs; 'seed' is accepted too)")
+    p.add_argument("--recipe", default="fast",
+                   help="'fast' (default, ~94%%), 'airbench94' (the published recipe it races), "
+                        "'short' (~85%%, for slow machines), 'tiny' (~64%% in one epoch), "
+                        "'race64' (64%% as soon as possible) or 'original' (the original "
+                        "notebook: SimpleCNN, Adam, 2 epochs)")
     p.add_argument("--run-dir", default="runs/default", help="output folder (default: runs/default)")
     p.add_argument("--model", help="override the recipe's model (simple_cnn, airbench)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
@@ -92,6 +90,11 @@ def _cmd_train(args) -> int:
         tta = f", with TTA {m['test_acc_tta']:.2%}" if "test_acc_tta" in m else ""
         print(f"test accuracy {m['test_acc']:.2%}{tta} after {m['epochs']} epochs "
               f"({m['train_seconds']:.0f} s training); run saved in {args.run_dir}")
+        if cfg.val_fraction:  # a finished run comes calibrated, on the images it held out
+            from .calibration import calibrate_run
+            from .train import split_for
+            _print_calibration(calibrate_run(args.run_dir, split_for(cfg, train)[1], test,
+                                             device=cfg.device))
     return 0
 
 
@@ -130,38 +133,50 @@ def _cmd_evaluate(args) -> int:
 
 def _add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="fit a run's temperature so its probabilities are honest",
-                       description="Temperature scaling: fit T on a random half of the CIFAR-10 "
-                                   "test set, report NLL and ECE before/after on the other half, "
+                       description="Temperature scaling: fit T and the 'not confident' "
+                                   "threshold on the run's validation split (training images it "
+                                   "held out), report NLL and ECE before/after on the test set, "
                                    "and write calibration.json into the run folder; predict and "
-                                   "evaluate then use softmax(logits / T).")
-    p.add_argument("run", metavar="RUN", help="run folder (or checkpoint file) to calibrate")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the random split of the test set into halves (default 0)")
+                                   "evaluate then use softmax(logits / T). `train` does this "
+                                   "itself at the end of a run.")
+    p.add_argument("--run-dir", required=True, help="run folder (or checkpoint file)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     add_data_args(p)
 
 
 def _cmd_calibrate(args) -> int:
     from .calibration import calibrate_run
-    from .checkpoint import CALIBRATION, load_run
-    from .data import load_cifar10
-    lm = load_run(args.run, args.device)  # a missing run fails before the data load
-    _, test = load_cifar10(args.data_root, download=args.download)
-    c = calibrate_run(lm, test, seed=args.seed)
-    print(f"temperature T={c.temperature:.3f}, fitted on {c.fitted_on}, TTA level {c.tta_level}\n"
-          f"on the other half ({c.report_images:,} images, accuracy {c.accuracy:.2%} either "
-          f"way): ECE {c.ece_before:.2%} -> {c.ece_after:.2%}, "
-          f"NLL {c.nll_before:.4f} -> {c.nll_after:.4f}")
+    from .checkpoint import load_run
+    from .data import load_cifar10, split_validation, validation_size
+    lm = load_run(args.run_dir, args.device)  # a missing run fails before the data load
+    fraction = lm.config.get("val_fraction", 0)
+    if not fraction:
+        raise ConfigError(f"{args.run_dir} trained on every training image (val_fraction=0), "
+                          f"so no image is left to calibrate on: train it again with the "
+                          f"default val_fraction")
+    train, test = load_cifar10(args.data_root, download=args.download)
+    validation = split_validation(train, validation_size(len(train), fraction))[1]
+    _print_calibration(calibrate_run(lm, validation, test))
+    return 0
+
+
+def _print_calibration(c) -> None:
+    print(f"temperature T={c.temperature:.3f}, fitted on {c.fitted_on}, TTA level "
+          f"{c.tta_level}")
+    if c.report_images:
+        print(f"on the {c.report_images:,} test images (accuracy {c.accuracy:.2%} either way): "
+              f"ECE {c.ece_before:.2%} -> {c.ece_after:.2%}, NLL {c.nll_before:.4f} -> "
+              f"{c.nll_after:.4f}")
     if c.threshold:
         t = c.threshold
-        print(f"'not confident' below {t['threshold']:.2f}: the {t['coverage']:.1%} of "
-              f"predictions above it are right {t['accuracy']:.1%} of the time (target "
-              f"{c.target_accuracy:.0%})")
+        print(f"'not confident' below {t['threshold']:.2f}: on the validation split the "
+              f"{t['coverage']:.1%} of predictions above it were right {t['accuracy']:.1%} of "
+              f"the time (target {c.target_accuracy:.0%})"
+              + (f"; on the test set {t['test_coverage']:.1%} and {t['test_accuracy']:.1%}"
+                 if "test_coverage" in t else ""))
     else:
         print(f"no confidence threshold reaches {c.target_accuracy:.0%} accuracy: predict "
               f"uses 0.5")
-    print(f"saved {lm.folder / CALIBRATION}")
-    return 0
 
 
 def _add_bench(sub) -> None:
@@ -171,7 +186,8 @@ def _add_bench(sub) -> None:
                                    "JSON record (numbers, command, machine, versions, date).")
     names = p.add_subparsers(dest="benchmark", required=True, parser_class=_Parser)
     for name, module in BENCHMARKS.items():
-        module.add_arguments(names.add_parser(name, help=module.__doc__.strip().splitlines()[0],
+        module.add_arguments(names.add_parser(name, help=module.__doc__.strip().splitlines()[0]
+                                              .replace("%", "%%"),
                                               description=module.__doc__,
                                               formatter_class=argparse.RawDescriptionHelpFormatter))
 
@@ -205,7 +221,7 @@ def _add_predict(sub) -> None:
 def _cmd_predict(args) -> int:
     from .calibration import describe_calibration
     from .checkpoint import load_run
-    from .predict import predict
+    from .photos import predict
     lm = load_run(args.run_dir, args.device)
     print(describe_calibration(lm, calibrated=not args.uncalibrated))
     threshold = (lm.confidence_threshold(not args.uncalibrated) if args.threshold is None
@@ -239,10 +255,11 @@ def _cmd_ship(args) -> int:
     from .data import load_cifar10
     from .device import cpu_has_native_bf16, cpu_model
     from .pretrained import describe, ship
-    _, test = load_cifar10(args.data_root, download=args.download)
+    train, test = load_cifar10(args.data_root, download=args.download)
     machine = (f"{cpu_model()} ({'native bf16' if cpu_has_native_bf16() else 'no native bf16'}, "
                f"{torch.get_num_threads()} threads)")
-    folder = ship(args.run_dir, args.name, command=args.trained_by, test_split=test,
+    folder = ship(args.run_dir, args.name, command=args.trained_by, train_split=train,
+                  test_split=test,
                   machine=machine)
     print(f"shipped in {folder}\n{describe(args.name)}")
     return 0

@@ -47,7 +47,7 @@ def record(results: dict, run_dir: str | Path | None = None, name: str = "result
     Displays them as a JSON output tagged ``RESULTS_KEY`` (``read_results`` finds it in the
     executed ``.ipynb``) and, with ``run_dir``, also writes ``<run_dir>/<name>.json``.
     """
-    from .checkpoint import json_safe, write_json
+    from .files import json_safe, write_json
     results = json_safe(results)  # plain JSON types only: numpy/torch scalars, NaN → null
     if run_dir is not None:
         write_json(Path(run_dir) / f"{name}.json", results)
@@ -77,7 +77,7 @@ def upload_or_paths(default_paths) -> list:
     file names) on Colab, the given paths elsewhere. If nothing is uploaded, the defaults are
     used, so "Run all" never stalls on an empty list.
     """
-    from .images import Upload
+    from .photos import Upload
     paths = [Path(p) for p in ([default_paths] if isinstance(default_paths, (str, os.PathLike))
                                else default_paths)]
     if not on_colab():

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullLocator
 
-from .checkpoint import _atomic_write
+from .files import atomic_write
 
 
 def _hwc(img) -> np.ndarray:
@@ -35,7 +35,7 @@ def save_figure(fig: Figure, run_dir, name: str, *, dpi: int = 150) -> Path:
     path = Path(run_dir) / (name if name.endswith(".png") else f"{name}.png")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    _atomic_write(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
     return path
 
 
@@ -249,7 +249,7 @@ def plot_preprocessing(img, size: int = 32) -> Figure:
     """The photo, its 'squash' (whole photo stretched to a square, as the seed did) and its
     'center_crop' versions at ``size``×``size`` (shown enlarged, pixels visible); the crop box is
     drawn on the original."""
-    from .images import load_image, square_box, to_model_input
+    from .photos import load_image, square_box, to_model_input
     img = load_image(img)
     squashed = to_model_input(img, size, "squash")
     cropped = to_model_input(img, size, "center_crop")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (CHECKPOINT, HISTORY, METRICS, _atomic_write, load_checkpoint, read_json,
-                         resolve_checkpoint, write_json)
+from .checkpoint import CHECKPOINT, HISTORY, METRICS, load_checkpoint, resolve_checkpoint
+from .files import atomic_write, read_json, write_json
 
 RUNS = Path(__file__).resolve().parent / "pretrained_runs"
 PROVENANCE = "provenance.json"
@@ -42,16 +42,19 @@ def describe(name: str = "fast") -> str:
             f"{p['seed']} by `{p['command']}` on {p['machine']} ({p['date']}).")
 
 
-def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
+def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, machine: str,
          dest: Path = RUNS) -> Path:
     """Copy a finished run into ``dest/name`` with fp16 weights; re-measure its accuracy.
 
-    ``test_split``: the CIFAR-10 test set (a ``CifarSplit``); the accuracy (with and without the run's TTA) is
-    measured in fp32 on the fp16-stored weights, so ``metrics.json`` states what ships; the
-    temperature is fitted on those weights too (``calibration.json``, ``calibrate_run``).
+    ``train_split``, ``test_split``: CIFAR-10's (``CifarSplit``s). The accuracy (with and
+    without the run's TTA) is measured in fp32 on the fp16-stored weights, so ``metrics.json``
+    states what ships; the temperature is fitted on those weights too, on the run's validation
+    split (``calibration.json``, ``calibrate_run``).
     """
     from .calibration import calibrate_run
-    from .checkpoint import CALIBRATION, load_run
+    from .calibration import CALIBRATION
+    from .checkpoint import load_run
+    from .data import split_validation, validation_size
     from .inference import loss_and_accuracy
     src = resolve_checkpoint(run_dir)
     ckpt = load_checkpoint(src)
@@ -60,7 +63,7 @@ def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
     ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v
                           for k, v in ckpt["state_dict"].items()}
     folder = Path(dest) / name
-    _atomic_write(folder / CHECKPOINT, lambda f: torch.save(ckpt, f))
+    atomic_write(folder / CHECKPOINT, lambda f: torch.save(ckpt, f))
     (folder / CALIBRATION).unlink(missing_ok=True)  # fitted for the weights just replaced
     lm = load_run(folder, "cpu")
     metrics = dict(read_json(src.parent / METRICS))
@@ -76,5 +79,11 @@ def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
         "command": command, "seed": ckpt["config"].get("seed"), "recipe_config": ckpt["config"],
         "machine": machine, "torch": torch.__version__,
         "date": datetime.date.today().isoformat()})
-    calibrate_run(lm, test_split)  # the shipped weights' own temperature, in calibration.json
+    fraction = lm.config.get("val_fraction", 0)
+    if not fraction:
+        raise ValueError(f"{run_dir} trained on every training image (val_fraction=0): nothing "
+                         f"is left to calibrate on; train with the default to ship it")
+    validation = split_validation(train_split, validation_size(len(train_split), fraction))[1]
+    # the shipped weights' own temperature, in calibration.json
+    calibrate_run(lm, validation, test_split)
     return folder

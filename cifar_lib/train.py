@@ -21,11 +21,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import (CALIBRATION, CHECKPOINT, HISTORY, METRICS, CheckpointError,
-                         load_checkpoint, load_weights, save_checkpoint, unwrap, write_json)
+from .calibration import CALIBRATION
+from .checkpoint import (CHECKPOINT, HISTORY, METRICS, CheckpointError, load_checkpoint,
+                         load_weights, save_checkpoint, unwrap)
+from .files import write_json
 from .batches import BatchIterator, normalize
 from .config import TrainConfig
-from .data import CifarSplit
+from .data import CifarSplit, split_validation, validation_size
 from .device import autocast_dtype, precision_name, select_device, sync, use_channels_last
 from .inference import autocast
 from .models import AirbenchNet, build_model, count_parameters
@@ -324,10 +326,19 @@ def _evaluate(t: Training, test: CifarSplit, tta_level: int = 0) -> tuple[float,
                            amp_dtype=t.amp_dtype, tta_fraction=t.cfg.tta_fraction)
 
 
+def split_for(cfg: TrainConfig, train: CifarSplit) -> tuple[CifarSplit, CifarSplit]:
+    """(the images ``cfg`` trains on, its validation split): ``cfg.val_fraction`` of ``train``
+    held out by ``data.split_validation``, the same images for every run."""
+    return split_validation(train, validation_size(len(train), cfg.val_fraction))
+
+
 def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str | Path | None = None,
         resume: bool = False, callbacks: Iterable[Callable[[dict], None]] = (),
         progress: bool = True) -> FitResult:
-    """Train ``cfg.model`` on ``train``, evaluating on ``test``.
+    """Train ``cfg.model`` on ``train`` less its validation split, evaluating on ``test``.
+
+    ``split_for(cfg, train)``'s validation images are held out: they train nothing and are
+    left for choices made after training (calibration).
 
     Writes ``checkpoint.pt`` (after every epoch, so an interrupted run can resume), then
     ``history.json`` and ``metrics.json`` into ``run_dir`` when given. ``callbacks`` get each
@@ -336,6 +347,7 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     """
     dist = distributed.setup(cfg.device)
     device = dist.device if dist.enabled else select_device(cfg.device)
+    train = split_for(cfg, train)[0]
     train, test = train.subset(cfg.train_subset), test.subset(cfg.test_subset)
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_path = run_dir / CHECKPOINT if run_dir is not None else None

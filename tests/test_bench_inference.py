@@ -10,8 +10,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from cifar_lib import plots
-from cifar_lib.bench import inference as bi
-from cifar_lib.bench.records import markdown_table, write_record
+from cifar_lib.bench.inference_speed import COLUMNS
+from cifar_lib.bench.records import write_record
+from cifar_lib.records import markdown_table
+from cifar_lib.speed import latency as bi
 from cifar_lib.checkpoint import save_checkpoint
 from cifar_lib.cli import main
 from cifar_lib.data import CLASSES
@@ -113,13 +115,13 @@ def test_bad_arguments():
 
 
 def test_table_record_and_plot(rows, tmp_path):
-    table = markdown_table(rows, bi.COLUMNS).splitlines()
+    table = markdown_table(rows, COLUMNS).splitlines()
     assert len(table) == len(rows) + 2
     assert table[0] == ("| device | threads | variant | dtype | method | batch | median ms [IQR] "
                         "| images/s | speedup | status |")
     assert any(bi.NO_GPU in line for line in table) != torch.cuda.is_available()
     timed = next(r for r in rows if r["method"] == bi.TIMER_METHOD and r["status"] == "ok")
-    cells = markdown_table([timed], bi.COLUMNS).splitlines()[2].split(" | ")
+    cells = markdown_table([timed], COLUMNS).splitlines()[2].split(" | ")
     assert cells[6] == f"{timed['median_ms']:.3g} [{timed['iqr_ms']:.2g}]"
     assert cells[7] == f"{timed['images_per_s']:,.0f}" and cells[8] == f"{timed['speedup']:.2f}"
     record = write_record(tmp_path / "bench.json", rows, command="test", model={"name": "x"})

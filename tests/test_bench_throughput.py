@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from cifar_lib import plots
-from cifar_lib.bench import throughput as tp
-from cifar_lib.bench import timing
+from cifar_lib.speed import clock as timing
+from cifar_lib.speed import steps as tp
 from cifar_lib.cli import main
 from cifar_lib.device import cpu_model
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from cifar_lib.bench import BENCHMARKS, records
-from cifar_lib.bench import data as bench_data
-from cifar_lib.bench import train as bench_train
-from cifar_lib.bench.records import markdown_table
+from cifar_lib.bench import race as bench_train
+from cifar_lib.records import markdown_table
+from cifar_lib.speed import loaders as bench_data
 from cifar_lib.cli import main
 
 RECORD_KEYS = {"benchmark", "date", "command", "machine", "settings", "rows"}

@@ -22,7 +22,7 @@ from cifar_lib.evaluation import evaluate_run
 from cifar_lib.models import build_model
 from cifar_lib.data import load_cifar10
 from cifar_lib.inference import predict_logits
-from cifar_lib.predict import predict
+from cifar_lib.photos import predict
 from cifar_lib.recipes import configure
 from cifar_lib.train import fit
 

@@ -13,7 +13,8 @@ from torch import nn
 
 from cifar_lib import plots
 from cifar_lib.batches import BatchIterator, flip_some, normalize, translate
-from cifar_lib.bench import throughput, timing
+from cifar_lib.speed import clock as timing
+from cifar_lib.speed import steps as throughput
 from cifar_lib.data import CLASSES, CifarSplit, load_cifar10
 from cifar_lib.inference import tta_logits, tta_views
 from cifar_lib.models import Whitening, build_model, patch_covariance

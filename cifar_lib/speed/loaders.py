@@ -8,17 +8,13 @@ flip + translate). Prints a markdown table of images/s and writes a JSON record.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
 
 from ..batches import HALF_MEAN_STD, BatchIterator
-from ..data import CLASSES, add_data_args, load_cifar10, resolve_root
-from .records import print_table, settings, write_record
-
-DEFAULT_OUT = "benchmarks/results/data_pipeline.json"
+from ..data import CLASSES, load_cifar10, resolve_root
 
 
 def original_pipeline(root: str | Path | None, batch_size: int = 128, workers: int = 2,
@@ -84,21 +80,3 @@ def run(root=None, batch_size: int = 128, workers: int = 2, limit: int | None = 
                  "seconds": round(load_seconds, 3), "images": n_all,
                  "images_per_second": round(n_all / load_seconds, 1), "speedup_vs_seed": None})
     return rows
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_args(p)
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="DataLoader workers for the original pipeline (default 2)")
-    p.add_argument("--limit", type=int, help="only the first N training images (quick check)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON record (default {DEFAULT_OUT})")
-
-
-def main(args: argparse.Namespace) -> int:
-    rows = run(args.data_root, args.batch_size, args.workers, args.limit, args.download)
-    print_table(rows)
-    write_record(args.out, rows, benchmark="data_pipeline", command=args.command_line,
-                 settings=settings(args))
-    print(f"\nrecord written to {args.out}")
-    return 0
