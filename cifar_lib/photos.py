@@ -247,7 +247,7 @@ def to_model_input(img: Source, size: int = 32, method: str = PHOTO_METHOD) -> t
 
     method "center_crop": the largest centred square, resized (the object keeps its shape, as
     in CIFAR-10, where objects are roughly centred in square photos); "squash": the whole photo
-    resized to a square without cropping, as the seed notebook did, which stretches it.
+    resized to a square without cropping, as the original notebook did, which stretches it.
     Both use Lanczos resampling, antialiased (a 1000→32 resize would otherwise alias badly);
     ``reducing_gap`` box-reduces first for speed. "multi_crop" makes several images: it is
     refused here with a ValueError pointing to ``model_views``.

@@ -132,7 +132,7 @@ def test_shards_of_a_global_batch_are_the_single_process_batch():
             assert torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)
 
 
-def test_data_parallel_seed_recipe_equals_one_process_with_the_global_batch(root, jobs,
+def test_data_parallel_original_recipe_equals_one_process_with_the_global_batch(root, jobs,
                                                                            one_thread):
     # python -m torch.distributed.run --standalone --nproc-per-node=2 -m cifar_lib train
     #     --recipe seed --batch-size 32 --device cpu --test-subset 63 ...

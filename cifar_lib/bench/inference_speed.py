@@ -3,10 +3,10 @@
     python -m cifar_lib bench inference --run-dir RUN [--batch-sizes 1,8,32] [--device auto]
         [--compile] [--quick] [--out FILE.json]
 
-The seed notebook timed one call with ``time.time()``: no warm-up (the first call pays for
+The original notebook timed one call with ``time.time()``: no warm-up (the first call pays for
 memory allocation, kernel selection, CUDA context creation) and a single sample. Here every
 measurement warms up first, then ``torch.utils.benchmark.Timer`` repeats the call in blocks
-(synchronising CUDA around each block) and we report the median and the quartiles. The seed's
+(synchronising CUDA around each block) and we report the median and the quartiles. The original's
 method is kept beside it as a row of its own, so the difference is visible; on a GPU it is
 synchronised before the clock is read (otherwise it would time only the *queueing* of the
 kernels, not the work).

@@ -3,10 +3,10 @@
     python -m cifar_lib bench inference --run-dir RUN [--batch-sizes 1,8,32] [--device auto]
         [--compile] [--quick] [--out FILE.json]
 
-The seed notebook timed one call with ``time.time()``: no warm-up (the first call pays for
+The original notebook timed one call with ``time.time()``: no warm-up (the first call pays for
 memory allocation, kernel selection, CUDA context creation) and a single sample. Here every
 measurement warms up first, then ``torch.utils.benchmark.Timer`` repeats the call in blocks
-(synchronising CUDA around each block) and we report the median and the quartiles. The seed's
+(synchronising CUDA around each block) and we report the median and the quartiles. The original's
 method is kept beside it as a row of its own, so the difference is visible; on a GPU it is
 synchronised before the clock is read (otherwise it would time only the *queueing* of the
 kernels, not the work).
@@ -46,7 +46,7 @@ VARIANTS = ("grad_enabled", "no_grad", "inference_mode", "channels_last", "autoc
 NO_GPU = "no GPU available"
 
 
-SEED_METHOD = "seed: 1 call, time.time()"
+ORIGINAL_METHOD = "original: 1 call, time.time()"
 
 
 TIMER_METHOD = "benchmark.Timer"
@@ -172,7 +172,7 @@ def _error(e: BaseException) -> str:
 
 
 def _bench_device(model: nn.Module, device_name: str, batch_sizes: Sequence[int],
-                  variants: Sequence[str], seed_method: bool, timing: dict,
+                  variants: Sequence[str], original_method: bool, timing: dict,
                   log: Callable[[str], None]) -> list[dict]:
     """All rows for one device. The same code runs on CPU and CUDA."""
     device = torch.device(device_name)
@@ -182,8 +182,8 @@ def _bench_device(model: nn.Module, device_name: str, batch_sizes: Sequence[int]
         rows = [_row(**base, variant=v,
                      method=TIMER_METHOD, batch_size=bs, status=NO_GPU)
                 for v in variants for bs in batch_sizes]
-        if seed_method:
-            rows += [_row(**base, variant=BASELINE, method=SEED_METHOD, batch_size=bs,
+        if original_method:
+            rows += [_row(**base, variant=BASELINE, method=ORIGINAL_METHOD, batch_size=bs,
                           status=NO_GPU) for bs in batch_sizes]
         return rows
     base["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" \
@@ -192,8 +192,8 @@ def _bench_device(model: nn.Module, device_name: str, batch_sizes: Sequence[int]
     gen = torch.Generator().manual_seed(0)
     inputs = {bs: torch.randn(bs, 3, 32, 32, generator=gen).to(device) for bs in batch_sizes}
     rows = []
-    if seed_method:
-        # First, before anything has warmed up: what the seed notebook measured, one call.
+    if original_method:
+        # First, before anything has warmed up: what the original notebook measured, one call.
         for bs in batch_sizes:
             sync(device)  # the input's copy to the GPU is not part of the call
             start = time.time()
@@ -201,7 +201,7 @@ def _bench_device(model: nn.Module, device_name: str, batch_sizes: Sequence[int]
                 model(inputs[bs])
             sync(device)  # without it, a GPU call returns once queued: only the launch is timed
             seconds = time.time() - start
-            rows.append(_row(**base, variant=BASELINE, dtype="fp32", method=SEED_METHOD,
+            rows.append(_row(**base, variant=BASELINE, dtype="fp32", method=ORIGINAL_METHOD,
                              batch_size=bs, status="ok", median_ms=seconds * 1e3,
                              images_per_s=bs / seconds if seconds > 0 else math.inf,
                              measurements=1, first_call_ms=seconds * 1e3))
@@ -238,7 +238,7 @@ def _add_speedups(rows: list[dict]) -> None:
 
 def benchmark_inference(model: nn.Module, *, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
                         device: str | Sequence[str] = "auto", variants: Sequence[str] | None = None,
-                        compile: bool = False, seed_method: bool = True, warmup: int = 3,
+                        compile: bool = False, original_method: bool = True, warmup: int = 3,
                         min_run_time: float = 0.3, min_repeats: int = 5, threads: int | None = None,
                         log: Callable[[str], None] | None = None) -> list[dict]:
     """Time ``model`` (float N×3×32×32 → N×10) on random batches; returns one dict per row.
@@ -270,7 +270,7 @@ def benchmark_inference(model: nn.Module, *, batch_sizes: Sequence[int] = DEFAUL
         if threads is not None:
             torch.set_num_threads(threads)
         for dev in _devices(device):
-            rows += _bench_device(model, dev, list(batch_sizes), list(variants), seed_method,
+            rows += _bench_device(model, dev, list(batch_sizes), list(variants), original_method,
                                   timing, log or (lambda s: None))
     finally:
         torch.set_num_threads(before)
