@@ -107,14 +107,14 @@ ALIASES = {"seed": "original"}  # the name the original recipe had before the ra
 # beside its time estimates; they live here because the installed package (Colab) has no
 # benchmarks/ folder, and tests/test_recipes.py checks each against its record.
 EXPECTED_ACCURACY: dict[str, tuple[float, int, str]] = {
-    "airbench94": (94.00, 3, "benchmarks/results/train_fast.json"),
-    "fast": (94.13, 5, "benchmarks/results/train_cpu-bf16_fast_micro.json"),
-    "fast_micro": (94.13, 5, "benchmarks/results/train_cpu-bf16_fast_micro.json"),
-    "fast_muon": (93.91, 1, "benchmarks/results/train_cpu-fp32_fast_muon.json"),
-    "fast_muon_crop": (94.15, 5, "benchmarks/results/train_cpu-fp32.json"),
+    "airbench94": (94.00, 3, "benchmarks/results/archive/train_fast.json"),
+    "fast": (94.13, 5, "benchmarks/results/train_cpu-bf16.json"),
+    "fast_micro": (94.13, 5, "benchmarks/results/train_cpu-bf16.json"),
+    "fast_muon": (93.91, 1, "benchmarks/results/archive/train_cpu-fp32_fast_muon.json"),
+    "fast_muon_crop": (94.15, 5, "benchmarks/results/archive/train_cpu-fp32_fast_muon_crop.json"),
     "fast_short": (85.44, 2, "cifar_lib/bench/results/ablation.json"),
-    "fast_small": (65.75, 1, "benchmarks/results/train_fast.json"),
-    "original": (66.30, 1, "benchmarks/results/train_fast.json"),
+    "fast_small": (65.75, 1, "benchmarks/results/archive/train_fast.json"),
+    "original": (66.30, 1, "benchmarks/results/archive/train_fast.json"),
 }
 
 # A smoke test of any recipe (CI, first tries): one epoch on 2,048 training and 1,000 test
