@@ -17,8 +17,9 @@ import argparse
 import json
 import re
 import statistics
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .records import markdown_table
 
@@ -50,8 +51,8 @@ ANCHOR = "airbench94"
 # AMD's CPU family numbers (/proc/cpuinfo) → generation: the model name alone does not say it.
 AMD_FAMILIES = {23: "Zen 1/2", 25: "Zen 3/4", 26: "Zen 5"}
 
-_BLOCK = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)",
-                    re.S)
+_BLOCK = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
+                    r"(<!-- /report:(?P=name) -->)", re.DOTALL)
 
 
 # --- reading records ----------------------------------------------------------------------------
@@ -145,7 +146,9 @@ def _seeds(seeds: list) -> str:
 
 
 def _caption(record: dict, extra: str = "") -> str:
-    return f"\n\n*Measured on {machine(record)}, {date(record)}{extra}.*"
+    """A line under a table whose rows are not one measurement each: its machine and date."""
+    return "\n\n" + textwrap.fill(f"*Measured on {machine(record)}, {date(record)}{extra}.*",
+                                  width=100)
 
 
 # --- the tables ---------------------------------------------------------------------------------
