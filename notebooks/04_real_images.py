@@ -70,10 +70,10 @@ import pandas as pd
 from IPython.display import display
 
 from cifar_lib.checkpoint import load_run
-from cifar_lib.images import ImageError, labelled_samples, load_image, sample_images
+from cifar_lib.photos import ImageError, labelled_samples, load_image, sample_images
 from cifar_lib.notebook import find_run, keep_runs_on_drive, record, upload_or_paths
 from cifar_lib.plots import plot_prediction_grid, plot_preprocessing, plot_topk, save_figure
-from cifar_lib.predict import PHOTO_METHOD, predict
+from cifar_lib.photos import PHOTO_METHOD, predict
 
 run_dir = keep_runs_on_drive(run_dir, keep_on_drive)
 run = find_run(run_dir, if_missing, data_root=data_root, download=download, quick=quick, device=device)
@@ -115,7 +115,7 @@ print("photos:", [getattr(p, "name", str(p)) for p in photos])
 import numpy as np
 import torch
 
-from cifar_lib.images import preprocessing_steps, to_model_input
+from cifar_lib.photos import preprocessing_steps, to_model_input
 
 steps = preprocessing_steps(photos[0], method=method, mean=model.mean, std=model.std)
 for step, value in steps:
@@ -156,7 +156,7 @@ fig
 
 # %%
 from cifar_lib.pretrained import shipped_run
-from cifar_lib.predict import compare_methods, method_scores
+from cifar_lib.photos import compare_methods, method_scores
 
 labelled = labelled_samples()
 scores = []

@@ -32,7 +32,8 @@ def test_every_benchmark_is_a_subcommand_with_help(name, capsys):
         main(["bench", name, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"usage: python -m cifar_lib bench {name}") and "--out" in out
+    assert out.startswith(f"usage: python -m cifar_lib bench {name}")
+    assert "--out" in out or name == "report"  # the report writes the docs, not a record
 
 
 def test_markdown_table_columns():

@@ -20,7 +20,7 @@ from cifar_lib.inference import tta_logits, tta_views
 from cifar_lib.models import Whitening, build_model, patch_covariance
 from cifar_lib.muon import NS_COEFFICIENTS, orthogonalize
 from cifar_lib.recipes import configure
-from cifar_lib.train import (Lookahead, fit, lr_multiplier, lr_schedule, seed_everything,
+from cifar_lib.train import (fit, lr_multiplier, lr_schedule, seed_everything,
                              smoothed_targets)
 
 FAST = configure("fast")
@@ -145,19 +145,6 @@ def test_the_lessons_newton_schulz_by_hand_is_orthogonalize():
     assert torch.allclose(x, orthogonalize(g), atol=1e-5)
     s = torch.linalg.svdvals(x)  # spread from 26× to within [0.6, 1.2], as the lesson says
     assert s.min() > 0.6 and s.max() < 1.25
-
-
-# ----------------------------------------------------------------------------- lookahead
-
-
-def test_lookahead_figure_goes_from_0_to_095_to_the_5th():
-    fig = plots.plot_lookahead(480)
-    curve, updates = fig.axes[0].lines
-    y = curve.get_ydata()
-    assert len(y) == 481 and y[0] == 0 and y[-1] == pytest.approx(0.95 ** 5)
-    assert np.all(np.diff(y) >= 0)
-    assert list(updates.get_xdata()) == list(range(5, 481, 5))  # train_step's update steps
-    assert np.allclose(updates.get_ydata(), [Lookahead.decay(s, 480) for s in range(5, 481, 5)])
 
 
 # ----------------------------------------------------------------------------- flips and shifts
