@@ -192,8 +192,8 @@ def plot_ablation_differences(summary: Sequence[dict], *, full: str = "fast",
     pad = 0.15 * (high - low or 1)
     ax.set_xlim(low - pad, high + pad)
     seeds = max((r["seeds"] for r in summary), default=1)
-    ax.set_xlabel(f"test accuracy minus the full recipe's, points (mean over {seeds} "
-                  f"seed{'s' if seeds > 1 else ''}; error bars: spread over seeds)")
+    ax.set_xlabel(f"difference to the full recipe's test accuracy, points (mean of {seeds} "
+                  f"seed{'s' if seeds > 1 else ''} ± spread)")
     name = full_label or full
     ax.set_title(f"{title}: {name} with every trick reached {base['test_acc_mean']:.2f}%; "
                  f"each bar removes one", fontsize=10)
