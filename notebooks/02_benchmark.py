@@ -188,8 +188,7 @@ rows, info = benchmark_run(run, quick=quick, device=device, compile=compile,
                            **({} if quick else {"batch_sizes": batch_sizes}))
 table = pd.DataFrame(rows)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"model: {info['model']} ({info['parameters']:,} parameters)")
 print("variants timed:", ", ".join(sorted(table.variant.unique())))
 

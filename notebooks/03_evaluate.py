@@ -79,8 +79,7 @@ _, test = load_cifar10(data_root, download=download)
 test = test.subset(1000 if quick else None)
 report = evaluate_run(run, test, tta_level, device=device, write=False)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"model: {report.info['model']}; classes: {', '.join(report.classes)}")
 print(f"probabilities: {report.probs.shape[1]} per image, each row sums to 1: "
       f"{bool(abs(report.probs.sum(1) - 1).max() < 1e-4)}")
@@ -112,8 +111,7 @@ pd.DataFrame(confusion, index=report.classes, columns=report.classes)
 # instead of a Python loop: same numbers, much faster. The accuracy is also the diagonal's share
 # of all the counts, and a class's accuracy (its recall) is its diagonal cell over its row.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 recall = confusion.diagonal() / confusion.sum(axis=1)
 print("hand-written confusion matrix equals the library's:",
       np.array_equal(confusion, report.confusion))
@@ -249,8 +247,7 @@ print(f"half B: ECE {expected_calibration_error(before, half_b.labels):.2%} befo
 # they print calibrated probabilities and say so). The check that both agree, then the same for
 # the original recipe:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from cifar_lib.calibration import calibrate_run
 from cifar_lib.pretrained import RUNS
 

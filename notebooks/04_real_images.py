@@ -110,8 +110,7 @@ print("photos:", [getattr(p, "name", str(p)) for p in photos])
 # the smallest and largest value. The sample photos are stored upright in RGB, so the first
 # steps change nothing here; exercise 3 tries a sideways one.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 import numpy as np
 import torch
 
@@ -129,8 +128,7 @@ for step, value in steps:
 # colour channel (shaped 3×1×1, so they apply to every pixel), and then the check that the
 # library gives the same tensors.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 x = dict(steps)["to_tensor"]                               # uint8 3×32×32
 mean = torch.tensor(model.mean).view(3, 1, 1)
 std = torch.tensor(model.std).view(3, 1, 1)
@@ -270,8 +268,7 @@ pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.pro
 # Files that are not images, are empty or truncated, or claim absurd dimensions are refused
 # with an `ImageError` before anything is decoded.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for bad in [b"", b"this is a text file, not a photo", open(paths[0], "rb").read()[:2000]]:
     try:
         load_image(bad)
