@@ -112,9 +112,9 @@ class Calibration:
     chose nothing. checkpoint_sha256: the weights it belongs to.
     """
     temperature: float
-    fitted_on: str
-    n_images: int
-    tta_level: int
+    fitted_on: str = "by hand"
+    n_images: int = 0
+    tta_level: int = 0
     nll_before: float = float("nan")
     nll_after: float = float("nan")
     ece_before: float = float("nan")
@@ -158,7 +158,7 @@ class Calibration:
                    and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
-        t, tta = d["temperature"], d["tta_level"]
+        t, tta = d["temperature"], d.get("tta_level", 0)
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) \
                 or t <= 0:
             raise ValueError(f"'temperature' must be a number > 0, got {t!r}")

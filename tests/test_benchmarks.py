@@ -92,7 +92,7 @@ def test_data_pipeline_benchmark_rows_and_record(cifar10, tmp_path, capsys):
     assert pipelines[3] == "load_cifar10 (all 60,000 images)"
     assert [r["images"] for r in record["rows"]] == [1024, 1024, 1024, 60_000]
     assert all(r["images_per_second"] > 0 for r in record["rows"])
-    assert record["rows"][0]["speedup_vs_seed"] == 1.0
+    assert record["rows"][0]["speedup_vs_original"] == 1.0
     assert markdown_table(record["rows"]).count("\n") == 5
     assert "| pipeline |" in capsys.readouterr().out
 
