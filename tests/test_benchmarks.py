@@ -133,7 +133,7 @@ def test_train_benchmark_races_the_recipe_against_the_anchor(cifar10, tmp_path, 
     assert [(r["recipe"], r["seed"]) for r in record["rows"]] == [
         ("fast", 0), ("airbench94", 0), ("fast", 1)]
     assert set(record["time_to_64"]) == {"recipe", "racer", "original", "speedup"}
-    assert record["time_to_64"]["recipe"] == "muon_small"
+    assert record["time_to_64"]["recipe"] == "race64"
     assert len(record["racer_history"]) == len(record["original_history"]) == 1
 
 

@@ -157,7 +157,7 @@ def test_data_parallel_original_recipe_equals_one_process_with_the_global_batch(
     # a near-zero gradient into a whole lr-sized step, so a few weights in a thousand differ by
     # ~1e-3; hence: almost all weights equal, and all close norm-wise. (Measured: ≥ 99.7% and
     # 4e-4 here; other batches or another seed give ≤ 32% and ≥ 0.2.)
-    single = fit(configure("seed", batch_size=64, device="cpu", test_subset=63), train, test,
+    single = fit(configure("original", batch_size=64, device="cpu", test_subset=63), train, test,
                  progress=False)
     a, b = model.state_dict(), single.model.state_dict()
     for k in a:

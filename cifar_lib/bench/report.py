@@ -169,8 +169,17 @@ def _race_rows(record: dict) -> list[dict]:
             "seconds": _seconds(side["seconds_mean"]),
             "ratio": (f"{side['seconds_mean'] / record['anchor']['seconds_mean']:.3f}"
                       if side is record else "1 (the anchor)"),
-            "machine": machine(record), "precision": precision(record), "date": date(record)})
+            "machine": machine(record), "precision": precision(record), "date": date(record),
+            "train_images": _train_images(record, name)})
     return out
+
+
+def _train_images(record: dict, recipe: str) -> str:
+    """How many training images the recipe trained on in ``record``: all 50,000 for records
+    written before the validation split existed (their settings have no ``val_fraction``)."""
+    settings = record.get("recipe_settings", {}).get(recipe, {})
+    fraction = settings.get("val_fraction", 0.0)
+    return f"{round(50_000 * (1 - fraction)):,}"
 
 
 def train_table(root: Path = ROOT) -> str:
@@ -181,7 +190,7 @@ def train_table(root: Path = ROOT) -> str:
     return markdown_table(rows, {
         "recipe": "recipe", "seeds": "seeds", "test accuracy (TTA), mean ± std": "accuracy",
         "without TTA": "no_tta", "seconds per run": "seconds",
-        f"time ÷ {ANCHOR}'s": "ratio", "machine": "machine", "precision": "precision",
+        f"time ÷ {ANCHOR}'s": "ratio", "training images": "train_images", "machine": "machine", "precision": "precision",
         "date": "date"})
 
 
@@ -228,7 +237,7 @@ def results_table(root: Path = ROOT) -> str:
         "recipe": "recipe",
         "test accuracy (mean ± std)": "accuracy", "seeds": "seeds",
         "seconds per run": "seconds", f"time ÷ {ANCHOR}'s": "ratio",
-        "where measured": "where"})
+        "training images": "train_images", "where measured": "where"})
 
 
 def data_table(root: Path = ROOT) -> str:
