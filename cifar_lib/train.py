@@ -7,6 +7,7 @@ backward, step, lookahead), an evaluation and a checkpoint per epoch, and ``fina
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import time
@@ -24,7 +25,7 @@ from . import distributed
 from .calibration import CALIBRATION
 from .checkpoint import (CHECKPOINT, HISTORY, METRICS, CheckpointError, load_checkpoint,
                          load_weights, save_checkpoint, unwrap)
-from .files import write_json
+from .files import read_json, write_json
 from .batches import BatchIterator, normalize
 from .config import TrainConfig
 from .data import CifarSplit, split_validation, validation_size
@@ -385,6 +386,25 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
         write_json(run_dir / METRICS, metrics)
     dist.close()
     return FitResult(t.model, t.history, metrics)
+
+
+def load_finished(cfg: TrainConfig, run_dir: str | Path) -> FitResult | None:
+    """The finished run in ``run_dir`` as ``fit`` returned it (model on the CPU, in eval mode;
+    history; metrics), when it was trained with exactly ``cfg``; None otherwise (no run, an
+    unfinished one, or other settings). Lets a lesson run again without training again."""
+    run_dir = Path(run_dir)
+    paths = [run_dir / name for name in (CHECKPOINT, HISTORY, METRICS)]
+    if not all(p.is_file() for p in paths):
+        return None
+    ckpt = load_checkpoint(paths[0])
+    if "optimizer" in ckpt:  # resume state left in: the run did not finish
+        return None
+    same = json.loads(json.dumps(ckpt.get("config", {}))) == json.loads(json.dumps(cfg.to_dict()))
+    if not same:
+        return None
+    model = build_model(ckpt["model"], **ckpt["model_kwargs"])
+    load_weights(model, ckpt, model_name=cfg.model)
+    return FitResult(model.eval(), read_json(paths[1]), read_json(paths[2]))
 
 
 def final_metrics(t: Training, n_train: int, test: CifarSplit) -> dict:

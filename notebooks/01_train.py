@@ -79,6 +79,7 @@ data_root = None         # folder containing cifar-10-batches-py (None: $CIFAR10
 download = ON_COLAB      # fetch CIFAR-10 with torchvision if missing (needs internet)
 device = "auto"          # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda" or "mps"
 compare_original = True  # also train the original recipe, to compare with
+retrain = False          # False: a finished run of these very settings in run_dir is loaded, not trained again
 rerun_ablation = False   # re-measure the ablation table here (cheap: 1 seed, 1 epoch, narrow net)
 quick = False            # CI smoke test: 2,048 training and 1,000 test images, one epoch
 
@@ -784,11 +785,21 @@ print("  or fewer epochs (e.g. epochs = 5): proportionally less time, lower accu
 # The progress bar shows loss and accuracy on the training batches; the curves below redraw
 # after every epoch, against epochs and against seconds of training. Everything is saved to
 # `run_dir`; after an interruption, `fit(..., resume=True)` continues from the last finished
-# epoch.
+# epoch. When `run_dir` already holds a finished run of exactly these settings (you ran this
+# lesson before, or `make train` did), it is loaded instead of trained again, and the curves
+# are drawn from its history; `retrain = True` trains it anew.
 
 # %%
+from cifar_lib.train import load_finished
+
 live = LiveTrainingCurves(crop_epochs=config.crop_epochs)
-result = fit(config, train, test, run_dir=run_dir, callbacks=[live])
+result = None if retrain else load_finished(config, run_dir)
+if result is None:
+    result = fit(config, train, test, run_dir=run_dir, callbacks=[live])
+else:
+    print(f"loaded the finished run in {run_dir} (the same settings): not trained again")
+    for row in result.history:
+        live(row)
 metrics = result.metrics
 print(f"test accuracy {metrics['test_acc']:.2%}"
       + (f", with test-time augmentation {metrics['test_acc_tta']:.2%}" if "test_acc_tta" in metrics else "")
@@ -852,8 +863,9 @@ plot_tta_views(sample.images[i], config.mean, config.std, level=2, model=trained
 # %%
 original_metrics = None
 if compare_original:
-    original = fit(configure("original", quick=quick, seed=seed, device=device), train, test,
-                   run_dir=f"{run_dir}-original")
+    original_config = configure("original", quick=quick, seed=seed, device=device)
+    original = (None if retrain else load_finished(original_config, f"{run_dir}-original")) \
+        or fit(original_config, train, test, run_dir=f"{run_dir}-original")
     original_metrics = original.metrics
     print(f"original recipe: test accuracy {original_metrics['test_acc']:.2%} "
           f"in {original_metrics['train_seconds']:.0f} s of training")
