@@ -8,6 +8,7 @@
 - ``inference`` (inference_speed.py): inference throughput and latency per batch size.
 - ``throughput`` (throughput.py): training images/s of recipes on the CPU and on each GPU.
 - ``robustness`` (corrupt.py): accuracy under common corruptions, model by model.
+- ``breakdown`` (breakdown.py): where a training step's time goes, from torch.profiler.
 - ``report`` (report.py): not a measurement: rebuilds the docs' result tables from the records.
 
 Benchmarks are leaves: they call the library (``cifar_lib.speed``, ``cifar_lib.ablation``,
@@ -16,8 +17,8 @@ them. Each module has ``add_arguments(parser)`` and ``main(args)``; each prints 
 and writes one JSON record with ``records.write_record`` (numbers, command, machine, versions,
 date).
 """
-from . import ablate, corrupt, inference_speed, pipeline, race, report, throughput
+from . import ablate, breakdown, corrupt, inference_speed, pipeline, race, report, throughput
 
 BENCHMARKS = {"ablation": ablate, "data": pipeline, "train": race,
               "inference": inference_speed, "throughput": throughput, "robustness": corrupt,
-              "report": report}
+              "breakdown": breakdown, "report": report}
