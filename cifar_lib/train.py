@@ -24,7 +24,7 @@ from . import distributed
 from .checkpoint import (CALIBRATION, CHECKPOINT, HISTORY, METRICS, CheckpointError,
                          load_checkpoint, load_weights, save_checkpoint, unwrap, write_json)
 from .batches import BatchIterator, normalize
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import CifarSplit
 from .device import autocast_dtype, precision_name, select_device, sync, use_channels_last
 from .inference import autocast
@@ -200,8 +200,8 @@ def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
                             channels_last=channels_last, brightness=cfg.brightness,
                             contrast=cfg.contrast)
     if len(batches) == 0:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
-                         f"images per process: lower batch_size or use more data")
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
+                          f"images per process: lower batch_size or use more data")
     return Training(cfg, device, amp_dtype, dist, model, model, optimizer, lookahead, scaler,
                     batches, history=[])
 
