@@ -4,7 +4,8 @@ Colab gives each notebook a fresh runtime: the run folder 01_train wrote is gone
 opens 02, 03 or 04 from its badge. ``pip install`` of the course therefore brings one trained
 run along: ``cifar_lib/pretrained_runs/fast/`` holds the checkpoint with its weights in fp16
 (4 MB instead of 8; the accuracy in ``metrics.json`` is measured on those very weights), the
-training history, and ``provenance.json``: the command, seed, commit and machine that made it.
+training history, and ``provenance.json``: the command, seed, machine, and the cifar_lib version
+and git commit that made it.
 
 ``ship`` makes such a folder from any finished run (``python -m cifar_lib ship --run-dir ...``).
 """
@@ -17,6 +18,7 @@ import torch
 
 from .checkpoint import (CHECKPOINT, HISTORY, METRICS, _atomic_write, load_checkpoint, read_json,
                          resolve_checkpoint, write_json)
+from .provenance import code_version
 
 RUNS = Path(__file__).resolve().parent / "pretrained_runs"
 PROVENANCE = "provenance.json"
@@ -74,7 +76,7 @@ def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
     write_json(folder / HISTORY, read_json(src.parent / HISTORY))
     write_json(folder / PROVENANCE, {
         "command": command, "seed": ckpt["config"].get("seed"), "recipe_config": ckpt["config"],
-        "machine": machine, "torch": torch.__version__,
+        "machine": machine, "torch": torch.__version__, "cifar_lib": code_version(),
         "date": datetime.date.today().isoformat()})
     calibrate_run(lm, test_split)  # the shipped weights' own temperature, in calibration.json
     return folder
