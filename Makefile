@@ -31,7 +31,9 @@ install: $(VENV)/.installed  ## create .venv: the package, its extras EXTRAS, pi
 
 # Maintainers, after `make test` passed in a fresh .venv with new versions: pin them.
 constraints: install  ## write what .venv holds into CONSTRAINTS
-	$(PY) -m pip freeze --all --exclude-editable | grep -v -i '^cifar[_-]lib' > $(CONSTRAINTS)
+	{ echo "# Exact versions that \`make test\` passed with (pip freeze of a fresh .venv, without cifar_lib);"; \
+	  echo "# CI and \`make install\` use them, users keep pyproject's ranges. Update with \`make constraints\`."; \
+	  $(PY) -m pip freeze --all --exclude-editable | grep -v -i '^cifar[_-]lib'; } > $(CONSTRAINTS)
 
 test: install  ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q --durations=10
