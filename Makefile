@@ -31,8 +31,8 @@ install: $(VENV)/.installed  ## create .venv: the package, its extras EXTRAS, pi
 
 # Maintainers, after `make test` passed in a fresh .venv with new versions: pin them.
 constraints: install  ## write what .venv holds into CONSTRAINTS
-	{ echo "# Exact versions that \`make test\` passed with (pip freeze of a fresh .venv, without cifar_lib);"; \
-	  echo "# CI and \`make install\` use them, users keep pyproject's ranges. Update with \`make constraints\`."; \
+	{ echo "# The exact versions make test passed with (pip freeze of a fresh .venv, minus"; \
+	  echo "# cifar_lib). CI and make install use them; users keep pyproject's ranges."; \
 	  $(PY) -m pip freeze --all --exclude-editable | grep -v -i '^cifar[_-]lib'; } > $(CONSTRAINTS)
 
 test: install  ## the whole test suite (what CI runs)
