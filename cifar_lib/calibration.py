@@ -250,7 +250,10 @@ def calibrate_run(run, validation: CifarSplit, test: CifarSplit | None = None, *
     when ``write`` and the run has a folder; the ``LoadedModel`` used (the one passed, if any)
     takes the new calibration either way.
     """
-    from .checkpoint import checkpoint_digest, load_run  # checkpoint.py imports this module
+    from .checkpoint import (  # checkpoint.py imports this module
+        checkpoint_digest,
+        load_run,
+    )
     lm = load_run(run, device)
 
     def logits_of(split: CifarSplit) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """Command line: ``python -m cifar_lib {train,evaluate,...} --help``.
 
-Every subcommand lives in one ``_cmd_*`` function registered in ``COMMANDS``; errors a user can
-cause print one line on stderr and exit non-zero, never a traceback.
+Every subcommand lives in one ``_cmd_*`` function registered in ``COMMANDS``. Errors a user can
+cause (the library's own exception classes in ``USER_ERRORS``) print one line on stderr and exit
+with status 1; any other exception is a bug and shows its traceback. ``--debug`` shows the
+traceback of every error.
 """
 from __future__ import annotations
 
@@ -11,17 +13,24 @@ import json
 import shlex
 import sys
 
+from . import __version__
 from .checkpoint import CheckpointError
 from .config import ConfigError
+from .course import NotebookFailed
 from .data import DataError, add_data_args
 from .device import DeviceError
-from .photos import METHODS
+from .errors import UsageError
+from .export import FORMATS, ExportError
 from .models import UnknownModelError
-from .photos import PHOTO_METHOD
+from .photos import METHODS, PHOTO_METHOD, ImageError
 from .train import TrainingDiverged
 
+# The library's errors that a user causes and can fix; each message names the fix. A missing
+# file is one too (its message names the path). Anything else, a plain ValueError included,
+# is a bug: its traceback is shown.
 USER_ERRORS = (DataError, DeviceError, CheckpointError, ConfigError, UnknownModelError,
-               TrainingDiverged, ValueError, FileNotFoundError)
+               ImageError, TrainingDiverged, NotebookFailed, ExportError, UsageError,
+               FileNotFoundError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,7 +67,8 @@ def _add_train(sub) -> None:
     p.add_argument("--set", dest="overrides", metavar="FIELD=VALUE", action="append",
                    type=_override, default=[],
                    help="override any TrainConfig field, as a Python literal (repeatable, applied "
-                        "last), e.g. --set crop_epochs=3 --set label_smoothing=0.1")
+                        "last), e.g. --set crop_epochs=3 --set label_smoothing=0.1; FIELD=None "
+                        "sets None where the field takes it (micro_batch=None: whole batches)")
     add_data_args(p)
 
 
@@ -73,15 +83,31 @@ def _override(text: str) -> tuple[str, object]:
         return field.strip(), value  # a bare word: a string such as flip=random
 
 
-def _cmd_train(args) -> int:
-    from . import distributed
-    from .data import load_cifar10
+def train_config(args):
+    """The ``TrainConfig`` that ``train`` runs with parsed ``args``: the recipe, its options,
+    then ``--set`` overrides, where FIELD=None really sets None (``configure`` reads None as
+    "the recipe's own", which suits the options left unset but not an explicit --set)."""
     from .recipes import configure
-    from .train import fit
     options = dict(seed=args.seed, device=args.device, model=args.model, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, precision=args.precision,
                    train_subset=args.train_subset, test_subset=args.test_subset)
-    cfg = configure(args.recipe, quick=args.quick, **{**options, **dict(args.overrides)})
+    overrides = dict(args.overrides)
+    nones = [field for field, value in overrides.items() if value is None]
+    cfg = configure(args.recipe, quick=args.quick,
+                    **{**options, **{k: v for k, v in overrides.items() if v is not None}})
+    if nones:
+        try:
+            cfg = cfg.replace(**dict.fromkeys(nones))
+        except (ConfigError, UnknownModelError) as e:  # ConfigError names the valid values
+            raise ConfigError(f"--set {'/'.join(nones)}=None is not allowed: {e}") from None
+    return cfg
+
+
+def _cmd_train(args) -> int:
+    from . import distributed
+    from .data import load_cifar10
+    from .train import fit
+    cfg = train_config(args)
     train, test = load_cifar10(args.data_root, download=args.download)
     result = fit(cfg, train, test, run_dir=args.run_dir, resume=args.resume,
                  progress=not args.no_progress)
@@ -213,7 +239,8 @@ def _add_predict(sub) -> None:
                    help=f"how a photo becomes 32×32: {', '.join(METHODS)} (default "
                         f"{PHOTO_METHOD}, the best on the sample photos; multi_crop averages "
                         f"six crops)")
-    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or mps")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: CUDA, then MPS, then CPU), cpu, cuda or mps")
     p.add_argument("--uncalibrated", action="store_true",
                    help="plain softmax probabilities even where the run has a temperature")
 
@@ -265,17 +292,75 @@ def _cmd_ship(args) -> int:
     return 0
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="save a run as one file that runs without cifar_lib",
+                       description="Export a run's model, with its normalisation inside, as a "
+                                   "torch.export program (.pt2, the default) or ONNX (.onnx, "
+                                   "needs the export extra). It takes float32 RGB images in "
+                                   "[0, 1], N×3×32×32, and returns logits N×10; the class names "
+                                   "are saved with it.")
+    p.add_argument("--run-dir", required=True, help="run folder (or checkpoint file) to export")
+    p.add_argument("--out", required=True, help="the file to write, e.g. fast.pt2 or fast.onnx")
+    p.add_argument("--format", choices=FORMATS,
+                   help="pt2 (torch.export.save) or onnx (torch.onnx.export); default: from "
+                        "the --out suffix")
+
+
+def _cmd_export(args) -> int:
+    from .export import export_run, format_of, read_metadata
+    out = export_run(args.run_dir, args.out, format_of(args.out, args.format))
+    classes = read_metadata(out)["classes"]
+    print(f"exported {args.run_dir} to {out} ({out.stat().st_size / 1e6:.1f} MB): float32 "
+          f"N×3×32×32 images in [0, 1] → logits N×{len(classes)} ({', '.join(classes)})")
+    return 0
+
+
+def _add_course(command: str, help: str):
+    def add(sub) -> None:
+        from . import course
+        p = sub.add_parser(command, help=help, description=f"{help[0].upper()}{help[1:]}. "
+                           "Needs the course extra (papermill) and a checkout of the course "
+                           "(the notebooks are not part of the installed package).")
+        course.add_arguments(p, "run" if command == "run-notebooks" else "sweep")
+    return add
+
+
+def _cmd_course(args) -> int:
+    from . import course
+    return course.main(args)
+
+
 COMMANDS = {"train": (_add_train, _cmd_train), "evaluate": (_add_evaluate, _cmd_evaluate),
             "bench": (_add_bench, _cmd_bench), "predict": (_add_predict, _cmd_predict),
-            "ship": (_add_ship, _cmd_ship), "calibrate": (_add_calibrate, _cmd_calibrate)}
+            "ship": (_add_ship, _cmd_ship), "calibrate": (_add_calibrate, _cmd_calibrate),
+            "export": (_add_export, _cmd_export),
+            "run-notebooks": (_add_course("run-notebooks", "run the course notebooks in order "
+                                          "with papermill, headlessly"), _cmd_course),
+            "sweep": (_add_course("sweep", "run one notebook over a grid of parameters with "
+                                  "papermill and collect the results"), _cmd_course)}
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on ``parser`` and every subcommand below it, so that it may come before or
+    after the command (SUPPRESS: a subcommand keeps what was given before it)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in action.choices.values():
+                p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                               help="show the full traceback of any error, not one line")
+                _add_debug(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m cifar_lib",
                      description="Train, evaluate and use CIFAR-10 classifiers.")
+    parser.add_argument("--version", action="version", version=f"cifar_lib {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of any error, not one line")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add, _ in COMMANDS.values():
         add(sub)
+    _add_debug(parser)
     return parser
 
 
@@ -288,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command][1](args)
     except USER_ERRORS as e:
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -16,8 +16,8 @@ import torch
 
 from .calibration import calibration_bins, expected_calibration_error
 from .checkpoint import METRICS, load_run
-from .files import json_safe, read_json, write_json
 from .data import CifarSplit
+from .files import json_safe, read_json, write_json
 from .inference import predict_logits
 from .models import count_parameters
 

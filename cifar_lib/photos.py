@@ -33,7 +33,6 @@ from .batches import normalize
 from .checkpoint import load_run
 from .inference import predict_logits
 
-
 # Refuse images with more pixels than this before decoding them: 64 megapixels is more than any
 # phone photo (a 200 MP sensor bins to 50 MP) and still only ~200 MB as RGB.
 MAX_PIXELS = 64_000_000
@@ -199,7 +198,7 @@ def _decode(img: Image.Image, name: str, max_side: int | None, max_pixels: int,
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError(f"{name} is {w}×{h} = {w * h / 1e6:.0f} megapixels, more than the "
-                         f"{max_pixels / 1e6:.0f} MP limit (cifar_lib.images.MAX_PIXELS): "
+                         f"{max_pixels / 1e6:.0f} MP limit (cifar_lib.photos.MAX_PIXELS): "
                          f"refusing to decode it")
     try:
         if getattr(img, "n_frames", 1) > 1:

@@ -4,7 +4,8 @@ Colab gives each notebook a fresh runtime: the run folder 01_train wrote is gone
 opens 02, 03 or 04 from its badge. ``pip install`` of the course therefore brings one trained
 run along: ``cifar_lib/pretrained_runs/fast/`` holds the checkpoint with its weights in fp16
 (4 MB instead of 8; the accuracy in ``metrics.json`` is measured on those very weights), the
-training history, and ``provenance.json``: the command, seed, commit and machine that made it.
+training history, and ``provenance.json``: the command, seed, machine, and the cifar_lib version
+and git commit that made it.
 
 ``ship`` makes such a folder from any finished run (``python -m cifar_lib ship --run-dir ...``).
 """
@@ -15,8 +16,15 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CHECKPOINT, HISTORY, METRICS, load_checkpoint, resolve_checkpoint
+from .checkpoint import (
+    CHECKPOINT,
+    HISTORY,
+    METRICS,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from .files import atomic_write, read_json, write_json
+from .provenance import code_version
 
 RUNS = Path(__file__).resolve().parent / "pretrained_runs"
 PROVENANCE = "provenance.json"
@@ -51,8 +59,7 @@ def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, 
     states what ships; the temperature is fitted on those weights too, on the run's validation
     split (``calibration.json``, ``calibrate_run``).
     """
-    from .calibration import calibrate_run
-    from .calibration import CALIBRATION
+    from .calibration import CALIBRATION, calibrate_run
     from .checkpoint import load_run
     from .data import split_validation, validation_size
     from .inference import loss_and_accuracy
@@ -77,7 +84,7 @@ def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, 
     write_json(folder / HISTORY, read_json(src.parent / HISTORY))
     write_json(folder / PROVENANCE, {
         "command": command, "seed": ckpt["config"].get("seed"), "recipe_config": ckpt["config"],
-        "machine": machine, "torch": torch.__version__,
+        "machine": machine, "torch": torch.__version__, "cifar_lib": code_version(),
         "date": datetime.date.today().isoformat()})
     fraction = lm.config.get("val_fraction", 0)
     if not fraction:

@@ -20,6 +20,7 @@ from .checkpoint import LoadedModel, load_run
 from .corruptions import CORRUPTIONS, corrupt
 from .data import CifarSplit, load_cifar10
 from .device import select_device
+from .errors import UsageError
 from .inference import accuracy, predict_logits
 from .pretrained import RUNS
 
@@ -134,7 +135,7 @@ def run(runs, *, images: int = TEST_IMAGES, seed: int = 0, tta_level: int = 0,
     """The record's fields: rows (each with the run's path), summary, device, images, seconds.
     ``images``: the first N test images (10,000: all of them)."""
     if images < 1:
-        raise ValueError(f"--images must be at least 1 (10000 is the whole test set), got {images}")
+        raise UsageError(f"--images must be at least 1 (10000 is the whole test set), got {images}")
     dev = select_device(device)
     _, test = load_cifar10(root, download=download)
     test = test.subset(images)

@@ -22,14 +22,28 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .calibration import CALIBRATION
-from .checkpoint import (CHECKPOINT, HISTORY, METRICS, CheckpointError, load_checkpoint,
-                         load_weights, save_checkpoint, unwrap)
-from .files import read_json, write_json
 from .batches import BatchIterator, normalize
-from .config import TrainConfig
+from .calibration import CALIBRATION
+from .checkpoint import (
+    CHECKPOINT,
+    HISTORY,
+    METRICS,
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    unwrap,
+)
+from .config import ConfigError, TrainConfig
 from .data import CifarSplit, split_validation, validation_size
-from .device import autocast_dtype, precision_name, select_device, sync, use_channels_last
+from .device import (
+    autocast_dtype,
+    precision_name,
+    select_device,
+    sync,
+    use_channels_last,
+)
+from .files import read_json, write_json
 from .inference import autocast
 from .models import AirbenchNet, build_model, count_parameters
 from .muon import Muon
@@ -203,8 +217,8 @@ def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
                             channels_last=channels_last, brightness=cfg.brightness,
                             contrast=cfg.contrast)
     if len(batches) == 0:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
-                         f"images per process: lower batch_size or use more data")
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
+                          f"images per process: lower batch_size or use more data")
     return Training(cfg, device, amp_dtype, dist, model, model, optimizer, lookahead, scaler,
                     batches, history=[])
 

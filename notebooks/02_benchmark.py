@@ -37,8 +37,9 @@
 # notebook gets a fresh runtime).
 
 # %%
-# Setup: on Colab, and only there, install cifar_lib from the repository (the address lives
-# in cifar_lib/notebook.py: REPOSITORY; $CIFAR_LIB_INSTALL, if set, is installed instead).
+# Setup: on Colab, and only there, install the cifar_lib version this lesson was written for
+# (cifar_lib/notebook.py: INSTALL_TARGET, the repository at a release tag; $CIFAR_LIB_INSTALL, if
+# set, is installed instead).
 import os
 import subprocess
 import sys
@@ -49,7 +50,7 @@ try:
 except ImportError:
     ON_COLAB = False
 if ON_COLAB:
-    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course")
+    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course@v0.2.0")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", target], check=True)
 
 # %% tags=["parameters"]
@@ -300,3 +301,33 @@ record({"model": info["model"], "quick": quick,
 #    itself?
 # 5. **How stable is training throughput?** Set `train_steps = 5`, then `100`: how much do the
 #    images/s of the training table move, and which number would you trust?
+
+# %% [markdown]
+# ## One file to share: the exported model
+# `torch.export` traces the model into a program that needs only PyTorch: no `cifar_lib`, no
+# Python class of ours. `cifar_lib.export` puts the normalisation inside it, so it takes raw RGB
+# images in [0, 1] (N×3×32×32) and returns logits; the class names travel with the file
+# (`python -m cifar_lib export --run-dir RUN --out model.pt2` does the same from a terminal, and
+# `--out model.onnx` writes ONNX). Is the exported program faster than the eager model? Timed
+# the same way as above, with `benchmark.Timer`, on the CPU:
+
+# %%
+from pathlib import Path
+
+from cifar_lib.export import export_run, read_metadata, wrap
+
+exported_path = export_run(run, Path(run_dir) / "model.pt2")
+exported = torch.export.load(exported_path).module()  # what a user of the file runs
+eager = wrap(run, "cpu")                                  # the same model, normalisation inside
+images = torch.rand(64 if quick else 256, 3, 32, 32)      # raw images in [0, 1]
+with torch.no_grad():
+    print("exported and eager agree:", torch.allclose(exported(images), eager(images), atol=1e-4))
+print(f"{exported_path.name}: {exported_path.stat().st_size / 1e6:.1f} MB, classes "
+      f"{', '.join(read_metadata(exported_path)['classes'])}")
+for label, fn in (("eager", eager), ("exported", exported)):
+    timer = benchmark.Timer("with torch.no_grad(): fn(images)",
+                            globals={"fn": fn, "images": images, "torch": torch},
+                            num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=0.2 if quick else 1.0)
+    print(f"  {label:>8}, a batch of {len(images)}: median {m.median * 1e3:7.2f} ms "
+          f"({len(images) / m.median:,.0f} images/s)")

@@ -33,8 +33,9 @@
 # notebook gets a fresh runtime).
 
 # %%
-# Setup: on Colab, and only there, install cifar_lib from the repository (the address lives
-# in cifar_lib/notebook.py: REPOSITORY; $CIFAR_LIB_INSTALL, if set, is installed instead).
+# Setup: on Colab, and only there, install the cifar_lib version this lesson was written for
+# (cifar_lib/notebook.py: INSTALL_TARGET, the repository at a release tag; $CIFAR_LIB_INSTALL, if
+# set, is installed instead).
 import os
 import subprocess
 import sys
@@ -45,7 +46,7 @@ try:
 except ImportError:
     ON_COLAB = False
 if ON_COLAB:
-    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course")
+    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course@v0.2.0")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", target], check=True)
 
 # %% tags=["parameters"]

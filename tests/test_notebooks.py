@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 from cifar_lib.course import NOTEBOOKS, WIDGET, drop_widget_outputs, find_notebooks, sweep
-from cifar_lib.notebook import DRIVE_FOLDER, INSTALL_ENV, REPOSITORY, read_results
+from cifar_lib.notebook import DRIVE_FOLDER, INSTALL_ENV, INSTALL_TARGET, REPOSITORY, read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -40,10 +40,10 @@ def test_notebook_has_badge_setup_and_commented_parameters(name):
     text = "\n".join(c.source for c in nb.cells)
     assert f"colab.research.google.com/github/{REPOSITORY}/blob/main/notebooks/{name}.ipynb" in text
     assert f"git+https://github.com/{REPOSITORY}" in text
-    assert f'os.environ.get("{INSTALL_ENV}", "git+https://github.com/{REPOSITORY}")' in text
+    assert f'os.environ.get("{INSTALL_ENV}", "{INSTALL_TARGET}")' in text
     # Colab badges and installs name this repository; other links (sources cited) may differ.
     addresses = set(re.findall(r"(?:colab\.research\.google\.com/github|git\+https://github\.com)"
-                               r"/([\w.-]+/[\w.-]+?)(?:/blob|\"|\))", text))
+                               r"/([\w.-]+/[\w.-]+?)(?:/blob|@|\"|\))", text))
     assert addresses == {REPOSITORY}, addresses
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1

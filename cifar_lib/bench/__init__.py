@@ -17,7 +17,16 @@ them. Each module has ``add_arguments(parser)`` and ``main(args)``; each prints 
 and writes one JSON record with ``records.write_record`` (numbers, command, machine, versions,
 date).
 """
-from . import ablate, breakdown, corrupt, inference_speed, pipeline, race, report, throughput
+from . import (
+              ablate,
+              breakdown,
+              corrupt,
+              inference_speed,
+              pipeline,
+              race,
+              report,
+              throughput,
+)
 
 BENCHMARKS = {"ablation": ablate, "data": pipeline, "train": race,
               "inference": inference_speed, "throughput": throughput, "robustness": corrupt,

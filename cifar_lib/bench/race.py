@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from ..data import CifarSplit, add_data_args, load_cifar10
 from ..device import cpu_has_native_bf16, select_device
+from ..errors import UsageError
 from ..files import json_safe, read_json, write_json
 from ..inference import accuracy, predict_logits
 from ..models import build_model
@@ -163,7 +164,7 @@ def fingerprint(recipe: str, anchor: str, device: torch.device, quick: bool,
                       "machine": machine})
 
 
-class ResumeError(ValueError):
+class ResumeError(UsageError):
     """Progress from an interrupted run that cannot be continued as asked; says what to do."""
 
 

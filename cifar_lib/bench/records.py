@@ -16,6 +16,7 @@ import torch
 
 from ..device import cpu_flag_names, cpu_has_native_bf16, cpu_model, read_cpuinfo
 from ..files import json_safe, write_json
+from ..provenance import code_version
 from ..records import Column, markdown_table, read_record  # noqa: F401  (benchmarks read too)
 
 
@@ -37,8 +38,10 @@ def cpu_id(cpuinfo: str = "/proc/cpuinfo") -> dict:
 
 
 def environment() -> dict:
-    """What the numbers depend on: CPU model, generation and flags, threads, GPU, versions."""
-    return {"cpu": cpu_model(), "cpu_id": cpu_id(), "cpu_flags": cpu_flags(),
+    """What the numbers depend on: CPU model, generation and flags, threads, GPU, versions, and
+    the code (``cifar_lib``: its version and git commit, see ``provenance.code_version``)."""
+    return {"cifar_lib": code_version(), "cpu": cpu_model(), "cpu_id": cpu_id(),
+            "cpu_flags": cpu_flags(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
@@ -49,7 +52,7 @@ def environment() -> dict:
 def settings(args: argparse.Namespace) -> dict:
     """A parsed command line's options, for a record (without the command's own bookkeeping)."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("command", "benchmark", "command_line")}
+            if k not in ("command", "benchmark", "command_line", "debug")}
 
 
 def make_record(rows: Sequence[dict], *, benchmark: str = "", command: str | None = None,

@@ -50,7 +50,7 @@ def plot_training_throughput(rows: Sequence[dict], *,
     """Training images/s (log scale) as bars: one group per recipe, one bar per device, each
     GPU bar labelled with its speed-up over the same recipe's CPU bar. A device that was not
     measured (no GPU on this machine, an error) gets no bar, only its status written in its
-    place. ``rows``: ``cifar_lib.bench.throughput.run``'s rows."""
+    place. ``rows``: ``cifar_lib.speed.steps.run``'s rows."""
     recipes = list(dict.fromkeys(r["recipe"] for r in rows))
     devices = list(dict.fromkeys(r["device"] for r in rows))
     by_key = {(r["recipe"], r["device"]): r for r in rows}

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..checkpoint import load_model
 from ..device import cpu_model, precision_name, sync
+from ..errors import UsageError
 from ..models import count_parameters
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 1024)
@@ -64,7 +65,7 @@ def parse_batch_sizes(text: str) -> list[int]:
     except ValueError:
         sizes = []
     if not sizes or min(sizes) < 1:
-        raise ValueError(f"batch sizes must be positive integers separated by commas, "
+        raise UsageError(f"batch sizes must be positive integers separated by commas, "
                          f"e.g. 1,8,32, got {text!r}")
     return sizes
 
@@ -75,7 +76,7 @@ def _devices(device: str | Sequence[str]) -> list[str]:
         if device == "auto":
             return ["cpu", "cuda"]
         if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-            raise ValueError(f"unknown benchmark device {device!r}: use 'cpu', 'cuda' or 'auto'")
+            raise UsageError(f"unknown benchmark device {device!r}: use 'cpu', 'cuda' or 'auto'")
         return [device]
     return list(device)
 
@@ -262,7 +263,7 @@ def benchmark_inference(model: nn.Module, *, batch_sizes: Sequence[int] = DEFAUL
         raise ValueError(f"unknown variant(s) {', '.join(sorted(unknown))}; "
                          f"valid: {', '.join(VARIANTS)}")
     if not batch_sizes or min(batch_sizes) < 1:
-        raise ValueError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+        raise UsageError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
     timing = dict(warmup=warmup, min_run_time=min_run_time, min_repeats=min_repeats)
     rows = []
     before = torch.get_num_threads()

@@ -22,6 +22,7 @@ from ..batches import BatchIterator
 from ..config import TrainConfig
 from ..data import CifarSplit, load_cifar10
 from ..device import cpu_model, precision_name, select_device
+from ..errors import UsageError
 from ..inference import autocast
 from ..recipes import configure
 from ..train import Training, prepare, train_step
@@ -58,7 +59,7 @@ def devices_for(requested: str | Sequence[str] = "auto") -> list[str]:
         elif name in ("cpu", "cuda", "mps") or name.startswith("cuda:"):
             out.append(name)
         else:
-            raise ValueError(f"unknown benchmark device {name!r}: use 'auto', 'cpu', 'cuda', "
+            raise UsageError(f"unknown benchmark device {name!r}: use 'auto', 'cpu', 'cuda', "
                              f"'cuda:N' or 'mps'")
     return list(dict.fromkeys(out))  # in order, without repeats
 
@@ -71,7 +72,7 @@ def endless(batches: Iterable) -> Iterator:
             empty = False
             yield batch
         if empty:
-            raise ValueError("no batches to time: the data set is smaller than one batch")
+            raise UsageError("no batches to time: the data set is smaller than one batch")
 
 
 def time_steps(step: Callable[[torch.Tensor, torch.Tensor, int], object], batches: Iterable,
@@ -80,7 +81,7 @@ def time_steps(step: Callable[[torch.Tensor, torch.Tensor, int], object], batche
     untimed calls; on a GPU the clock is read only once the queued work has finished, at the
     start and at the end."""
     if steps < 1 or warmup < 0:
-        raise ValueError(f"steps must be ≥ 1 and warmup ≥ 0, got steps={steps}, "
+        raise UsageError(f"steps must be ≥ 1 and warmup ≥ 0, got steps={steps}, "
                          f"warmup={warmup}")
     it = endless(batches)
     for i in range(warmup):
@@ -201,7 +202,7 @@ def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] =
     steps = steps if steps is not None else (QUICK_STEPS if quick else STEPS)
     warmup = warmup if warmup is not None else (QUICK_WARMUP if quick else WARMUP)
     if steps < 1 or warmup < 0:
-        raise ValueError(f"steps must be ≥ 1 and warmup ≥ 0, got steps={steps}, "
+        raise UsageError(f"steps must be ≥ 1 and warmup ≥ 0, got steps={steps}, "
                          f"warmup={warmup}")
     train, _test = load_cifar10(root, download=download)
     rows = []
