@@ -92,10 +92,10 @@ from IPython.display import display
 from cifar_lib import build_model, configure, count_parameters, fit, load_cifar10, select_device
 from cifar_lib.data import class_counts
 from cifar_lib.notebook import keep_runs_on_drive, record
-from cifar_lib.plots import (image_grid, plot_augmented_batch, plot_class_counts,
-                             plot_label_smoothing, plot_tta_views)
-from cifar_lib.plots_fast import (LiveTrainingCurves, plot_ablation_differences,
-                                  plot_learning_rates, plot_training_curves, plot_whitening)
+from cifar_lib.plots import (LiveTrainingCurves, image_grid, plot_ablation_differences,
+                             plot_augmented_batch, plot_class_counts, plot_label_smoothing,
+                             plot_learning_rates, plot_training_curves, plot_tta_views,
+                             plot_whitening)
 
 run_dir = keep_runs_on_drive(run_dir, keep_on_drive)
 print(f"torch {torch.__version__}, device: {select_device(device)}, CPU threads: {torch.get_num_threads()}")

@@ -59,11 +59,6 @@ def test_lr_schedule_is_lr_multiplier_at_every_step_and_plotted_times_lr():
     assert schedule[0] == pytest.approx(FAST.lr_start) and schedule[peak] == 1.0
     assert max(schedule) == 1.0
     assert lr_schedule(configure("original"), 5) == [1.0] * 5
-    fig = plots.plot_lr_schedule(FAST, 48)
-    assert isinstance(fig, Figure)
-    line, peak_marker = fig.axes[0].lines
-    assert np.allclose(line.get_ydata(), [FAST.lr * m for m in schedule])
-    assert peak_marker.get_xdata()[0] == peak
 
 
 # ----------------------------------------------------------------------------- label smoothing
@@ -117,18 +112,6 @@ def test_whitened_patches_have_identity_covariance():
     lam = torch.linalg.eigvalsh(before.double()).float()
     assert torch.allclose(damped.diag(), lam / (lam + default.eps), atol=1e-3)
     assert torch.allclose(damped - torch.diag(damped.diag()), torch.zeros(12, 12), atol=1e-3)
-
-
-def test_whitening_figure_shows_12_filters_and_both_covariances():
-    layer = build_model("airbench", widths=(8, 8, 8)).whitening
-    images = normalize(_images(32), FAST.mean, FAST.std)
-    layer.init_from(images)
-    fig = plots.plot_whitening(layer, images)
-    assert isinstance(fig, Figure)
-    assert _n_images(fig) == 12 + 2
-    before, after = layer.covariances(images)
-    shown = [im.get_array() for ax in fig.axes for im in ax.images][-2:]
-    assert np.allclose(shown[0], before.numpy()) and np.allclose(shown[1], after.numpy())
 
 
 # ----------------------------------------------------------------------------- Muon

@@ -4,34 +4,20 @@
 gathered here so that a lesson imports them from one place.
 """
 from .common import save_figure
-from .evaluation import (
-                         plot_confusion_matrix,
-                         plot_corruption_examples,
-                         plot_corruption_heatmap,
-                         plot_grad_cam,
-                         plot_mistakes,
-                         plot_per_class,
-                         plot_reliability_before_after,
-)
+from .evaluation import (plot_confusion_matrix, plot_corruption_examples,
+                         plot_corruption_heatmap, plot_grad_cam, plot_mistakes, plot_per_class,
+                         plot_reliability_before_after)
 from .photos import plot_prediction_grid, plot_preprocessing, plot_topk
 from .speed import plot_throughput, plot_training_throughput
-from .training import (
-                         LiveCurves,
-                         image_grid,
-                         plot_ablation,
-                         plot_augmented_batch,
-                         plot_class_counts,
-                         plot_curves,
-                         plot_label_smoothing,
-                         plot_lr_schedule,
-                         plot_tta_views,
-                         plot_whitening,
-)
+from .training import (LiveTrainingCurves, image_grid, learning_rates,
+                       plot_ablation_differences, plot_augmented_batch, plot_class_counts,
+                       plot_label_smoothing, plot_learning_rates, plot_training_curves,
+                       plot_tta_views, plot_whitening)
 
 __all__ = ["save_figure", "plot_confusion_matrix", "plot_corruption_examples",
            "plot_corruption_heatmap", "plot_grad_cam", "plot_mistakes", "plot_per_class",
            "plot_reliability_before_after", "plot_prediction_grid", "plot_preprocessing",
-           "plot_topk", "plot_throughput", "plot_training_throughput", "LiveCurves",
-           "image_grid", "plot_ablation", "plot_augmented_batch", "plot_class_counts",
-           "plot_curves", "plot_label_smoothing", "plot_lr_schedule", "plot_tta_views",
-           "plot_whitening"]
+           "plot_topk", "plot_throughput", "plot_training_throughput",
+           "LiveTrainingCurves", "image_grid", "learning_rates", "plot_ablation_differences",
+           "plot_augmented_batch", "plot_class_counts", "plot_label_smoothing",
+           "plot_learning_rates", "plot_training_curves", "plot_tta_views", "plot_whitening"]

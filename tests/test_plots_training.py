@@ -1,4 +1,4 @@
-"""The figures of lesson 01's fast recipe (cifar_lib.plots_fast): what each one shows."""
+"""The figures of lesson 01's fast recipe (cifar_lib.plots.training): what each one shows."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from cifar_lib import plots_fast
+from cifar_lib.plots import training as plots_fast
 from cifar_lib.models import Whitening
 from cifar_lib.recipes import configure
 from cifar_lib.train import lr_multiplier
