@@ -217,7 +217,7 @@ def learning_rates(cfg, steps_per_epoch: int) -> dict[str, np.ndarray]:
     Muon recipes: the conv filters (Muon), the head, the BatchNorm biases and the whitening bias
     (on its own ``whiten_bias_epochs`` schedule, 0 after); SGD recipes: weights and biases;
     Adam: one rate."""
-    from .train import lr_multiplier
+    from ..train import lr_multiplier
     total = cfg.epochs * steps_per_epoch
     steps = range(total)
 
