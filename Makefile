@@ -9,22 +9,31 @@ export CIFAR10_ROOT ?= $(abspath ../shared/data)
 NB_VARS := RUN_DIR RECIPE MODEL EPOCHS BATCH_SIZE LR SEED DEVICE QUICK KEEP_ON_DRIVE IF_MISSING
 NB_PARAMS := $(foreach v,$(NB_VARS),$(if $($(v)),-p $(shell echo $(v) | tr A-Z a-z) $($(v)))) $(PARAMS)
 GRID ?= lr=0.5,1.5 epochs=1,2
+# The package with the extras the tests and lessons need, at the exact versions CI passed with
+# (constraints.txt); a user's `pip install` keeps pyproject's ranges.
+EXTRAS ?= course,test,demo,export
+CONSTRAINTS ?= constraints.txt
 # Extra options for a benchmark, e.g. `make bench-train BENCH_ARGS=--resume` after an interruption.
 BENCH_ARGS ?=
 # The run folder bench-inference times: by default the fast model shipped with cifar_lib.
 BENCH_RUN ?= cifar_lib/pretrained_runs/fast
 
-.PHONY: install test train run-notebooks sweep sync bench-data bench-train bench-inference \
-	bench-throughput bench-ablation bench-robustness clean
+.PHONY: install constraints test train run-notebooks sweep sync bench-data bench-train \
+	bench-inference bench-throughput bench-ablation bench-robustness clean
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) pip
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install everything
+install: $(VENV)/.installed  ## create .venv: the package, its extras EXTRAS, pinned by CONSTRAINTS
+
+# Maintainers, after `make test` passed in a fresh .venv with new versions: pin them.
+constraints: install  ## write what .venv holds into CONSTRAINTS
+	{ echo "# The exact versions make test passed with (pip freeze of a fresh .venv, minus"; \
+	  echo "# cifar_lib). CI and make install use them; users keep pyproject's ranges."; \
+	  $(PY) -m pip freeze --all --exclude-editable | grep -v -i '^cifar[_-]lib'; } > $(CONSTRAINTS)
 
 test: install  ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q --durations=10
@@ -33,10 +42,10 @@ train: install  ## the main job: train the fast recipe into runs/fast
 	$(PY) -m cifar_lib train --recipe fast --run-dir runs/fast
 
 run-notebooks: install  ## run the four notebooks in order with papermill into build/notebooks
-	$(PY) -m cifar_lib.course run --out build/notebooks $(NB_PARAMS)
+	$(PY) -m cifar_lib run-notebooks --out build/notebooks $(NB_PARAMS)
 
 sweep: install  ## papermill sweep of 01_train over GRID="name=v1,v2 ..." into build/sweep
-	$(PY) -m cifar_lib.course sweep --out build/sweep --grid $(GRID) $(NB_PARAMS)
+	$(PY) -m cifar_lib sweep --out build/sweep --grid $(GRID) $(NB_PARAMS)
 
 sync: install  ## regenerate each .ipynb from its .py, keeping the outputs
 	$(VENV)/bin/jupytext --update --to ipynb notebooks/[0-9]*.py

@@ -1,4 +1,8 @@
 """cifar_lib: the small, tested library behind the CIFAR-10 course notebooks."""
+# The one place the version is set: pyproject.toml reads it, and notebook.INSTALL_REF (the git
+# tag the lessons install) derives from it. Set first, so that submodules may import it.
+__version__ = "0.2.0"
+
 from .checkpoint import CheckpointError, LoadedModel, load_model, load_run
 from .config import ConfigError, TrainConfig
 from .data import CLASSES, CifarSplit, DataError, load_cifar10
@@ -11,4 +15,3 @@ __all__ = ["CLASSES", "CifarSplit", "DataError", "load_cifar10", "DeviceError", 
            "UnknownModelError", "build_model", "count_parameters", "CheckpointError",
            "LoadedModel", "load_model", "load_run", "ConfigError", "TrainConfig", "FitResult",
            "TrainingDiverged", "fit", "RECIPES", "configure", "get_recipe"]
-__version__ = "0.2.0"

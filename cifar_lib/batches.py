@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .data import CifarSplit
 
-# The seed notebook normalised with 0.5/0.5; the fast recipe uses the real channel statistics.
+# The original notebook normalised with 0.5/0.5; the fast recipe uses the real channel statistics.
 HALF_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 

@@ -1,30 +1,31 @@
-"""Calibrated probabilities by temperature scaling (Guo et al. 2017).
+"""Calibrated probabilities by temperature scaling (Guo et al. 2017,
+https://arxiv.org/abs/1706.04599): fit, apply and measure.
 
-A trained network's softmax is usually over-confident: of the images it gives 95 %, fewer than
-95 % are right. Dividing the logits by one scalar T > 1 softens every prediction without
-changing any argmax (so accuracy is untouched). T is the value that minimises the negative
-log-likelihood on held-out images.
-
-Which images: CIFAR-10 has no validation split, so ``calibration_split`` cuts the test set at
-random into two disjoint halves. T is fitted on half A only; every number reported about the
-calibration (NLL, ECE before/after) is measured on half B only, images T has never seen.
-``calibrate_run`` writes the result to ``<run folder>/calibration.json``, which ``load_run``
-reads back: from then on ``predict`` and ``evaluate_run`` use softmax(logits / T).
+A trained network's softmax is usually mis-calibrated: of the images it gives 95 %, fewer (or
+more) than 95 % are right. Dividing the logits by one scalar T changes no argmax (so accuracy is
+untouched) and makes the probabilities honest. T minimises the negative log-likelihood on the
+validation split (``data.split_validation``: training images the model never trained on); the
+"not confident" threshold is chosen there too. The test images only measure the result.
+``calibrate_run`` writes ``<run folder>/calibration.json``; ``load_run`` reads it back into
+``LoadedModel.calibration``, and from then on ``predict`` and ``evaluate_run`` use
+softmax(logits / T).
 """
 from __future__ import annotations
 
 import datetime
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CALIBRATION, LoadedModel, checkpoint_digest, load_run, write_json
 from .data import CifarSplit
-from .evaluation import calibration_bins, expected_calibration_error
+from .files import CheckpointError, read_json, write_json
 from .inference import predict_logits
+
+CALIBRATION = "calibration.json"
 
 # log T is searched in [log T_MIN, log T_MAX]; real networks land between about 0.5 and 5.
 T_MIN, T_MAX = 0.01, 100.0
@@ -33,6 +34,10 @@ _GOLDEN = (math.sqrt(5) - 1) / 2
 
 def _tensor(x) -> torch.Tensor:
     return x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _check_logits(logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -48,8 +53,8 @@ def _check_logits(logits: torch.Tensor, labels: torch.Tensor) -> None:
 
 
 def _nll(z: np.ndarray, y: np.ndarray, temperature: float) -> float:
-    """Mean NLL of softmax(z / T), float64 numpy. Small arrays: numpy's single thread beats
-    torch's thread pool here, which on a busy 2-core machine costs ~10× per call."""
+    """Mean NLL of softmax(z / T), float64 numpy: on arrays this small numpy's single thread
+    beats the overhead of torch's thread pool."""
     s = z / temperature
     top = s.max(1)
     log_norm = top + np.log(np.exp(s - top[:, None]).sum(1))
@@ -93,75 +98,130 @@ def fit_temperature(logits, labels) -> float:
     return math.exp((lo + hi) / 2)
 
 
-def _split_indices(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two disjoint sorted index tensors (half A: n // 2, half B: the rest) from a seeded
-    random permutation of range(n)."""
-    if n < 2:
-        raise ValueError(f"need at least 2 test images to split in two halves, got {n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[:n // 2].sort().values, perm[n // 2:].sort().values
-
-
-def calibration_split(test: CifarSplit, seed: int = 0) -> tuple[CifarSplit, CifarSplit]:
-    """(fit half, report half): the test set cut in two disjoint halves by a random
-    permutation seeded with ``seed`` (same seed, same halves; each half keeps the test order).
-
-    Fit the temperature on the fit half only and report its metrics on the report half only:
-    numbers measured on the images T was fitted on would flatter it.
-    """
-    a, b = _split_indices(len(test), seed)
-    return (CifarSplit(test.images[a], test.labels[a], test.classes),
-            CifarSplit(test.images[b], test.labels[b], test.classes))
-
-
 @dataclass
 class Calibration:
-    """A fitted temperature and how much it helped (what ``calibration.json`` holds).
+    """A fitted temperature, the confidence threshold chosen with it, and how much they helped
+    (what ``calibration.json`` holds).
 
     temperature: T (probabilities = softmax(logits / T)); fitted_on: which images, in words;
-    n_images: how many images T was fitted on; tta_level: the TTA level of those logits (T only
-    fits logits of that level). nll_*/ece_* (nats, 0..1) and bins_* (``calibration_bins``) are
-    measured on the *report* half (report_images images), before and after scaling; accuracy
-    (the same before and after) on that half too. checkpoint_sha256: the weights it belongs to.
-    threshold: ``threshold_for_accuracy`` of the calibrated probabilities on the report half for
-    ``target_accuracy`` (None when no threshold reaches it): the "not confident" line that
-    ``predict`` uses by default.
+    n_images: how many; tta_level: the TTA level of those logits (T only fits logits of that
+    level). threshold: ``threshold_for_accuracy`` of the calibrated probabilities on the same
+    images for ``target_accuracy`` (None when none reaches it): the "not confident" line.
+    nll_*/ece_* (nats, 0..1), bins_* (``calibration_bins``), accuracy and the threshold's
+    ``test_coverage``/``test_accuracy`` are measured on ``report_images`` test images, which
+    chose nothing. checkpoint_sha256: the weights it belongs to.
     """
     temperature: float
-    fitted_on: str
-    n_images: int
-    tta_level: int
-    nll_before: float
-    nll_after: float
-    ece_before: float
-    ece_after: float
-    date: str
-    seed: int = 0
+    fitted_on: str = "by hand"
+    n_images: int = 0
+    tta_level: int = 0
+    nll_before: float = float("nan")
+    nll_after: float = float("nan")
+    ece_before: float = float("nan")
+    ece_after: float = float("nan")
+    date: str = ""
     report_images: int = 0
     accuracy: float = float("nan")
     bins_before: list = field(default_factory=list)
     bins_after: list = field(default_factory=list)
     checkpoint_sha256: str | None = None
     target_accuracy: float | None = None
-    threshold: dict | None = None   # threshold_for_accuracy on the report half, calibrated
+    threshold: dict | None = None
 
+    # -- apply
+    def temperature_for(self, tta_level: int) -> float:
+        """T for logits of ``tta_level``; 1.0 for another level: averaging views shrinks the
+        logits, so a T fitted on TTA-averaged logits does not fit single-view ones."""
+        return self.temperature if tta_level == self.tta_level else 1.0
+
+    def threshold_for(self, tta_level: int, default: float = 0.5) -> float:
+        """The "not confident" line for calibrated probabilities of ``tta_level``."""
+        if self.threshold and tta_level == self.tta_level:
+            return float(self.threshold["threshold"])
+        return default
+
+    def probabilities(self, logits: torch.Tensor, tta_level: int) -> torch.Tensor:
+        """float32 softmax(logits / T), N×C, for logits N×C of ``tta_level``."""
+        return F.softmax(logits.float() / self.temperature_for(tta_level), dim=1)
+
+    # -- store
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
-        """Inverse of ``to_dict``; unknown keys are ignored, missing required ones refused."""
-        names = {f.name for f in fields(cls)}
-        required = [f.name for f in fields(cls)
-                    if f.default is MISSING and f.default_factory is MISSING]
-        missing = [k for k in required if k not in d]
+        """Inverse of ``to_dict``; unknown keys are ignored, a missing or bad value refused
+        (ValueError)."""
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        missing = [f.name for f in fields(cls) if f.name not in d
+                   and f.default is MISSING and f.default_factory is MISSING]
         if missing:
-            raise ValueError(f"not a calibration: missing {', '.join(missing)}; fit one with "
-                             f"`python -m cifar_lib calibrate RUN`")
-        # json_safe wrote NaN as null
-        keep_none = ("checkpoint_sha256", "target_accuracy", "threshold")
+            raise ValueError(f"missing {', '.join(missing)}")
+        t, tta = d["temperature"], d.get("tta_level", 0)
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) \
+                or t <= 0:
+            raise ValueError(f"'temperature' must be a number > 0, got {t!r}")
+        if isinstance(tta, bool) or tta not in (0, 1, 2):
+            raise ValueError(f"'tta_level' must be 0, 1 or 2, got {tta!r}")
+        keep_none = ("checkpoint_sha256", "target_accuracy", "threshold")  # NaN was written null
+        names = {f.name for f in fields(cls)}
         return cls(**{k: (float("nan") if v is None and k not in keep_none else v)
                       for k, v in d.items() if k in names})
+
+
+def read_calibration(folder: Path, checkpoint_sha256: str | None = None) -> Calibration | None:
+    """``folder``'s calibration.json, checked (a finite T > 0, fitted for the weights whose
+    digest is ``checkpoint_sha256``), or None if absent. CheckpointError names the fix."""
+    path = Path(folder) / CALIBRATION
+    if not path.is_file():
+        return None
+    try:
+        cal, why = Calibration.from_dict(read_json(path)), None
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+        cal, why = None, str(e) if not type(e).__name__.endswith("DecodeError") \
+            else f"not readable JSON ({type(e).__name__})"
+    except OSError as e:
+        cal, why = None, f"not readable ({type(e).__name__})"
+    # A run trained again in the same folder keeps the old file: its temperature is stale.
+    if cal is not None and cal.checkpoint_sha256 not in (None, checkpoint_sha256):
+        why = "it was fitted for another checkpoint.pt; the run was trained again since"
+    if why is not None:
+        raise CheckpointError(f"{path} is not a valid calibration ({why}): fit it again with "
+                              f"`python -m cifar_lib calibrate --run-dir {folder}`, or delete "
+                              f"the file")
+    return cal
+
+
+# -- measure
+def calibration_bins(probs, labels, n_bins: int = 15) -> list[dict]:
+    """Reliability-diagram bins: confidence (the top probability) split into ``n_bins`` equal-width
+    bins (lo, hi]; per bin: count, mean confidence, accuracy. probs: N×C, labels: N."""
+    probs, labels = _np(probs).astype(np.float64), _np(labels)
+    conf, pred = probs.max(1), probs.argmax(1)
+    correct = (pred == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # right=True gives lo < conf <= hi; conf is never 0 (it is at least 1/C).
+    idx = np.clip(np.digitize(conf, edges, right=True) - 1, 0, n_bins - 1)
+    bins = []
+    for b in range(n_bins):
+        mask = idx == b
+        n = int(mask.sum())
+        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": n,
+                     "confidence": float(conf[mask].mean()) if n else float("nan"),
+                     "accuracy": float(correct[mask].mean()) if n else float("nan")})
+    return bins
+
+
+def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
+    """ECE = Σ_b (n_b / N) · |accuracy_b − confidence_b| over equal-width confidence bins
+    (Guo et al. 2017; 15 bins as there). 0 = perfectly calibrated. probs: N×C, labels: N."""
+    bins = calibration_bins(probs, labels, n_bins)
+    total = sum(b["count"] for b in bins)
+    if total == 0:
+        return float("nan")
+    return float(sum(b["count"] / total * abs(b["accuracy"] - b["confidence"])
+                     for b in bins if b["count"]))
 
 
 def _report(logits: torch.Tensor, labels: torch.Tensor, temperature: float, n_bins: int
@@ -178,64 +238,74 @@ def _report(logits: torch.Tensor, labels: torch.Tensor, temperature: float, n_bi
 TARGET_ACCURACY = 0.99
 
 
-def calibrate_run(run, test: CifarSplit, *, seed: int = 0, device: str = "auto",
-                  write: bool = True, batch_size: int = 1000, n_bins: int = 15,
-                  target_accuracy: float = TARGET_ACCURACY) -> Calibration:
-    """Fit a run's temperature on half A of ``test`` and measure it on half B.
+def calibrate_run(run, validation: CifarSplit, test: CifarSplit | None = None, *,
+                  device: str = "auto", write: bool = True, batch_size: int = 1000,
+                  n_bins: int = 15, target_accuracy: float = TARGET_ACCURACY) -> Calibration:
+    """Fit a run's temperature and "not confident" threshold on ``validation``; measure them on
+    ``test`` when given.
 
     run: a run folder, checkpoint, ``load_model`` pair or ``LoadedModel``. Logits use the run's
-    own TTA level. ``calibration_split(test, seed)`` gives the halves: T is fitted on the fit
-    half, NLL/ECE before and after are measured on the report half. Writes
-    ``<run folder>/calibration.json`` when ``write`` and the run has a folder; the
-    ``LoadedModel`` used (the one passed, if any) takes the new temperature either way.
-    The confidence threshold for ``target_accuracy`` is chosen on the report half too.
+    own TTA level. ``validation``: images the run did not train on (``data.split_validation``
+    of the training set, as ``fit`` held them out). Writes ``<run folder>/calibration.json``
+    when ``write`` and the run has a folder; the ``LoadedModel`` used (the one passed, if any)
+    takes the new calibration either way.
     """
+    from .checkpoint import (  # checkpoint.py imports this module
+        checkpoint_digest,
+        load_run,
+    )
     lm = load_run(run, device)
-    logits = predict_logits(lm.model, test.images, lm.mean, lm.std, tta_level=lm.tta_level,
-                            batch_size=batch_size)
-    labels = test.labels.long()
-    fit, rep = _split_indices(len(test), seed)  # the same halves as calibration_split
-    t = fit_temperature(logits[fit], labels[fit])
-    nll_b, ece_b, bins_b = _report(logits[rep], labels[rep], 1.0, n_bins)
-    nll_a, ece_a, bins_a = _report(logits[rep], labels[rep], t, n_bins)
-    digest = checkpoint_digest(lm.folder) if lm.folder is not None else None
-    calibrated = F.softmax(logits[rep].double() / t, dim=1)
+
+    def logits_of(split: CifarSplit) -> torch.Tensor:
+        return predict_logits(lm.model, split.images, lm.mean, lm.std, tta_level=lm.tta_level,
+                              batch_size=batch_size)
+
+    z_val, y_val = logits_of(validation), validation.labels.long()
+    t = fit_temperature(z_val, y_val)
     try:
-        threshold = threshold_for_accuracy(calibrated, labels[rep], target_accuracy)
+        threshold = threshold_for_accuracy(F.softmax(z_val.double() / t, dim=1), y_val,
+                                           target_accuracy)
     except ValueError:  # e.g. a weak model that is never right 99 times in 100
         threshold = None
     cal = Calibration(
-        temperature=t, n_images=len(fit), tta_level=lm.tta_level,
-        fitted_on=f"half A of the test set ({len(fit):,} of {len(test):,} images, seed {seed})",
-        nll_before=nll_b, nll_after=nll_a, ece_before=ece_b, ece_after=ece_a,
-        date=datetime.datetime.now().isoformat(timespec="seconds"), seed=seed,
-        report_images=len(rep),
-        accuracy=(logits[rep].argmax(1) == labels[rep]).double().mean().item(),
-        bins_before=bins_b, bins_after=bins_a, checkpoint_sha256=digest,
+        temperature=t, n_images=len(validation), tta_level=lm.tta_level,
+        fitted_on=f"the validation split ({len(validation):,} held-out training images)",
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        checkpoint_sha256=checkpoint_digest(lm.folder) if lm.folder is not None else None,
         target_accuracy=target_accuracy, threshold=threshold)
-    lm.temperature, lm.calibration = t, cal.to_dict()
+    if test is not None:
+        z, y = logits_of(test), test.labels.long()
+        cal.nll_before, cal.ece_before, cal.bins_before = _report(z, y, 1.0, n_bins)
+        cal.nll_after, cal.ece_after, cal.bins_after = _report(z, y, t, n_bins)
+        cal.report_images = len(test)
+        cal.accuracy = (z.argmax(1) == y).double().mean().item()
+        if threshold is not None:  # what the threshold chosen on validation does on test
+            conf = F.softmax(z.double() / t, dim=1).max(1).values
+            kept = conf >= threshold["threshold"]
+            threshold["test_coverage"] = kept.double().mean().item()
+            threshold["test_accuracy"] = ((z.argmax(1) == y)[kept].double().mean().item()
+                                          if kept.any() else float("nan"))
+    lm.calibration = cal
     if write and lm.folder is not None:
         write_json(lm.folder / CALIBRATION, cal.to_dict())
     return cal
 
 
-def describe_calibration(lm: LoadedModel, tta_level: int | None = None,
-                         calibrated: bool = True) -> str:
-    """One line saying whether ``lm``'s probabilities (at ``tta_level``, None: the run's own)
-    are calibrated, and how to calibrate them when they are not."""
+def describe_calibration(lm, tta_level: int | None = None, calibrated: bool = True) -> str:
+    """One line saying whether ``lm``'s (a ``LoadedModel``) probabilities at ``tta_level``
+    (None: the run's own) are calibrated, and how to calibrate them when they are not."""
     run = lm.folder if lm.folder is not None else "RUN"
-    fix = f"run `python -m cifar_lib calibrate {run}` first"
+    fix = f"run `python -m cifar_lib calibrate --run-dir {run}` first"
     if not calibrated:
         return "uncalibrated probabilities (asked for): plain softmax of the logits"
-    if lm.calibration is None and lm.temperature == 1.0:
+    if lm.calibration is None:
         return f"uncalibrated: {fix}"
     tta = lm.tta_level if tta_level is None else tta_level
-    if tta != lm.calibrated_tta_level:
+    if tta != lm.calibration.tta_level:
         return (f"uncalibrated: the temperature was fitted on TTA level "
-                f"{lm.calibrated_tta_level} logits, these are level {tta}")
-    where = (lm.calibration or {}).get("fitted_on")
-    return (f"probabilities calibrated with temperature T={lm.temperature:.2f}"
-            + (f", fitted on {where}" if where else ""))
+                f"{lm.calibration.tta_level} logits, these are level {tta}")
+    return (f"probabilities calibrated with temperature T={lm.temperature:.2f}, fitted on "
+            f"{lm.calibration.fitted_on}")
 
 
 def threshold_for_accuracy(probs, labels, target: float) -> dict:
@@ -244,8 +314,7 @@ def threshold_for_accuracy(probs, labels, target: float) -> dict:
 
     probs: N×C (rows sum to 1), labels: N. t is one of the observed top probabilities; returns
     {'threshold': t, 'coverage': fraction of predictions kept (0..1), 'accuracy': their
-    accuracy}. Measured on the same images it was chosen on, so use held-out images (e.g. the
-    report half) and calibrated probabilities. ValueError when no threshold reaches ``target``.
+    accuracy}, measured on the images it was chosen on: choose on the validation split. ValueError when no threshold reaches ``target``.
     """
     probs, labels = _tensor(probs), _tensor(labels)
     if not 0 < target <= 1:

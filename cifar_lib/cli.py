@@ -1,7 +1,9 @@
 """Command line: ``python -m cifar_lib {train,evaluate,...} --help``.
 
-Every subcommand lives in one ``_cmd_*`` function registered in ``COMMANDS``; errors a user can
-cause print one line on stderr and exit non-zero, never a traceback.
+Every subcommand lives in one ``_cmd_*`` function registered in ``COMMANDS``. Errors a user can
+cause (the library's own exception classes in ``USER_ERRORS``) print one line on stderr and exit
+with status 1; any other exception is a bug and shows its traceback. ``--debug`` shows the
+traceback of every error.
 """
 from __future__ import annotations
 
@@ -11,17 +13,24 @@ import json
 import shlex
 import sys
 
+from . import __version__
 from .checkpoint import CheckpointError
 from .config import ConfigError
+from .course import NotebookFailed
 from .data import DataError, add_data_args
 from .device import DeviceError
-from .images import METHODS
+from .errors import UsageError
+from .export import FORMATS, ExportError
 from .models import UnknownModelError
-from .predict import PHOTO_METHOD
+from .photos import METHODS, PHOTO_METHOD, ImageError
 from .train import TrainingDiverged
 
+# The library's errors that a user causes and can fix; each message names the fix. A missing
+# file is one too (its message names the path). Anything else, a plain ValueError included,
+# is a bug: its traceback is shown.
 USER_ERRORS = (DataError, DeviceError, CheckpointError, ConfigError, UnknownModelError,
-               TrainingDiverged, ValueError, FileNotFoundError)
+               ImageError, TrainingDiverged, NotebookFailed, ExportError, UsageError,
+               FileNotFoundError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,13 +42,11 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model and save a run folder",
                        description="Train a recipe on CIFAR-10; writes checkpoint.pt, "
                                    "history.json and metrics.json into --run-dir.")
-    p.add_argument("--recipe", default="fast", help="'fast' (default, ~94%%: 'fast_micro', "
-                   "Muon for the conv filters, 6 of its 10 epochs on 24x24 crops, "
-                   "micro-batches of 1,000), "
-                   "'airbench94' (the published recipe it races), 'fast_muon' "
-                   "(airbench94_muon), 'fast_short' (~85%%, for slow machines), "
-                   "'fast_small', 'muon_small' or 'original' (the seed notebook: SimpleCNN, "
-                   "Adam, 2 epochs; 'seed' is accepted too)")
+    p.add_argument("--recipe", default="fast",
+                   help="'fast' (default, ~94%%), 'airbench94' (the published recipe it races), "
+                        "'short' (~85%%, for slow machines), 'tiny' (~64%% in one epoch), "
+                        "'race64' (64%% as soon as possible) or 'original' (the original "
+                        "notebook: SimpleCNN, Adam, 2 epochs)")
     p.add_argument("--run-dir", default="runs/default", help="output folder (default: runs/default)")
     p.add_argument("--model", help="override the recipe's model (simple_cnn, airbench)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
@@ -60,7 +67,8 @@ def _add_train(sub) -> None:
     p.add_argument("--set", dest="overrides", metavar="FIELD=VALUE", action="append",
                    type=_override, default=[],
                    help="override any TrainConfig field, as a Python literal (repeatable, applied "
-                        "last), e.g. --set crop_epochs=3 --set label_smoothing=0.1")
+                        "last), e.g. --set crop_epochs=3 --set label_smoothing=0.1; FIELD=None "
+                        "sets None where the field takes it (micro_batch=None: whole batches)")
     add_data_args(p)
 
 
@@ -75,15 +83,31 @@ def _override(text: str) -> tuple[str, object]:
         return field.strip(), value  # a bare word: a string such as flip=random
 
 
-def _cmd_train(args) -> int:
-    from . import distributed
-    from .data import load_cifar10
+def train_config(args):
+    """The ``TrainConfig`` that ``train`` runs with parsed ``args``: the recipe, its options,
+    then ``--set`` overrides, where FIELD=None really sets None (``configure`` reads None as
+    "the recipe's own", which suits the options left unset but not an explicit --set)."""
     from .recipes import configure
-    from .train import fit
     options = dict(seed=args.seed, device=args.device, model=args.model, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, precision=args.precision,
                    train_subset=args.train_subset, test_subset=args.test_subset)
-    cfg = configure(args.recipe, quick=args.quick, **{**options, **dict(args.overrides)})
+    overrides = dict(args.overrides)
+    nones = [field for field, value in overrides.items() if value is None]
+    cfg = configure(args.recipe, quick=args.quick,
+                    **{**options, **{k: v for k, v in overrides.items() if v is not None}})
+    if nones:
+        try:
+            cfg = cfg.replace(**dict.fromkeys(nones))
+        except (ConfigError, UnknownModelError) as e:  # ConfigError names the valid values
+            raise ConfigError(f"--set {'/'.join(nones)}=None is not allowed: {e}") from None
+    return cfg
+
+
+def _cmd_train(args) -> int:
+    from . import distributed
+    from .data import load_cifar10
+    from .train import fit
+    cfg = train_config(args)
     train, test = load_cifar10(args.data_root, download=args.download)
     result = fit(cfg, train, test, run_dir=args.run_dir, resume=args.resume,
                  progress=not args.no_progress)
@@ -92,6 +116,11 @@ def _cmd_train(args) -> int:
         tta = f", with TTA {m['test_acc_tta']:.2%}" if "test_acc_tta" in m else ""
         print(f"test accuracy {m['test_acc']:.2%}{tta} after {m['epochs']} epochs "
               f"({m['train_seconds']:.0f} s training); run saved in {args.run_dir}")
+        if cfg.val_fraction:  # a finished run comes calibrated, on the images it held out
+            from .calibration import calibrate_run
+            from .train import split_for
+            _print_calibration(calibrate_run(args.run_dir, split_for(cfg, train)[1], test,
+                                             device=cfg.device))
     return 0
 
 
@@ -130,38 +159,50 @@ def _cmd_evaluate(args) -> int:
 
 def _add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="fit a run's temperature so its probabilities are honest",
-                       description="Temperature scaling: fit T on a random half of the CIFAR-10 "
-                                   "test set, report NLL and ECE before/after on the other half, "
+                       description="Temperature scaling: fit T and the 'not confident' "
+                                   "threshold on the run's validation split (training images it "
+                                   "held out), report NLL and ECE before/after on the test set, "
                                    "and write calibration.json into the run folder; predict and "
-                                   "evaluate then use softmax(logits / T).")
-    p.add_argument("run", metavar="RUN", help="run folder (or checkpoint file) to calibrate")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the random split of the test set into halves (default 0)")
+                                   "evaluate then use softmax(logits / T). `train` does this "
+                                   "itself at the end of a run.")
+    p.add_argument("--run-dir", required=True, help="run folder (or checkpoint file)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     add_data_args(p)
 
 
 def _cmd_calibrate(args) -> int:
     from .calibration import calibrate_run
-    from .checkpoint import CALIBRATION, load_run
-    from .data import load_cifar10
-    lm = load_run(args.run, args.device)  # a missing run fails before the data load
-    _, test = load_cifar10(args.data_root, download=args.download)
-    c = calibrate_run(lm, test, seed=args.seed)
-    print(f"temperature T={c.temperature:.3f}, fitted on {c.fitted_on}, TTA level {c.tta_level}\n"
-          f"on the other half ({c.report_images:,} images, accuracy {c.accuracy:.2%} either "
-          f"way): ECE {c.ece_before:.2%} -> {c.ece_after:.2%}, "
-          f"NLL {c.nll_before:.4f} -> {c.nll_after:.4f}")
+    from .checkpoint import load_run
+    from .data import load_cifar10, split_validation, validation_size
+    lm = load_run(args.run_dir, args.device)  # a missing run fails before the data load
+    fraction = lm.config.get("val_fraction", 0)
+    if not fraction:
+        raise ConfigError(f"{args.run_dir} trained on every training image (val_fraction=0), "
+                          f"so no image is left to calibrate on: train it again with the "
+                          f"default val_fraction")
+    train, test = load_cifar10(args.data_root, download=args.download)
+    validation = split_validation(train, validation_size(len(train), fraction))[1]
+    _print_calibration(calibrate_run(lm, validation, test))
+    return 0
+
+
+def _print_calibration(c) -> None:
+    print(f"temperature T={c.temperature:.3f}, fitted on {c.fitted_on}, TTA level "
+          f"{c.tta_level}")
+    if c.report_images:
+        print(f"on the {c.report_images:,} test images (accuracy {c.accuracy:.2%} either way): "
+              f"ECE {c.ece_before:.2%} -> {c.ece_after:.2%}, NLL {c.nll_before:.4f} -> "
+              f"{c.nll_after:.4f}")
     if c.threshold:
         t = c.threshold
-        print(f"'not confident' below {t['threshold']:.2f}: the {t['coverage']:.1%} of "
-              f"predictions above it are right {t['accuracy']:.1%} of the time (target "
-              f"{c.target_accuracy:.0%})")
+        print(f"'not confident' below {t['threshold']:.2f}: on the validation split the "
+              f"{t['coverage']:.1%} of predictions above it were right {t['accuracy']:.1%} of "
+              f"the time (target {c.target_accuracy:.0%})"
+              + (f"; on the test set {t['test_coverage']:.1%} and {t['test_accuracy']:.1%}"
+                 if "test_coverage" in t else ""))
     else:
         print(f"no confidence threshold reaches {c.target_accuracy:.0%} accuracy: predict "
               f"uses 0.5")
-    print(f"saved {lm.folder / CALIBRATION}")
-    return 0
 
 
 def _add_bench(sub) -> None:
@@ -171,7 +212,8 @@ def _add_bench(sub) -> None:
                                    "JSON record (numbers, command, machine, versions, date).")
     names = p.add_subparsers(dest="benchmark", required=True, parser_class=_Parser)
     for name, module in BENCHMARKS.items():
-        module.add_arguments(names.add_parser(name, help=module.__doc__.strip().splitlines()[0],
+        module.add_arguments(names.add_parser(name, help=module.__doc__.strip().splitlines()[0]
+                                              .replace("%", "%%"),
                                               description=module.__doc__,
                                               formatter_class=argparse.RawDescriptionHelpFormatter))
 
@@ -197,7 +239,8 @@ def _add_predict(sub) -> None:
                    help=f"how a photo becomes 32×32: {', '.join(METHODS)} (default "
                         f"{PHOTO_METHOD}, the best on the sample photos; multi_crop averages "
                         f"six crops)")
-    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or mps")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: CUDA, then MPS, then CPU), cpu, cuda or mps")
     p.add_argument("--uncalibrated", action="store_true",
                    help="plain softmax probabilities even where the run has a temperature")
 
@@ -205,7 +248,7 @@ def _add_predict(sub) -> None:
 def _cmd_predict(args) -> int:
     from .calibration import describe_calibration
     from .checkpoint import load_run
-    from .predict import predict
+    from .photos import predict
     lm = load_run(args.run_dir, args.device)
     print(describe_calibration(lm, calibrated=not args.uncalibrated))
     threshold = (lm.confidence_threshold(not args.uncalibrated) if args.threshold is None
@@ -239,13 +282,52 @@ def _cmd_ship(args) -> int:
     from .data import load_cifar10
     from .device import cpu_has_native_bf16, cpu_model
     from .pretrained import describe, ship
-    _, test = load_cifar10(args.data_root, download=args.download)
+    train, test = load_cifar10(args.data_root, download=args.download)
     machine = (f"{cpu_model()} ({'native bf16' if cpu_has_native_bf16() else 'no native bf16'}, "
                f"{torch.get_num_threads()} threads)")
-    folder = ship(args.run_dir, args.name, command=args.trained_by, test_split=test,
+    folder = ship(args.run_dir, args.name, command=args.trained_by, train_split=train,
+                  test_split=test,
                   machine=machine)
     print(f"shipped in {folder}\n{describe(args.name)}")
     return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="save a run as one file that runs without cifar_lib",
+                       description="Export a run's model, with its normalisation inside, as a "
+                                   "torch.export program (.pt2, the default) or ONNX (.onnx, "
+                                   "needs the export extra). It takes float32 RGB images in "
+                                   "[0, 1], N×3×32×32, and returns logits N×10; the class names "
+                                   "are saved with it.")
+    p.add_argument("--run-dir", required=True, help="run folder (or checkpoint file) to export")
+    p.add_argument("--out", required=True, help="the file to write, e.g. fast.pt2 or fast.onnx")
+    p.add_argument("--format", choices=FORMATS,
+                   help="pt2 (torch.export.save) or onnx (torch.onnx.export); default: from "
+                        "the --out suffix")
+
+
+def _cmd_export(args) -> int:
+    from .export import export_run, format_of, read_metadata
+    out = export_run(args.run_dir, args.out, format_of(args.out, args.format))
+    classes = read_metadata(out)["classes"]
+    print(f"exported {args.run_dir} to {out} ({out.stat().st_size / 1e6:.1f} MB): float32 "
+          f"N×3×32×32 images in [0, 1] → logits N×{len(classes)} ({', '.join(classes)})")
+    return 0
+
+
+def _add_course(command: str, help: str):
+    def add(sub) -> None:
+        from . import course
+        p = sub.add_parser(command, help=help, description=f"{help[0].upper()}{help[1:]}. "
+                           "Needs the course extra (papermill) and a checkout of the course "
+                           "(the notebooks are not part of the installed package).")
+        course.add_arguments(p, "run" if command == "run-notebooks" else "sweep")
+    return add
+
+
+def _cmd_course(args) -> int:
+    from . import course
+    return course.main(args)
 
 
 def _add_demo(sub) -> None:
@@ -273,15 +355,35 @@ def _cmd_demo(args) -> int:
 COMMANDS = {"train": (_add_train, _cmd_train), "evaluate": (_add_evaluate, _cmd_evaluate),
             "bench": (_add_bench, _cmd_bench), "predict": (_add_predict, _cmd_predict),
             "ship": (_add_ship, _cmd_ship), "calibrate": (_add_calibrate, _cmd_calibrate),
-            "demo": (_add_demo, _cmd_demo)}
+            "export": (_add_export, _cmd_export),
+            "demo": (_add_demo, _cmd_demo),
+            "run-notebooks": (_add_course("run-notebooks", "run the course notebooks in order "
+                                          "with papermill, headlessly"), _cmd_course),
+            "sweep": (_add_course("sweep", "run one notebook over a grid of parameters with "
+                                  "papermill and collect the results"), _cmd_course)}
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on ``parser`` and every subcommand below it, so that it may come before or
+    after the command (SUPPRESS: a subcommand keeps what was given before it)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in action.choices.values():
+                p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                               help="show the full traceback of any error, not one line")
+                _add_debug(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m cifar_lib",
                      description="Train, evaluate and use CIFAR-10 classifiers.")
+    parser.add_argument("--version", action="version", version=f"cifar_lib {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of any error, not one line")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add, _ in COMMANDS.values():
         add(sub)
+    _add_debug(parser)
     return parser
 
 
@@ -294,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command][1](args)
     except USER_ERRORS as e:
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

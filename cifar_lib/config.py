@@ -28,14 +28,18 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Every knob of a training run. The defaults are the seed notebook's recipe."""
+    """Every knob of a training run, grouped by what it controls. The defaults are the original
+    notebook's recipe; ``cifar_lib.recipes`` names the others."""
+    # model
     model: str = "simple_cnn"            # registry name (see cifar_lib.models.MODELS)
     model_kwargs: dict = field(default_factory=dict)
-    epochs: int = 2
-    batch_size: int = 128
-    micro_batch: int | None = None       # forward/backward this many images at a time and sum
-                                         # their gradients: one optimiser step per batch_size, less
-                                         # memory at once (BatchNorm sees each micro-batch alone)
+    # data: which images train, which are held out to choose things on
+    val_fraction: float = 0.1            # share of the training images held out as the
+                                         # validation split (data.split_validation): 5,000 of
+                                         # CIFAR-10's 50,000, the same images for every run
+    train_subset: int | None = None      # train on only the first N of the rest (quick runs)
+    test_subset: int | None = None       # evaluate on only the first N test images
+    # optimiser
     optimizer: str = "adam"              # "adam", "sgd" (Nesterov momentum) or "muon" (Muon for
                                          # conv filters, Nesterov SGD for the rest)
     lr: float = 1e-3                     # peak learning rate, for the mean loss over a batch
@@ -44,32 +48,40 @@ class TrainConfig:
     muon_momentum: float = 0.6           # ... and momentum (see cifar_lib.muon)
     weight_decay: float = 0.0            # PyTorch's coupled L2, as the optimiser takes it
     bias_lr_scale: float = 1.0           # BatchNorm and whitening biases learn this much faster
+    label_smoothing: float = 0.0         # the target gives the true class 1 − this, the rest
+                                         # shared out evenly
+    lookahead: bool = False              # average weights every 5 steps, copy back (airbench)
+    # schedule
+    epochs: int = 2
+    batch_size: int = 128                # images per optimiser step
     schedule: str = "constant"           # "constant" or "triangle" (linear warm-up then decay)
     lr_start: float = 0.2                # triangle: lr multiplier at step 0 ...
     lr_peak_at: float = 0.23             # ... rising to 1 at this fraction of training ...
     lr_end: float = 0.07                 # ... and falling to this at the end
-    label_smoothing: float = 0.0
-    lookahead: bool = False              # average weights every 5 steps, copy back (airbench)
     whiten_bias_epochs: int = 0          # whitening-layer bias trains only this many epochs
+    # augmentation
     flip: str | None = None              # None, "random" or "alternating"
     translate: int = 0                   # max random shift in pixels (reflect-filled)
     brightness: float = 0.0              # random shift of each image's normalised values, ±this
     contrast: float = 0.0                # random scale of each image's values, 1 ± this
     crop_epochs: int = 0                 # the first N epochs train on random crop_size² windows:
     crop_size: int | tuple = 24          # fewer FLOPs per image while the net learns coarse things;
-                                         # a tuple: one size per crop epoch (progressive sizes)
-    mean: tuple = HALF_MEAN_STD[0]
+                                         # a tuple: one size per crop epoch
+    mean: tuple = HALF_MEAN_STD[0]       # per-channel normalisation of the inputs
     std: tuple = HALF_MEAN_STD[1]
+    # evaluation
     tta_level: int = 0                   # test-time augmentation for the final evaluation ...
     tta_fraction: float = 1.0            # ... of this fraction of the test images, least confident
+    eval_every: int = 1                  # evaluate on the test set every N epochs (0: only at end)
+    # hardware and reproducibility (the same result, only faster or slower)
     precision: str = "gpu"               # "gpu" (mixed on GPUs only), "auto" (also CPUs with native
                                          # bf16), "bf16", "fp16", "fp32" (see device.autocast_dtype)
     channels_last: bool | str = False    # True, False or "auto" (see device.use_channels_last)
-    seed: int = 0
+    micro_batch: int | None = None       # compute each step this many images at a time, summing
+                                         # their gradients: less memory at once (BatchNorm sees
+                                         # each micro-batch alone)
     device: str = "auto"
-    train_subset: int | None = None      # use only the first N training images (quick runs)
-    test_subset: int | None = None
-    eval_every: int = 1                  # evaluate on the test set every N epochs (0: only at end)
+    seed: int = 0
 
     def __post_init__(self):
         validate(self)
@@ -132,6 +144,8 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         _check(value is None or (_is_int(value) and value >= 1), name,
                "None (all) or a whole number ≥ 1", value)
+    _check(_is_number(cfg.val_fraction) and 0 <= cfg.val_fraction < 1, "val_fraction",
+           "in [0, 1)", cfg.val_fraction)
     _check(_is_number(cfg.lr) and cfg.lr > 0, "lr", "a number > 0", cfg.lr)
     _check(_is_number(cfg.bias_lr_scale) and cfg.bias_lr_scale > 0, "bias_lr_scale",
            "a number > 0", cfg.bias_lr_scale)

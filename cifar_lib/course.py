@@ -1,7 +1,7 @@
 """Run the course headlessly: every notebook in order with papermill, and parameter sweeps.
 
-    python -m cifar_lib.course run [--out build/notebooks] [-p NAME VALUE ...] [--quick]
-    python -m cifar_lib.course sweep --grid lr=0.5,1.5 epochs=1,2 [-p NAME VALUE ...]
+    python -m cifar_lib run-notebooks [--out build/notebooks] [-p NAME VALUE ...] [--quick]
+    python -m cifar_lib sweep --grid lr=0.5,1.5 epochs=1,2 [-p NAME VALUE ...]
 
 Parameters given with ``-p`` go to every notebook that has them (papermill ignores the rest).
 The notebooks are found with ``--notebooks DIR``, else in ``./notebooks`` or the ``notebooks``
@@ -15,7 +15,6 @@ import csv
 import itertools
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -170,47 +169,55 @@ def _params(pairs) -> dict:
     return {name: parse_value(value) for name, value in (pairs or [])}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cifar_lib.course", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    for name in ("run", "sweep"):
-        s = sub.add_parser(name)
-        s.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                       help="pass a parameter to the notebooks (repeatable)")
-        s.add_argument("--quick", action="store_true", help="quick mode: tiny data, one epoch")
-        s.add_argument("--out", default=f"build/{'notebooks' if name == 'run' else 'sweep'}",
-                       help="folder for the executed notebooks and results")
-        s.add_argument("--no-progress", action="store_true")
-        s.add_argument("--notebooks", type=Path, help="folder of the course notebooks "
-                       "(default: ./notebooks or the repository's, found from here)")
-    sub.choices["run"].add_argument("--only", nargs="+", choices=NOTEBOOKS,
-                                    help="run only these notebooks")
-    sub.choices["sweep"].add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2",
-                                      help="the values of each swept parameter")
-    sub.choices["sweep"].add_argument("--notebook", default="01_train", choices=NOTEBOOKS)
-    args = p.parse_args(argv)
+def add_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """The options of ``run-notebooks`` (``command="run"``) or ``sweep`` on parser ``p``."""
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="pass a parameter to the notebooks that have it, e.g. -p epochs 2 "
+                        "(repeatable; VALUE as JSON, or none/true/false, else a string)")
+    p.add_argument("--quick", action="store_true",
+                   help="the CI smoke test: tiny data, one epoch (-p quick true)")
+    p.add_argument("--out", type=Path,
+                   default=Path("build/notebooks" if command == "run" else "build/sweep"),
+                   help="folder for the executed notebooks and results (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no cell-by-cell progress")
+    p.add_argument("--notebooks", type=Path, help="folder of the course notebooks "
+                   "(default: ./notebooks or the repository's, found from here)")
+    if command == "run":
+        p.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run only these notebooks")
+    else:
+        p.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2",
+                       help="the values of each swept parameter; every combination runs once")
+        p.add_argument("--notebook", default="01_train", choices=NOTEBOOKS,
+                       help="the notebook to sweep (default %(default)s)")
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """['lr=0.5,1.5', 'epochs=1,2'] → {'lr': [0.5, 1.5], 'epochs': [1, 2]}."""
+    from .errors import UsageError
+    grid = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        if not name or not values:
+            raise UsageError(f"--grid takes NAME=V1,V2,..., got {item!r}")
+        grid[name] = [parse_value(v) for v in values.split(",")]
+    return grid
+
+
+def main(args: argparse.Namespace) -> int:
+    """``run-notebooks`` or ``sweep`` (``args.command``) from parsed command-line ``args``."""
     params = {**(QUICK if args.quick else {}), **_params(args.parameter)}
     out = Path(args.out)
-    try:
-        if args.command == "run":
-            run_all(out, params, args.only or NOTEBOOKS, not args.no_progress, args.notebooks)
-            print(f"all notebooks ran; executed copies in {out}/")
-        else:
-            grid = {}
-            for item in args.grid:
-                name, _, values = item.partition("=")
-                if not values:
-                    p.error(f"--grid takes NAME=V1,V2,..., got {item!r}")
-                grid[name] = [parse_value(v) for v in values.split(",")]
-            rows = sweep(grid, out, params, args.notebook, not args.no_progress, args.notebooks)
-            failed = sum(r["status"] != "ok" for r in rows)
-            print(f"{len(rows)} runs ({failed} failed): {out}/sweep.csv, {out}/sweep.png")
-    except (NotebookFailed, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if args.command == "run-notebooks":
+        run_all(out, params, args.only or NOTEBOOKS, not args.no_progress, args.notebooks)
+        print(f"all notebooks ran; executed copies in {out}/")
+        return 0
+    rows = sweep(parse_grid(args.grid), out, params, args.notebook, not args.no_progress,
+                 args.notebooks)
+    failed = sum(r["status"] != "ok" for r in rows)
+    print(f"{len(rows)} runs ({failed} failed): {out}/sweep.csv, {out}/sweep.png")
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # the commands live in the one command line now
+    raise SystemExit("use `python -m cifar_lib run-notebooks` or `python -m cifar_lib sweep` "
+                     "(--help explains them)")

@@ -54,6 +54,11 @@ VALIDATION_SIZE = 5_000
 _VALIDATION_SEED = 20_240_601
 
 
+def validation_size(n_train: int, fraction: float) -> int:
+    """How many of ``n_train`` training images a validation ``fraction`` holds out."""
+    return round(n_train * fraction)
+
+
 def split_validation(train: CifarSplit, size: int = VALIDATION_SIZE
                      ) -> tuple[CifarSplit, CifarSplit]:
     """(rest, validation): ``size`` images held out of ``train``, the same share of each class.

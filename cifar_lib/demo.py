@@ -20,9 +20,9 @@ from PIL import Image
 
 from .attribution import cam_for_run
 from .checkpoint import load_run
-from .images import ImageError, Upload, preprocessing_steps, sample_images
 from .ood import detector_for
-from .predict import PHOTO_METHOD, predict
+from .photos import (PHOTO_METHOD, ImageError, Upload, predict, preprocessing_steps,
+                     sample_images)
 
 INSTALL_HINT = 'the demo needs gradio: pip install "cifar_lib[demo]"'
 SHOWN = 160  # pixels: small steps (32×32) are enlarged to this, pixel for pixel, to be seen

@@ -55,7 +55,7 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     'auto': on CUDA, bf16 from compute capability 8.0 and fp16 below it (the caller scales the
     loss, see ``fit``); on CPUs, bf16 only where the CPU has native bf16 (AVX512-BF16/AMX);
     fp32 on Apple MPS and other CPUs, where mixed precision is slow or unsupported.
-    'gpu': the same on CUDA and fp32 everywhere else (the seed recipe: faithful on a CPU, fast on
+    'gpu': the same on CUDA and fp32 everywhere else (the original recipe: faithful on a CPU, fast on
     a GPU). 'bf16', 'fp16' and 'fp32' force one, on any device.
     """
     if precision not in ("auto", "gpu", "bf16", "fp16", "fp32"):

@@ -1,4 +1,4 @@
-"""Metrics beyond one accuracy number: uncertainty, per class, confusions, mistakes, calibration.
+"""Metrics beyond one accuracy number: uncertainty, per class, confusions, mistakes.
 
 Everything here works on plain arrays (probabilities N×C, labels N), so it is testable on tiny
 hand-made examples; ``evaluate_run`` ties it to a run folder and writes ``evaluation.json``.
@@ -14,8 +14,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import METRICS, json_safe, load_run, read_json, write_json
+from .calibration import calibration_bins, expected_calibration_error
+from .checkpoint import METRICS, load_run
 from .data import CifarSplit
+from .files import json_safe, read_json, write_json
 from .inference import predict_logits
 from .models import count_parameters
 
@@ -86,36 +88,6 @@ def most_confused_pairs(cm: np.ndarray, classes: Sequence[str], k: int = 10
              if i != j and cm[i, j] > 0]
     cells.sort(key=lambda c: -c[0])  # stable: ties stay in row-major order
     return [(classes[i], classes[j], n) for n, i, j in cells[:k]]
-
-
-def calibration_bins(probs, labels, n_bins: int = 15) -> list[dict]:
-    """Reliability-diagram bins: confidence (the top probability) split into ``n_bins`` equal-width
-    bins (lo, hi]; per bin: count, mean confidence, accuracy. probs: N×C, labels: N."""
-    probs, labels = _np(probs).astype(np.float64), _np(labels)
-    conf, pred = probs.max(1), probs.argmax(1)
-    correct = (pred == labels).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # right=True gives lo < conf <= hi; conf is never 0 (it is at least 1/C).
-    idx = np.clip(np.digitize(conf, edges, right=True) - 1, 0, n_bins - 1)
-    bins = []
-    for b in range(n_bins):
-        mask = idx == b
-        n = int(mask.sum())
-        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": n,
-                     "confidence": float(conf[mask].mean()) if n else float("nan"),
-                     "accuracy": float(correct[mask].mean()) if n else float("nan")})
-    return bins
-
-
-def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
-    """ECE = Σ_b (n_b / N) · |accuracy_b − confidence_b| over equal-width confidence bins
-    (Guo et al. 2017; 15 bins as there). 0 = perfectly calibrated. probs: N×C, labels: N."""
-    bins = calibration_bins(probs, labels, n_bins)
-    total = sum(b["count"] for b in bins)
-    if total == 0:
-        return float("nan")
-    return float(sum(b["count"] / total * abs(b["accuracy"] - b["confidence"])
-                     for b in bins if b["count"]))
 
 
 def confident_mistakes(probs, labels, classes: Sequence[str], k: int = 16) -> list[dict]:
@@ -194,8 +166,7 @@ def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
 
     ``tta_level`` None uses the run's own setting (``config['tta_level']``). ``calibrated``: use
     the run's fitted temperature (``LoadedModel.probabilities``; the argmax and so the accuracy
-    do not change). The temperature was fitted on half of the test set, so NLL and ECE over the
-    whole test set flatter it a little; ``calibration.json`` has the honest held-out numbers.
+    do not change). The temperature was fitted on the validation split, never on test images.
     ``info`` records ``temperature`` (1.0: none) and ``calibrated``. Writes the report's
     summary to ``<run folder>/evaluation.json`` (``write=False``: don't; ``json_name``: another
     file, e.g. to keep the TTA and no-TTA results side by side).

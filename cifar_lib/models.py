@@ -1,6 +1,6 @@
 """The networks, built by name from a small registry.
 
-- ``simple_cnn``: the seed notebook's CNN, exactly (620,362 parameters).
+- ``simple_cnn``: the original notebook's CNN, exactly (620,362 parameters).
 - ``airbench``: a small VGG-like net in the style of Keller Jordan's airbench94: a frozen
   patch-whitening first layer, three conv-pool-BatchNorm-GELU blocks, a scaled linear head.
 """

@@ -4,7 +4,9 @@ which run folder to use, and recorded results.
 ``REPOSITORY`` is the one place that holds the project's address: the notebooks' install
 cells and Colab badges, and the README's badges, must all use it (a test checks that they do).
 On Colab the install cell runs ``pip install $CIFAR_LIB_INSTALL`` when that variable is set
-(a local checkout, a wheel, a fork), else ``pip install git+https://github.com/REPOSITORY``.
+(a local checkout, a wheel, a fork), else ``pip install INSTALL_TARGET``: the repository at the
+tag ``INSTALL_REF`` of this version, so a lesson gets the library it was written against, not
+whatever the default branch holds by then.
 """
 from __future__ import annotations
 
@@ -14,11 +16,17 @@ import os
 import sys
 from pathlib import Path
 
+from . import __version__
+
 # The project's GitHub address (owner/name). tests/test_notebooks.py fails until every
 # notebook's badge and install cell, and the README's badges, use this same address.
 REPOSITORY = "cifar10-course/cifar10-course"
 RESULTS_KEY = "cifar_lib_results"
 INSTALL_ENV = "CIFAR_LIB_INSTALL"   # what the Colab install cell installs instead of REPOSITORY
+# The git tag of this version (a release pushes it: bump __version__, tag vX.Y.Z, push the tag);
+# every lesson's install cell names it, and a test checks that they do.
+INSTALL_REF = "v" + __version__
+INSTALL_TARGET = f"git+https://github.com/{REPOSITORY}@{INSTALL_REF}"
 # Where Colab mounts Google Drive; the variable exists for tests with a stand-in google.colab.
 DRIVE_MOUNTPOINT = os.environ.get("COLAB_DRIVE_MOUNTPOINT", "/content/drive")
 DRIVE_FOLDER = "cifar10-course"     # run folders go to MyDrive/cifar10-course/<run_dir>
@@ -47,7 +55,7 @@ def record(results: dict, run_dir: str | Path | None = None, name: str = "result
     Displays them as a JSON output tagged ``RESULTS_KEY`` (``read_results`` finds it in the
     executed ``.ipynb``) and, with ``run_dir``, also writes ``<run_dir>/<name>.json``.
     """
-    from .checkpoint import json_safe, write_json
+    from .files import json_safe, write_json
     results = json_safe(results)  # plain JSON types only: numpy/torch scalars, NaN → null
     if run_dir is not None:
         write_json(Path(run_dir) / f"{name}.json", results)
@@ -77,7 +85,7 @@ def upload_or_paths(default_paths) -> list:
     file names) on Colab, the given paths elsewhere. If nothing is uploaded, the defaults are
     used, so "Run all" never stalls on an empty list.
     """
-    from .images import Upload
+    from .photos import Upload
     paths = [Path(p) for p in ([default_paths] if isinstance(default_paths, (str, os.PathLike))
                                else default_paths)]
     if not on_colab():

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batches import normalize
-from .checkpoint import (CheckpointError, LoadedModel, checkpoint_digest, load_run, read_json,
-                         resolve_checkpoint, unwrap, write_json, _atomic_write)
+from .checkpoint import checkpoint_digest, load_run, resolve_checkpoint, unwrap
+from .files import CheckpointError, atomic_write, read_json, write_json
 
 SCORES = ("msp", "energy", "mahalanobis", "knn")
 OOD_JSON = "ood.json"
@@ -252,7 +252,7 @@ class Detector:
         folder = Path(folder)
         state = {k: v.contiguous() for k, v in self.state.items()}
         if state:
-            _atomic_write(folder / OOD_TENSORS, lambda f: torch.save(state, f))
+            atomic_write(folder / OOD_TENSORS, lambda f: torch.save(state, f))
         else:
             (folder / OOD_TENSORS).unlink(missing_ok=True)  # a stale one from another score
         write_json(folder / OOD_JSON, {"score": self.score, "threshold": self.threshold,

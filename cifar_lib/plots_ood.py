@@ -6,7 +6,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .checkpoint import read_json
+from .files import read_json
 
 RECORD = Path(__file__).resolve().parent / "records" / "open_set.json"
 

@@ -4,7 +4,8 @@ Colab gives each notebook a fresh runtime: the run folder 01_train wrote is gone
 opens 02, 03 or 04 from its badge. ``pip install`` of the course therefore brings one trained
 run along: ``cifar_lib/pretrained_runs/fast/`` holds the checkpoint with its weights in fp16
 (4 MB instead of 8; the accuracy in ``metrics.json`` is measured on those very weights), the
-training history, and ``provenance.json``: the command, seed, commit and machine that made it.
+training history, and ``provenance.json``: the command, seed, machine, and the cifar_lib version
+and git commit that made it.
 
 ``ship`` makes such a folder from any finished run (``python -m cifar_lib ship --run-dir ...``).
 """
@@ -15,8 +16,15 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (CHECKPOINT, HISTORY, METRICS, _atomic_write, load_checkpoint, read_json,
-                         resolve_checkpoint, write_json)
+from .checkpoint import (
+    CHECKPOINT,
+    HISTORY,
+    METRICS,
+    load_checkpoint,
+    resolve_checkpoint,
+)
+from .files import atomic_write, read_json, write_json
+from .provenance import code_version
 
 RUNS = Path(__file__).resolve().parent / "pretrained_runs"
 PROVENANCE = "provenance.json"
@@ -42,16 +50,18 @@ def describe(name: str = "fast") -> str:
             f"{p['seed']} by `{p['command']}` on {p['machine']} ({p['date']}).")
 
 
-def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
+def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, machine: str,
          dest: Path = RUNS) -> Path:
     """Copy a finished run into ``dest/name`` with fp16 weights; re-measure its accuracy.
 
-    ``test_split``: the CIFAR-10 test set (a ``CifarSplit``); the accuracy (with and without the run's TTA) is
-    measured in fp32 on the fp16-stored weights, so ``metrics.json`` states what ships; the
-    temperature is fitted on those weights too (``calibration.json``, ``calibrate_run``).
+    ``train_split``, ``test_split``: CIFAR-10's (``CifarSplit``s). The accuracy (with and
+    without the run's TTA) is measured in fp32 on the fp16-stored weights, so ``metrics.json``
+    states what ships; the temperature is fitted on those weights too, on the run's validation
+    split (``calibration.json``, ``calibrate_run``).
     """
-    from .calibration import calibrate_run
-    from .checkpoint import CALIBRATION, load_run
+    from .calibration import CALIBRATION, calibrate_run
+    from .checkpoint import load_run
+    from .data import split_validation, validation_size
     from .inference import loss_and_accuracy
     src = resolve_checkpoint(run_dir)
     ckpt = load_checkpoint(src)
@@ -60,7 +70,7 @@ def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
     ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v
                           for k, v in ckpt["state_dict"].items()}
     folder = Path(dest) / name
-    _atomic_write(folder / CHECKPOINT, lambda f: torch.save(ckpt, f))
+    atomic_write(folder / CHECKPOINT, lambda f: torch.save(ckpt, f))
     (folder / CALIBRATION).unlink(missing_ok=True)  # fitted for the weights just replaced
     lm = load_run(folder, "cpu")
     metrics = dict(read_json(src.parent / METRICS))
@@ -74,7 +84,13 @@ def ship(run_dir, name: str = "fast", *, command: str, test_split, machine: str,
     write_json(folder / HISTORY, read_json(src.parent / HISTORY))
     write_json(folder / PROVENANCE, {
         "command": command, "seed": ckpt["config"].get("seed"), "recipe_config": ckpt["config"],
-        "machine": machine, "torch": torch.__version__,
+        "machine": machine, "torch": torch.__version__, "cifar_lib": code_version(),
         "date": datetime.date.today().isoformat()})
-    calibrate_run(lm, test_split)  # the shipped weights' own temperature, in calibration.json
+    fraction = lm.config.get("val_fraction", 0)
+    if not fraction:
+        raise ValueError(f"{run_dir} trained on every training image (val_fraction=0): nothing "
+                         f"is left to calibrate on; train with the default to ship it")
+    validation = split_validation(train_split, validation_size(len(train_split), fraction))[1]
+    # the shipped weights' own temperature, in calibration.json
+    calibrate_run(lm, validation, test_split)
     return folder

@@ -1,24 +1,19 @@
-"""Named training recipes, and ``configure``: the one way to turn a recipe and overrides into a
-``TrainConfig`` (used by the command line, the notebooks, the benchmarks and the tests).
+"""The course's training recipes, by purpose, and ``configure``: the one way to turn a recipe
+and overrides into a ``TrainConfig`` (used by the command line, the notebooks, the benchmarks
+and the tests).
 
-- ``original``: the seed notebook's recipe, exactly (``seed`` is accepted as an alias).
-- ``fast``: the default, the fastest recipe measured to reach 94%: ``fast_micro`` (below).
-- ``airbench94``: the anchor, Keller Jordan's airbench94 with its published hyperparameters,
-  about 94% in ten epochs (``fast`` until 2026-11-26; benchmarks race it by name).
-- ``fast_muon``: airbench94_muon: Muon for the conv filters, batch 2000, 8 epochs, no lookahead.
-- ``fast_muon_crop``: ``fast_muon`` for 10 epochs, the first 6 on random 24×24 crops, random
-  brightness and contrast, and TTA for the least confident 30% of test images only: 0.71× the
-  anchor's time per run, 94.15% over five seeds, on a 2-core Intel Xeon without native bf16;
-  0.875×, 94.14%, on an AMD EPYC with native bf16 (benchmarks/README.md).
-- ``fast_micro``: ``fast_muon_crop`` computed in micro-batches of 1,000 (the same optimiser
-  steps; BatchNorm statistics per 1,000): 94.13% over five seeds in 0.725× the anchor's time on
-  a 2-core AMD EPYC with native bf16, and 0.70× (94.03% over five seeds) on the same kind of
-  CPU with bf16 turned off (``bench train --precision fp32``). ``fast`` since 2026-11-26.
-- ``fast_short``: a shorter budget for slow machines: airbench94 at widths 32/64/64 for
-  4 epochs (the ablation's budget), about 85%.
-- ``fast_small``: airbench94 sized for the original's 64%: widths 16/32/32, one epoch.
-- ``muon_small``: ``fast_muon`` sized for 64% in as little time as possible (the time-to-64%
-  race): widths 16/32/64, one pass over 20,000 of the 50,000 training images.
+- ``original``: the original notebook's recipe: SimpleCNN, Adam 1e-3, batch 128, two epochs.
+- ``airbench94``: Keller Jordan's airbench94 with its published hyperparameters, about 94% in
+  ten epochs: the anchor that ``fast`` is raced against.
+- ``fast``: the course's own recipe, the default: airbench94's network trained with Muon, early
+  small crops and colour jitter (written out below, field by field, and in lesson 01).
+- ``short``: airbench94 narrowed and cut to four epochs, for slow machines (about 85%).
+- ``tiny``: airbench94 narrowed to the original's accuracy (about 64%) in one epoch.
+- ``race64``: the Muon recipe sized to reach 64% as soon as possible (the time-to-64% race).
+
+Every recipe holds out the same 5,000 training images as a validation split (``val_fraction``):
+the temperature, the confidence threshold and other choices are made on them, never on the
+test images.
 """
 from __future__ import annotations
 
@@ -32,8 +27,15 @@ _KILOSTEP = 1024 * (1 + 1 / (1 - 0.85))
 _AIRBENCH_LR = 11.5 / _KILOSTEP * 1024
 _AIRBENCH_WD = 0.0153 * 1024 / _KILOSTEP / _AIRBENCH_LR
 
+# airbench94_muon states its SGD lrs for a summed loss at batch 2000 (biases 0.053, head 0.67)
+# and a decay of 2e-6·2000 per step. For PyTorch's mean loss multiply the lrs by 2000; its head
+# output is divided by 256 where ours is by 9, and an SGD lr acts on the product scale²·lr, so
+# the head's lr here is 0.67·2000·(9/256)². Muon's steps do not depend on the loss's scale.
+_MUON_BATCH = 2000
+_MUON_HEAD_LR = 0.67 * _MUON_BATCH * (9 / 256) ** 2
+
 RECIPES: dict[str, TrainConfig] = {
-    # The seed notebook, exactly: SimpleCNN, Adam 1e-3, batch 128, 2 epochs, mean/std 0.5.
+    # The original notebook, exactly: SimpleCNN, Adam 1e-3, batch 128, 2 epochs, mean/std 0.5.
     "original": TrainConfig(),
     "airbench94": TrainConfig(
         model="airbench", model_kwargs={"widths": (64, 256, 256)},
@@ -52,69 +54,61 @@ RECIPES: dict[str, TrainConfig] = {
         precision="auto",        # bf16 on Ampere+ GPUs and native-bf16 CPUs, fp16 on older GPUs
         channels_last="auto",    # the memory layout fast convolution kernels want (not on MPS)
     ),
+    # The course's recipe, every field that differs from TrainConfig's defaults, top to bottom.
+    "fast": TrainConfig(
+        # model: airbench94's network (frozen whitening layer, three conv groups, scaled head)
+        model="airbench", model_kwargs={"widths": (64, 256, 256)},
+        # optimiser: Muon for the conv filters (orthogonalised momentum, cifar_lib.muon) ...
+        optimizer="muon", muon_lr=0.24, muon_momentum=0.6,
+        # ... Nesterov SGD for the head and the biases, which learn 64× faster (lr is the head's)
+        lr=_MUON_HEAD_LR, momentum=0.85, bias_lr_scale=0.053 * _MUON_BATCH / _MUON_HEAD_LR,
+        weight_decay=2e-6 * _MUON_BATCH / _MUON_HEAD_LR,
+        label_smoothing=0.2,     # soft targets: less over-confident logits
+        # schedule: 10 epochs, the learning rates decaying linearly from the start to 0
+        epochs=10, batch_size=_MUON_BATCH, schedule="triangle", lr_start=1.0, lr_peak_at=0.0,
+        lr_end=0.0,
+        whiten_bias_epochs=3,    # the whitening bias trains 3 epochs, then stays fixed
+        # augmentation: both mirror images in turn, ±2-pixel shifts, colour jitter, and the
+        # first 6 epochs on random 24×24 windows (about half the FLOPs per image)
+        flip="alternating", translate=2, brightness=0.1399, contrast=0.1308,
+        crop_epochs=6, crop_size=24,
+        mean=CIFAR10_MEAN_STD[0], std=CIFAR10_MEAN_STD[1],
+        # evaluation: mirror + shifted views at test time, only for the 30% least confident
+        tta_level=2, tta_fraction=0.3,
+        # hardware: bf16 where it is native, channels-last where it pays, and each step of
+        # 2,000 images computed as two halves that fit a CPU's caches (the same gradient)
+        precision="auto", channels_last="auto", micro_batch=1000,
+    ),
 }
-
-# airbench94_muon states its SGD lrs for a summed loss at batch 2000 (biases 0.053, head 0.67)
-# and a decay of 2e-6·2000 per step. For PyTorch's mean loss multiply the lrs by 2000; its head
-# output is divided by 256 where ours is by 9, and an SGD lr acts on the product scale²·lr, so
-# the head's lr here is 0.67·2000·(9/256)². Muon's steps do not depend on the loss's scale.
-_MUON_BATCH = 2000
-_MUON_HEAD_LR = 0.67 * _MUON_BATCH * (9 / 256) ** 2
-RECIPES["fast_muon"] = RECIPES["airbench94"].replace(
-    optimizer="muon", muon_lr=0.24, muon_momentum=0.6,  # conv filters: Muon
-    lr=_MUON_HEAD_LR, momentum=0.85,                      # head and biases: Nesterov SGD
-    bias_lr_scale=0.053 * _MUON_BATCH / _MUON_HEAD_LR,
-    weight_decay=2e-6 * _MUON_BATCH / _MUON_HEAD_LR,
-    batch_size=_MUON_BATCH, epochs=8,
-    lr_start=1.0, lr_peak_at=0.0, lr_end=0.0,             # no warm-up: linear decay to 0
-    lookahead=False)
-
-# More epochs for fewer FLOPs each (benchmarks/README.md): 10 epochs instead of 8, the first 6
-# on random 24×24 windows (a crop epoch costs about half a whole-image one, while the net learns
-# coarse features), the last 4 on whole images, so the net ends at the test images' size; the
-# test-time views only for the 30% least confident test images (1 + 5·0.3 forward passes per
-# image instead of 6; the confident ones almost never change their answer); and random
-# brightness (±0.14) and contrast (1 ± 0.13) per training image, the values of the Hive's
-# speedrun record (github.com/hiverge/cifar10-speedrun): nearly free, and worth about 0.15 points
-# here (94.15% against 93.99% without, the same five seeds). Measured side by side on a 2-core
-# Intel Xeon without native bf16: 0.71× the anchor's time (0.76× in a second, one-seed pair);
-# on an AMD EPYC with native bf16 0.875× (there bf16 makes the convolutions cheap, not the rest).
-RECIPES["fast_muon_crop"] = RECIPES["fast_muon"].replace(epochs=10, crop_epochs=6, crop_size=24,
-                                                         tta_fraction=0.3, brightness=0.1399,
-                                                         contrast=0.1308)
-# The same updates in two halves of 1,000 images (gradients summed, one step per 2,000): on a
-# 2-core AMD EPYC with native bf16 a whole-image step of 2,000 cost about 1.5× per image what
-# one of 1,000 did (its activations far outgrow the caches); BatchNorm sees 1,000 at a time.
-# With bf16 turned off there the halves paid too (0.70× the anchor's time). GPUs: unmeasured.
-RECIPES["fast_micro"] = RECIPES["fast_muon_crop"].replace(micro_batch=1000)
-# The default is the fastest recipe that reaches 94%; its own name stays, for the records.
-RECIPES["fast"] = RECIPES["fast_micro"]
 # A shorter budget, for a learner on a slow CPU: airbench94 with about a sixteenth of the
-# convolution FLOPs per image for 4 epochs instead of 10. The ablation (bench/ablation.py)
-# measures at this budget.
-RECIPES["fast_short"] = RECIPES["airbench94"].replace(model_kwargs={"widths": (32, 64, 64)},
-                                                      epochs=4)
-# airbench94 sized for the seed's 64% instead of 94%: an eighth of the widths, one epoch.
-RECIPES["fast_small"] = RECIPES["airbench94"].replace(model_kwargs={"widths": (16, 32, 32)},
-                                                      epochs=1, batch_size=256, tta_level=0)
-RECIPES["muon_small"] = RECIPES["fast_muon"].replace(
-    model_kwargs={"widths": (16, 32, 64)}, epochs=1, batch_size=250, tta_level=0,
+# convolution FLOPs per image for 4 epochs instead of 10.
+RECIPES["short"] = RECIPES["airbench94"].replace(model_kwargs={"widths": (32, 64, 64)},
+                                                 epochs=4)
+# airbench94 sized for the original's 64% instead of 94%: an eighth of the widths, one epoch.
+RECIPES["tiny"] = RECIPES["airbench94"].replace(model_kwargs={"widths": (16, 32, 32)},
+                                                epochs=1, batch_size=256, tta_level=0)
+# Muon sized to reach 64% as soon as possible: narrow, one pass over 20,000 training images.
+RECIPES["race64"] = RECIPES["fast"].replace(
+    model_kwargs={"widths": (16, 32, 64)}, epochs=1, batch_size=250, micro_batch=None,
+    crop_epochs=0, brightness=0.0, contrast=0.0, tta_level=0, tta_fraction=1.0,
     whiten_bias_epochs=1, train_subset=20_000)
-ALIASES = {"seed": "original"}  # the name the original recipe had before the random seed took it
+
+# Names that meant something else once, with the name to use now.
+RENAMED = {"seed": "original", "fast_micro": "fast", "fast_muon_crop": "fast",
+           "fast_muon": "fast", "fast_short": "short", "fast_small": "tiny",
+           "muon_small": "race64"}
 
 # What a recipe reached when measured on the full data set: (mean test accuracy in %, with the
 # recipe's own TTA; how many seeds; the record it comes from). The lesson 01_train quotes them
 # beside its time estimates; they live here because the installed package (Colab) has no
-# benchmarks/ folder, and tests/test_recipes.py checks each against its record.
+# benchmarks/ folder, and tests/test_recipes.py checks each against its record. These records
+# trained on all 50,000 training images (val_fraction=0).
 EXPECTED_ACCURACY: dict[str, tuple[float, int, str]] = {
-    "airbench94": (94.00, 3, "benchmarks/results/train_fast.json"),
-    "fast": (94.13, 5, "benchmarks/results/train_cpu-bf16_fast_micro.json"),
-    "fast_micro": (94.13, 5, "benchmarks/results/train_cpu-bf16_fast_micro.json"),
-    "fast_muon": (93.91, 1, "benchmarks/results/train_cpu-fp32_fast_muon.json"),
-    "fast_muon_crop": (94.15, 5, "benchmarks/results/train_cpu-fp32.json"),
-    "fast_short": (85.44, 2, "cifar_lib/bench/results/ablation.json"),
-    "fast_small": (65.75, 1, "benchmarks/results/train_fast.json"),
-    "original": (66.30, 1, "benchmarks/results/train_fast.json"),
+    "fast": (94.13, 5, "benchmarks/results/train_cpu-bf16.json"),
+    "airbench94": (93.94, 2, "benchmarks/results/train_cpu-bf16.json"),
+    "short": (85.44, 2, "cifar_lib/records/ablation_airbench94.json"),
+    "tiny": (65.75, 1, "benchmarks/results/archive/train_fast.json"),
+    "original": (66.30, 1, "benchmarks/results/archive/train_fast.json"),
 }
 
 # A smoke test of any recipe (CI, first tries): one epoch on 2,048 training and 1,000 test
@@ -122,18 +116,14 @@ EXPECTED_ACCURACY: dict[str, tuple[float, int, str]] = {
 QUICK = dict(epochs=1, train_subset=2048, test_subset=1000, max_batch_size=256)
 
 
-def recipe_names() -> list[str]:
-    """Every accepted recipe name, aliases included, sorted."""
-    return sorted([*RECIPES, *ALIASES])
-
-
 def get_recipe(name: str) -> TrainConfig:
-    """The ``TrainConfig`` of recipe ``name`` (or its alias)."""
-    name = ALIASES.get(name, name)
+    """The ``TrainConfig`` of recipe ``name``; a former name gets a one-line error naming the
+    current one."""
+    if name in RENAMED:
+        raise ConfigError(f"recipe {name!r} is now called {RENAMED[name]!r}: use "
+                          f"--recipe {RENAMED[name]} (recipe={RENAMED[name]!r})")
     if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; valid names: "
-                          f"{', '.join(sorted(RECIPES))} (alias: "
-                          f"{', '.join(f'{a} = {n}' for a, n in ALIASES.items())})")
+        raise ConfigError(f"unknown recipe {name!r}; valid names: {', '.join(RECIPES)}")
     return RECIPES[name]
 
 

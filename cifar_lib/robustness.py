@@ -8,16 +8,21 @@ AlexNet's errors, which we do not have) and a mean per corruption.
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from . import records
 from .checkpoint import LoadedModel, load_run
 from .corruptions import CORRUPTIONS, corrupt
-from .data import CifarSplit
+from .data import CifarSplit, load_cifar10
 from .device import select_device
+from .errors import UsageError
 from .inference import accuracy, predict_logits
+from .pretrained import RUNS
 
 CLEAN = "clean"
 SEVERITY_LEVELS = (1, 2, 3, 4, 5)
@@ -99,3 +104,66 @@ def summarize(rows: Sequence[dict]) -> dict[str, dict]:
         s["mean_corrupted"] = sum(every) / len(every) if every else None
         s["per_corruption"] = {c: sum(accs) / len(accs) for c, accs in by.items()}
     return out
+
+
+# The record ships inside the package (cifar_lib/records), so that 03_evaluate shows it on Colab.
+RECORD = records.shipped("robustness")
+
+
+DEFAULT_RUNS = (RUNS / "fast", RUNS / "original")
+
+
+# 51 passes over the images per model: the first 2,000 test images keep a CPU run to minutes
+# (each cell then has a 95% interval of about ±2 points); --images 10000 for all of them.
+TEST_IMAGES = 2_000
+
+
+QUICK_IMAGES = 200  # --quick: a smoke test
+
+
+def _shown(path) -> str:
+    """A run's path as a record shows it: relative to the current folder when inside it (the
+    shipped runs from a checkout: cifar_lib/pretrained_runs/fast), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def run(runs, *, images: int = TEST_IMAGES, seed: int = 0, tta_level: int = 0,
+        device: str = "auto", root=None, download: bool = False, log=None) -> dict:
+    """The record's fields: rows (each with the run's path), summary, device, images, seconds.
+    ``images``: the first N test images (10,000: all of them)."""
+    if images < 1:
+        raise UsageError(f"--images must be at least 1 (10000 is the whole test set), got {images}")
+    dev = select_device(device)
+    _, test = load_cifar10(root, download=download)
+    test = test.subset(images)
+    models = [load_run(r, dev) for r in runs]
+    paths = {model_name(lm): _shown(r) for lm, r in zip(models, runs)}
+    t0 = time.perf_counter()
+    rows = corruption_accuracy(models, test, seed=seed, tta_level=tta_level, device=str(dev),
+                               log=log)
+    seconds = time.perf_counter() - t0
+    rows = [{"model": r["model"], "run": paths[r["model"]], **r} for r in rows]
+    return {"rows": rows, "summary": summarize(rows), "device": str(dev), "images": len(test),
+            "seed": seed, "tta_level": tta_level, "seconds": seconds}
+
+
+def read_record(path: str | Path = RECORD) -> dict:
+    """The committed robustness record (``RECORD`` by default)."""
+    return records.read_record(path, "robustness")
+
+
+def table(rows: list[dict]) -> list[dict]:
+    """One line per model × corruption: accuracy in % at each severity and their mean."""
+    lines: dict[tuple, dict] = {}
+    for r in rows:
+        line = lines.setdefault((r["model"], r["corruption"]),
+                                {"model": r["model"], "corruption": r["corruption"]})
+        line[str(r["severity"]) if r["corruption"] != CLEAN else "mean"] = 100 * r["accuracy"]
+    for line in lines.values():
+        accs = [line[str(s)] for s in SEVERITY_LEVELS if str(s) in line]
+        if accs:
+            line["mean"] = sum(accs) / len(accs)
+    return list(lines.values())

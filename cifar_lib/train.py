@@ -7,6 +7,7 @@ backward, step, lookahead), an evaluation and a checkpoint per epoch, and ``fina
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import time
@@ -21,12 +22,28 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import (CALIBRATION, CHECKPOINT, HISTORY, METRICS, CheckpointError,
-                         load_checkpoint, load_weights, save_checkpoint, unwrap, write_json)
 from .batches import BatchIterator, normalize
-from .config import TrainConfig
-from .data import CifarSplit
-from .device import autocast_dtype, precision_name, select_device, sync, use_channels_last
+from .calibration import CALIBRATION
+from .checkpoint import (
+    CHECKPOINT,
+    HISTORY,
+    METRICS,
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    unwrap,
+)
+from .config import ConfigError, TrainConfig
+from .data import CifarSplit, split_validation, validation_size
+from .device import (
+    autocast_dtype,
+    precision_name,
+    select_device,
+    sync,
+    use_channels_last,
+)
+from .files import read_json, write_json
 from .inference import autocast
 from .models import AirbenchNet, build_model, count_parameters
 from .muon import Muon
@@ -200,8 +217,8 @@ def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
                             channels_last=channels_last, brightness=cfg.brightness,
                             contrast=cfg.contrast)
     if len(batches) == 0:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
-                         f"images per process: lower batch_size or use more data")
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
+                          f"images per process: lower batch_size or use more data")
     return Training(cfg, device, amp_dtype, dist, model, model, optimizer, lookahead, scaler,
                     batches, history=[])
 
@@ -324,10 +341,19 @@ def _evaluate(t: Training, test: CifarSplit, tta_level: int = 0) -> tuple[float,
                            amp_dtype=t.amp_dtype, tta_fraction=t.cfg.tta_fraction)
 
 
+def split_for(cfg: TrainConfig, train: CifarSplit) -> tuple[CifarSplit, CifarSplit]:
+    """(the images ``cfg`` trains on, its validation split): ``cfg.val_fraction`` of ``train``
+    held out by ``data.split_validation``, the same images for every run."""
+    return split_validation(train, validation_size(len(train), cfg.val_fraction))
+
+
 def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str | Path | None = None,
         resume: bool = False, callbacks: Iterable[Callable[[dict], None]] = (),
         progress: bool = True) -> FitResult:
-    """Train ``cfg.model`` on ``train``, evaluating on ``test``.
+    """Train ``cfg.model`` on ``train`` less its validation split, evaluating on ``test``.
+
+    ``split_for(cfg, train)``'s validation images are held out: they train nothing and are
+    left for choices made after training (calibration).
 
     Writes ``checkpoint.pt`` (after every epoch, so an interrupted run can resume), then
     ``history.json`` and ``metrics.json`` into ``run_dir`` when given. ``callbacks`` get each
@@ -336,6 +362,7 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     """
     dist = distributed.setup(cfg.device)
     device = dist.device if dist.enabled else select_device(cfg.device)
+    train = split_for(cfg, train)[0]
     train, test = train.subset(cfg.train_subset), test.subset(cfg.test_subset)
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_path = run_dir / CHECKPOINT if run_dir is not None else None
@@ -373,6 +400,25 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
         write_json(run_dir / METRICS, metrics)
     dist.close()
     return FitResult(t.model, t.history, metrics)
+
+
+def load_finished(cfg: TrainConfig, run_dir: str | Path) -> FitResult | None:
+    """The finished run in ``run_dir`` as ``fit`` returned it (model on the CPU, in eval mode;
+    history; metrics), when it was trained with exactly ``cfg``; None otherwise (no run, an
+    unfinished one, or other settings). Lets a lesson run again without training again."""
+    run_dir = Path(run_dir)
+    paths = [run_dir / name for name in (CHECKPOINT, HISTORY, METRICS)]
+    if not all(p.is_file() for p in paths):
+        return None
+    ckpt = load_checkpoint(paths[0])
+    if "optimizer" in ckpt:  # resume state left in: the run did not finish
+        return None
+    same = json.loads(json.dumps(ckpt.get("config", {}))) == json.loads(json.dumps(cfg.to_dict()))
+    if not same:
+        return None
+    model = build_model(ckpt["model"], **ckpt["model_kwargs"])
+    load_weights(model, ckpt, model_name=cfg.model)
+    return FitResult(model.eval(), read_json(paths[1]), read_json(paths[2]))
 
 
 def final_metrics(t: Training, n_train: int, test: CifarSplit) -> dict:

@@ -29,7 +29,7 @@
 # - how throughput and latency change with the batch size, and what `channels_last`, bf16/fp16
 #   autocast, `torch.compile` and `torch.inference_mode` buy;
 # - why a fast input pipeline matters as much as a fast model;
-# - the seed notebook's headline, measured: how much faster training is on a GPU than on a CPU,
+# - the original notebook's headline, measured: how much faster training is on a GPU than on a CPU,
 #   and the error you get when the model and the batch are on different devices.
 #
 # It uses the run folder from [01 · Train](01_train.ipynb) when there is one, and otherwise the
@@ -37,8 +37,9 @@
 # notebook gets a fresh runtime).
 
 # %%
-# Setup: on Colab, and only there, install cifar_lib from the repository (the address lives
-# in cifar_lib/notebook.py: REPOSITORY; $CIFAR_LIB_INSTALL, if set, is installed instead).
+# Setup: on Colab, and only there, install the cifar_lib version this lesson was written for
+# (cifar_lib/notebook.py: INSTALL_TARGET, the repository at a release tag; $CIFAR_LIB_INSTALL, if
+# set, is installed instead).
 import os
 import subprocess
 import sys
@@ -49,7 +50,7 @@ try:
 except ImportError:
     ON_COLAB = False
 if ON_COLAB:
-    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course")
+    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course@v0.2.0")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", target], check=True)
 
 # %% tags=["parameters"]
@@ -69,9 +70,9 @@ quick = False             # CI smoke test: three batch sizes, short timings, a s
 import pandas as pd
 import torch
 
-from cifar_lib.bench.data import run as bench_pipeline
-from cifar_lib.bench.inference import benchmark_run
-from cifar_lib.bench.throughput import run as bench_training
+from cifar_lib.speed.latency import benchmark_run
+from cifar_lib.speed.loaders import run as bench_pipeline
+from cifar_lib.speed.steps import run as bench_training
 from cifar_lib.models import SimpleCNN
 from cifar_lib.notebook import find_run, keep_runs_on_drive, record
 from cifar_lib.plots import plot_throughput, plot_training_throughput, save_figure
@@ -83,7 +84,7 @@ print(f"torch {torch.__version__}; CPU threads: {torch.get_num_threads()}; "
 
 # %% [markdown]
 # ## Model and data on the same device
-# The seed notebook's first lesson on a GPU: a model's weights and its input must be on the same
+# The original notebook's first lesson on a GPU: a model's weights and its input must be on the same
 # device, with the same dtype. Mixing them is the most common error in PyTorch; here it is,
 # with its one-line fix. (Without a GPU, a dtype mismatch gives the same kind of error.)
 
@@ -110,7 +111,7 @@ print("after batch.to(device=..., dtype=...):", tuple(fixed.shape), fixed.device
 #   GPU's (cuDNN) picks and prepares its kernels, CUDA loads them onto the card;
 # - a **GPU works asynchronously**: `model(x)` returns as soon as the kernels are queued, so a
 #   clock read right after it measures the launch, not the work. `torch.cuda.synchronize()`
-#   waits for the queue to drain (`cifar_lib.bench.timing.synced_clock` does it before every
+#   waits for the queue to drain (`cifar_lib.speed.synced_clock` does it before every
 #   clock reading);
 # - **one sample** catches whatever else the machine was doing at that moment.
 #
@@ -128,7 +129,7 @@ import time
 
 from torch.utils import benchmark
 
-from cifar_lib.bench.timing import synced_clock
+from cifar_lib.speed import synced_clock
 from cifar_lib.checkpoint import load_model
 
 dev = torch.device("cuda" if torch.cuda.is_available() and device != "cpu" else "cpu")
@@ -179,7 +180,7 @@ if dev.type == "cuda":  # what forgetting to synchronise shows: only the time to
 # threads, medians and quartiles.
 #
 # ## Measure inference
-# For every batch size: first the seed's method (one cold call, `time.time()`), then each
+# For every batch size: first the original notebook's method (one cold call, `time.time()`), then each
 # variant warmed up and timed by `torch.utils.benchmark.Timer`. On a machine without a GPU the
 # GPU rows say so, and the rest still runs.
 
@@ -188,13 +189,12 @@ rows, info = benchmark_run(run, quick=quick, device=device, compile=compile,
                            **({} if quick else {"batch_sizes": batch_sizes}))
 table = pd.DataFrame(rows)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"model: {info['model']} ({info['parameters']:,} parameters)")
 print("variants timed:", ", ".join(sorted(table.variant.unique())))
 
 # %% [markdown]
-# ## The seed's method against a proper measurement
+# ## The original notebook's method against a proper measurement
 # Same model, same batch, same device. The cold single call is slower on a CPU (first-call
 # overheads) and, on a GPU, misleadingly *fast* when the clock is read without synchronising
 # (it only measures launching the kernels; here it synchronises, so it shows the cold start).
@@ -220,14 +220,16 @@ timed.pivot_table(index=["device", "batch_size"], columns="variant", values="med
 # %% [markdown]
 # ## Speed-ups, each against the plain model (`no_grad`, fp32) in the same run
 # `speedup` > 1 is faster. `grad_enabled` shows what forgetting `torch.no_grad()` costs.
-# `autocast` depends on the hardware more than anything else here: on a CPU with native bf16
-# (the AMD EPYC Zen 5 that made the outputs below: AVX512-BF16) bf16 runs 1.3–1.8× faster than
-# fp32; on a CPU without it (an Intel Xeon with AVX-512 but no AVX512-BF16, in an earlier run of
-# this lesson, 2026-11-26) bf16 is emulated and ran 2–3× *slower* (benchmarks/README.md).
-# That is why `cifar_lib` uses bf16 on a CPU only where the CPU has it, and picks fp16 or bf16
-# on a GPU by its compute capability.
+# `autocast` depends on the hardware more than anything else here: a CPU with native bf16
+# (AVX512-BF16 or AMX) runs bf16 faster than fp32, while on a CPU without it bf16 is emulated
+# and runs *slower*; the cell below says which kind this machine is, and the table shows what
+# bf16 does here. That is why `cifar_lib` uses bf16 on a CPU only where the CPU has it, and
+# picks fp16 or bf16 on a GPU by its compute capability.
 
 # %%
+from cifar_lib.device import cpu_has_native_bf16
+
+print("this CPU has native bf16:", cpu_has_native_bf16())
 timed.pivot_table(index=["device", "batch_size"], columns="variant", values="speedup").round(2)
 
 # %%
@@ -235,7 +237,7 @@ table[table.status != "ok"][["device", "variant", "batch_size", "status"]].drop_
 
 # %% [markdown]
 # ## Training on the GPU against the CPU
-# The seed notebook's point: training is much faster on a GPU. Here both recipes run the same
+# The original notebook's point: training is much faster on a GPU. Here both recipes run the same
 # training steps as `fit` (model, optimiser, augmented batches, mixed precision where the device
 # has it) on every device present: a few warm-up steps, then a fixed number of steps timed with
 # the GPU synchronised before each clock reading.
@@ -252,7 +254,7 @@ fig
 
 # %% [markdown]
 # ## The input pipeline
-# Training needs batches as fast as the model eats them. The seed notebook used torchvision's
+# Training needs batches as fast as the model eats them. The original notebook used torchvision's
 # `Dataset` + `DataLoader` (one PIL image at a time through `ToTensor` and `Normalize`);
 # `cifar_lib` keeps the data set as one tensor and normalises and augments whole batches.
 
@@ -270,7 +272,7 @@ record({"model": info["model"], "quick": quick,
         "best_device": best.device, "best_batch_size": int(best.batch_size),
         "training_images_per_s": {f"{r['recipe']} on {r['device']}": r.get("images_per_s")
                                   for r in training},
-        "pipeline_speedup_vs_dataloader": pipeline[2]["speedup_vs_seed"]},
+        "pipeline_speedup_vs_dataloader": pipeline[2]["speedup_vs_original"]},
        run_dir=run_dir, name="benchmark_results")
 
 # %% [markdown]
@@ -278,15 +280,54 @@ record({"model": info["model"], "quick": quick,
 # 1. **Batch size 1 on the GPU.** Set `batch_sizes = [1, 2, 4, 8, 16]` and `device = "cuda"` in
 #    the parameters cell (on Colab, with a GPU runtime): how many images per second does batch
 #    size 1 reach, compared with 1024? Where does the time of one small batch go, if not into
-#    arithmetic?
+#    arithmetic? *Hint:* count the kernels one forward pass launches.
+#    <details><summary>Answer</summary>A few percent of the big batch's throughput: each call
+#    launches the same dozens of kernels whatever the batch size, and with one image each
+#    kernel finishes long before the next launch; the GPU waits on Python and the driver.
+#    </details>
 # 2. **Forget to synchronise.** In the stopwatch cell, replace both `synced_clock(dev)` with
 #    `time.perf_counter()` and run it on a GPU: what does the warmed-up time become, and why
-#    is it wrong?
+#    is it wrong? *Hint:* what has the GPU finished when `model(x)` returns?
+#    <details><summary>Answer</summary>It drops to the time of launching the kernels (tens of
+#    microseconds), because the call returns as soon as the work is queued; the work itself is
+#    not measured.</details>
 # 3. **One CPU thread.** In the same cell, remove `num_threads=torch.get_num_threads()` from the
 #    `benchmark.Timer(...)` line: how much slower is the CPU number, and what does that tell you
 #    about a benchmark run with the Timer's defaults?
+#    <details><summary>Check</summary>Print `torch.get_num_threads()`: the CPU number should
+#    fall by roughly that factor for the large batches, where the work parallelises.</details>
 # 4. **Compile.** Set `compile = True`: how long is the first call of the `compile` variant
 #    (the `first_call_ms` column of `table`), and after how many calls has compiling paid for
 #    itself?
 # 5. **How stable is training throughput?** Set `train_steps = 5`, then `100`: how much do the
 #    images/s of the training table move, and which number would you trust?
+
+# %% [markdown]
+# ## One file to share: the exported model
+# `torch.export` traces the model into a program that needs only PyTorch: no `cifar_lib`, no
+# Python class of ours. `cifar_lib.export` puts the normalisation inside it, so it takes raw RGB
+# images in [0, 1] (N×3×32×32) and returns logits; the class names travel with the file
+# (`python -m cifar_lib export --run-dir RUN --out model.pt2` does the same from a terminal, and
+# `--out model.onnx` writes ONNX). Is the exported program faster than the eager model? Timed
+# the same way as above, with `benchmark.Timer`, on the CPU:
+
+# %%
+from pathlib import Path
+
+from cifar_lib.export import export_run, read_metadata, wrap
+
+exported_path = export_run(run, Path(run_dir) / "model.pt2")
+exported = torch.export.load(exported_path).module()  # what a user of the file runs
+eager = wrap(run, "cpu")                                  # the same model, normalisation inside
+images = torch.rand(64 if quick else 256, 3, 32, 32)      # raw images in [0, 1]
+with torch.no_grad():
+    print("exported and eager agree:", torch.allclose(exported(images), eager(images), atol=1e-4))
+print(f"{exported_path.name}: {exported_path.stat().st_size / 1e6:.1f} MB, classes "
+      f"{', '.join(read_metadata(exported_path)['classes'])}")
+for label, fn in (("eager", eager), ("exported", exported)):
+    timer = benchmark.Timer("with torch.no_grad(): fn(images)",
+                            globals={"fn": fn, "images": images, "torch": torch},
+                            num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=0.2 if quick else 1.0)
+    print(f"  {label:>8}, a batch of {len(images)}: median {m.median * 1e3:7.2f} ms "
+          f"({len(images) / m.median:,.0f} images/s)")

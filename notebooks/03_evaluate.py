@@ -33,8 +33,9 @@
 # notebook gets a fresh runtime).
 
 # %%
-# Setup: on Colab, and only there, install cifar_lib from the repository (the address lives
-# in cifar_lib/notebook.py: REPOSITORY; $CIFAR_LIB_INSTALL, if set, is installed instead).
+# Setup: on Colab, and only there, install the cifar_lib version this lesson was written for
+# (cifar_lib/notebook.py: INSTALL_TARGET, the repository at a release tag; $CIFAR_LIB_INSTALL, if
+# set, is installed instead).
 import os
 import subprocess
 import sys
@@ -45,7 +46,7 @@ try:
 except ImportError:
     ON_COLAB = False
 if ON_COLAB:
-    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course")
+    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course@v0.2.0")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", target], check=True)
 
 # %% tags=["parameters"]
@@ -75,12 +76,11 @@ from cifar_lib.plots import (plot_confusion_matrix, plot_mistakes, plot_per_clas
 
 run_dir = keep_runs_on_drive(run_dir, keep_on_drive)
 run = find_run(run_dir, if_missing, data_root=data_root, download=download, quick=quick, device=device)
-_, test = load_cifar10(data_root, download=download)
+train, test = load_cifar10(data_root, download=download)
 test = test.subset(1000 if quick else None)
 report = evaluate_run(run, test, tta_level, device=device, write=False)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"model: {report.info['model']}; classes: {', '.join(report.classes)}")
 print(f"probabilities: {report.probs.shape[1]} per image, each row sums to 1: "
       f"{bool(abs(report.probs.sum(1) - 1).max() < 1e-4)}")
@@ -112,8 +112,7 @@ pd.DataFrame(confusion, index=report.classes, columns=report.classes)
 # instead of a Python loop: same numbers, much faster. The accuracy is also the diagonal's share
 # of all the counts, and a class's accuracy (its recall) is its diagonal cell over its row.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 recall = confusion.diagonal() / confusion.sum(axis=1)
 print("hand-written confusion matrix equals the library's:",
       np.array_equal(confusion, report.confusion))
@@ -153,17 +152,12 @@ fig
 
 # %% [markdown]
 # ## Confusion matrix
-# Rows are the true class, columns the prediction. The counts show where the errors are; the
-# row-normalised version shows each class's error rate whatever its size.
+# Rows are the true class, columns the prediction. Every class has the same number of test
+# images, so the counts are also each class's error rates.
 
 # %%
 fig = plot_confusion_matrix(report.confusion, report.classes)
 save_figure(fig, run_dir, "confusion_counts")
-fig
-
-# %%
-fig = plot_confusion_matrix(report.confusion, report.classes, normalize=True)
-save_figure(fig, run_dir, "confusion_normalized")
 fig
 
 # %%
@@ -185,7 +179,7 @@ fig
 # answer: take the last convolutional block's feature maps (3×3 for this network, 8×8 for the
 # original one), weight each channel by how much the class score grows with it (its average
 # gradient), add them up, keep the positive part and stretch it to 32×32. Red is where the
-# evidence for the chosen class lies. For each confident mistake: the evidence for what the
+# evidence for the chosen class lies ([the paper](https://arxiv.org/abs/1610.02391)). For each confident mistake: the evidence for what the
 # network said (upper rows) and for the true class (lower rows). The maps come from one pass
 # without test-time augmentation, so a title's probability can differ from the report's.
 
@@ -214,57 +208,64 @@ fig
 # bars below it mean over-confident. The fast recipe trains with label smoothing 0.2: its
 # targets never ask for more than 82% on the true class, so it learns to be modest.
 #
-# **Temperature scaling** (Guo et al., 2017) fixes that with one number: divide the logits by
-# a temperature T before the softmax. T < 1 sharpens the probabilities, T > 1 softens them; the
-# ranking, and so every prediction and the accuracy, stays the same. T is the value that
-# minimises the negative log-likelihood on images the reported numbers do not use: CIFAR-10
-# has no validation split, so the test set is cut at random into two halves, T is fitted on
-# half A, and everything below is measured on half B. First by hand:
+# **Temperature scaling** ([Guo et al., 2017](https://arxiv.org/abs/1706.04599)) fixes that
+# with one number: divide the logits by a temperature T before the softmax. T < 1 sharpens the
+# probabilities, T > 1 softens them; the ranking, and so every prediction and the accuracy,
+# stays the same.
+#
+# **Which images choose T?** Not the test images: a number measured on the images that chose
+# it flatters it, and the test set is there to measure, once. Every run of this course holds
+# out a *validation split*: 5,000 of the 50,000 training images (500 of each class, the same
+# ones for every run), which it never trains on. That is enough to pin down one temperature and
+# one threshold, and costs the training little (the README gives the measured price). T is fitted
+# on the validation split; everything below is measured on the test set. First by hand:
 
 # %%
 import torch.nn.functional as F
 
-from cifar_lib.calibration import calibration_split, fit_temperature
+from cifar_lib.calibration import expected_calibration_error, fit_temperature
 from cifar_lib.checkpoint import load_run
-from cifar_lib.evaluation import expected_calibration_error
+from cifar_lib.data import split_validation, validation_size
 from cifar_lib.inference import predict_logits
 
 model = load_run(run, device)
-half_a, half_b = calibration_split(test, seed=0)           # disjoint random halves
-logits_a = predict_logits(model.model, half_a.images, model.mean, model.std,
-                          tta_level=model.tta_level)        # N/2 × 10, the run's own TTA
-logits_b = predict_logits(model.model, half_b.images, model.mean, model.std,
-                          tta_level=model.tta_level)
-T = fit_temperature(logits_a, half_a.labels)               # argmin_T NLL(softmax(logits_a / T))
-before = F.softmax(logits_b, dim=1)                        # what the network says
-after = F.softmax(logits_b / T, dim=1)                     # the same, at temperature T
-print(f"T = {T:.3f} (fitted on half A, {len(half_a):,} images)")
-print(f"half B: ECE {expected_calibration_error(before, half_b.labels):.2%} before, "
-      f"{expected_calibration_error(after, half_b.labels):.2%} after; predictions unchanged: "
+held_out = validation_size(len(train), model.config["val_fraction"])  # as fit held them out
+trained_on, validation = split_validation(train, held_out)
+print(f"held out of training: {len(validation):,} validation images "
+      f"(trained on the other {len(trained_on):,})")
+logits_val = predict_logits(model.model, validation.images, model.mean, model.std,
+                            tta_level=model.tta_level)      # 5,000 × 10, the run's own TTA
+logits_test = predict_logits(model.model, test.images, model.mean, model.std,
+                             tta_level=model.tta_level)
+T = fit_temperature(logits_val, validation.labels)          # argmin_T NLL(softmax(logits / T))
+before = F.softmax(logits_test, dim=1)                      # what the network says
+after = F.softmax(logits_test / T, dim=1)                   # the same, at temperature T
+print(f"T = {T:.3f} (fitted on the validation split)")
+print(f"test set: ECE {expected_calibration_error(before, test.labels):.2%} before, "
+      f"{expected_calibration_error(after, test.labels):.2%} after; predictions unchanged: "
       f"{bool((before.argmax(1) == after.argmax(1)).all())}")
 
 # %% [markdown]
 # The library's `calibrate_run` does exactly this (and saves T in the run folder as
 # `calibration.json`, where `predict`, `evaluate_run` and the command line find it: from then on
-# they print calibrated probabilities and say so). The check that both agree, then the same for
-# the original recipe:
+# they print calibrated probabilities and say so; `python -m cifar_lib train` does it at the end
+# of every run). The check that both agree, then the same for the original recipe:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from cifar_lib.calibration import calibrate_run
 from cifar_lib.pretrained import RUNS
 
 own_run = RUNS not in Path(run).resolve().parents          # never write into the installed package
-calibration = calibrate_run(model, test, seed=0, device=device, write=own_run)
+calibration = calibrate_run(model, validation, test, device=device, write=own_run)
 print("the library's temperature equals the one by hand:",
       abs(calibration.temperature - T) < 1e-6)
 print("the library's ECE after equals the one by hand:",
-      abs(calibration.ece_after - expected_calibration_error(after, half_b.labels)) < 1e-6)
+      abs(calibration.ece_after - expected_calibration_error(after, test.labels)) < 1e-6)
 
 # %%
 fig = plot_reliability_before_after(calibration.bins_before, calibration.bins_after,
                                     calibration.ece_before, calibration.ece_after,
-                                    title=f"{report.info['model']}: half B of the test set, "
+                                    title=f"{report.info['model']}: the test set, "
                                           f"T = {calibration.temperature:.2f}")
 save_figure(fig, run_dir, "reliability")
 fig
@@ -273,11 +274,12 @@ fig
 # The original recipe's run that 01_train writes beside run_dir, else the one cifar_lib ships.
 original_run = find_run(f"{run_dir}-original", if_missing, recipe="original", data_root=data_root,
                         download=download, quick=quick, device=device)
-original_calibration = calibrate_run(original_run, test, seed=0, device=device,
+original_model = load_run(original_run, device)
+original_calibration = calibrate_run(original_model, validation, test, device=device,
                                      write=RUNS not in Path(original_run).resolve().parents)
 plot_reliability_before_after(original_calibration.bins_before, original_calibration.bins_after,
                               original_calibration.ece_before, original_calibration.ece_after,
-                              title=f"original recipe: half B, T = "
+                              title=f"original recipe: the test set, T = "
                                     f"{original_calibration.temperature:.2f}")
 
 # %%
@@ -285,19 +287,22 @@ calibrations = {report.info["model"] + " (this run)": calibration,
                 "original recipe": original_calibration}
 pd.DataFrame([{"model": name, "temperature": c.temperature, "ECE before": c.ece_before,
                "ECE after": c.ece_after, "NLL before": c.nll_before, "NLL after": c.nll_after,
-               "accuracy (half B)": c.accuracy,
+               "accuracy (test)": c.accuracy,
                "'not confident' below": (c.threshold or {}).get("threshold"),
-               "kept above it": (c.threshold or {}).get("coverage")}
+               "kept (validation)": (c.threshold or {}).get("coverage"),
+               "kept (test)": (c.threshold or {}).get("test_coverage"),
+               "right when kept (test)": (c.threshold or {}).get("test_accuracy")}
               for name, c in calibrations.items()]).round(4)
 
 # %% [markdown]
-# The last two columns are what `04_real_images` uses: the confidence threshold above which the
-# calibrated model was right 99% of the time on half B, and the share of half B it keeps. A
-# threshold chosen this way says what "confident" promises; 0.5 promises nothing.
+# The last four columns are what `04_real_images` uses: the confidence threshold above which
+# the calibrated model was right 99% of the time on the validation split, the share of images
+# it keeps there, and what the same threshold does on the test images, which did not choose it.
+# A threshold chosen this way says what "confident" promises; 0.5 promises nothing.
 #
 # ## Robustness: photos are blurred, noisy, compressed, dark
-# A test set of clean images flatters a model. Hendrycks & Dietterich (2019) measured networks
-# on CIFAR-10-C: the test set under fifteen kinds of damage at five severities. `cifar_lib`
+# A test set of clean images flatters a model.
+# [Hendrycks & Dietterich (2019)](https://arxiv.org/abs/1903.12261) measured networks on CIFAR-10-C: the test set under fifteen kinds of damage at five severities. `cifar_lib`
 # makes such copies on the fly, seeded, with torchvision's image operations. One test image
 # under each of them:
 
@@ -314,17 +319,15 @@ plot_corruption_examples(test.images[7])
 # %%
 from IPython.display import Markdown, display
 
-from cifar_lib.bench import robustness as bench_robustness
-from cifar_lib.plots import plot_corruption_curves, plot_corruption_heatmap
+from cifar_lib import robustness
+from cifar_lib.plots import plot_corruption_heatmap
 
-measured = bench_robustness.read_record()
-print(f"measured {measured['date'][:10]} with `{measured['command']}` on "
-      f"{measured['machine']['cpu']} ({measured['device']}), {measured['images']:,} images")
+measured = robustness.read_record()
+print(f"measured with `{measured['command']}` on {measured['images']:,} test images")
 robust_summary = {name: {"clean": s["clean"], "mean corrupted": s["mean_corrupted"]}
                   for name, s in measured["summary"].items()}
 display(pd.DataFrame(robust_summary).T.round(4))
-display(plot_corruption_heatmap(measured["rows"]))
-plot_corruption_curves(measured["rows"])
+plot_corruption_heatmap(measured["rows"])
 
 # %% [markdown]
 # Clean accuracy does not predict robustness. The fast model, far better on clean images,
@@ -336,7 +339,7 @@ plot_corruption_curves(measured["rows"])
 # augmentation is the usual remedy; it costs some clean accuracy.)
 #
 # With `measure_corruptions = N` the next cell measures this run and the original one here, on
-# the first N test images (about a minute per 100 images on a 2-core CPU; seconds on a GPU).
+# the first N test images (minutes per few hundred images on a CPU; seconds on a GPU).
 
 # %%
 from cifar_lib.robustness import corruption_accuracy, summarize
@@ -381,12 +384,21 @@ record({"model": report.info["model"], "run": str(run), "quick": quick,
 # ## Exercises
 # 1. **How wide is the error bar?** Set `quick = True` (1,000 test images instead of 10,000):
 #    how much wider is the 95% interval? Roughly how many test images would you need to tell
-#    apart two runs whose accuracies differ by 0.2 points?
+#    apart two runs whose accuracies differ by 0.2 points? *Hint:* the interval's half-width
+#    shrinks as 1/√N.
+#    <details><summary>Answer</summary>About √10 ≈ 3.2 times wider. At 94% the 95% half-width
+#    is about 1.96·√(0.94·0.06/N): to bring it down to 0.1 points takes N ≈ 200,000 images,
+#    twenty times CIFAR-10's test set; two runs 0.2 points apart on 10,000 images are within
+#    noise.</details>
 # 2. **Rows or columns?** In the by-hand cell, write `confusion[predicted_class, true_class]`
 #    instead: which agreement checks fail, which still pass, and why does the accuracy not care?
+#    <details><summary>Answer</summary>The matrix is transposed: the check against the
+#    library's matrix and the per-class check fail, the two accuracy checks still pass, because
+#    the diagonal (the correct answers) is the same either way.</details>
 # 3. **Top-2 accuracy by hand.** Below `predicted = ...`, add
 #    `top2 = np.argsort(probs, axis=1)[:, -2:]` and count the images whose label is in their
 #    row, `(top2 == labels[:, None]).any(axis=1).mean()`: which classes gain the most?
+#    *Hint:* look at the most confused pairs above.
 # 4. **Test-time augmentation.** Set `tta_level = 0`, then `2`: how much does each change the
 #    accuracy, and is the difference larger than the 95% interval?
 # 5. **Which damage hurts most, and whom?** Set `measure_corruptions = 500` and compare the

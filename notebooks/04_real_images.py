@@ -35,8 +35,9 @@
 # notebook gets a fresh runtime).
 
 # %%
-# Setup: on Colab, and only there, install cifar_lib from the repository (the address lives
-# in cifar_lib/notebook.py: REPOSITORY; $CIFAR_LIB_INSTALL, if set, is installed instead).
+# Setup: on Colab, and only there, install the cifar_lib version this lesson was written for
+# (cifar_lib/notebook.py: INSTALL_TARGET, the repository at a release tag; $CIFAR_LIB_INSTALL, if
+# set, is installed instead).
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ try:
 except ImportError:
     ON_COLAB = False
 if ON_COLAB:
-    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course")
+    target = os.environ.get("CIFAR_LIB_INSTALL", "git+https://github.com/cifar10-course/cifar10-course@v0.2.0")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", target], check=True)
 
 # %% tags=["parameters"]
@@ -72,10 +73,10 @@ import pandas as pd
 from IPython.display import display
 
 from cifar_lib.checkpoint import load_run
-from cifar_lib.images import ImageError, labelled_samples, load_image, sample_images
+from cifar_lib.photos import ImageError, labelled_samples, load_image, sample_images
 from cifar_lib.notebook import find_run, keep_runs_on_drive, record, upload_or_paths
 from cifar_lib.plots import plot_prediction_grid, plot_preprocessing, plot_topk, save_figure
-from cifar_lib.predict import PHOTO_METHOD, predict
+from cifar_lib.photos import PHOTO_METHOD, predict
 
 run_dir = keep_runs_on_drive(run_dir, keep_on_drive)
 run = find_run(run_dir, if_missing, data_root=data_root, download=download, quick=quick, device=device)
@@ -112,12 +113,11 @@ print("photos:", [getattr(p, "name", str(p)) for p in photos])
 # the smallest and largest value. The sample photos are stored upright in RGB, so the first
 # steps change nothing here; exercise 3 tries a sideways one.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 import numpy as np
 import torch
 
-from cifar_lib.images import preprocessing_steps, to_model_input
+from cifar_lib.photos import preprocessing_steps, to_model_input
 
 steps = preprocessing_steps(photos[0], method=method, mean=model.mean, std=model.std)
 for step, value in steps:
@@ -131,8 +131,7 @@ for step, value in steps:
 # colour channel (shaped 3×1×1, so they apply to every pixel), and then the check that the
 # library gives the same tensors.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 x = dict(steps)["to_tensor"]                               # uint8 3×32×32
 mean = torch.tensor(model.mean).view(3, 1, 1)
 std = torch.tensor(model.std).view(3, 1, 1)
@@ -158,7 +157,7 @@ fig
 
 # %%
 from cifar_lib.pretrained import shipped_run
-from cifar_lib.predict import compare_methods, method_scores
+from cifar_lib.photos import compare_methods, method_scores
 
 labelled = labelled_samples()
 scores = []
@@ -350,8 +349,7 @@ print(f"shipped fast model, {fd['score']} score: threshold {fd['threshold']:.3f}
 # Files that are not images, are empty or truncated, or claim absurd dimensions are refused
 # with an `ImageError` before anything is decoded.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for bad in [b"", b"this is a text file, not a photo", open(paths[0], "rb").read()[:2000]]:
     try:
         load_image(bad)

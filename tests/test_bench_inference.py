@@ -10,8 +10,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from cifar_lib import plots
-from cifar_lib.bench import inference as bi
-from cifar_lib.bench.records import markdown_table, write_record
+from cifar_lib.bench.inference_speed import COLUMNS
+from cifar_lib.bench.records import write_record
+from cifar_lib.records import markdown_table
+from cifar_lib.speed import latency as bi
 from cifar_lib.checkpoint import save_checkpoint
 from cifar_lib.cli import main
 from cifar_lib.data import CLASSES
@@ -56,8 +58,8 @@ def test_timer_rows_are_consistent(rows):
     assert dtypes["autocast"] == "bfloat16" and dtypes["no_grad"] == "fp32"
 
 
-def test_seed_method_rows(rows):
-    seed = [r for r in rows if r["device"] == "cpu" and r["method"] == bi.SEED_METHOD]
+def test_original_method_rows(rows):
+    seed = [r for r in rows if r["device"] == "cpu" and r["method"] == bi.ORIGINAL_METHOD]
     assert [r["batch_size"] for r in seed] == [1, 4]
     assert all(r["measurements"] == 1 and r["iqr_ms"] is None and r["median_ms"] >= 0
                for r in seed)
@@ -78,7 +80,7 @@ def test_compile_failure_is_recorded_not_raised(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken_compile)
     threads = torch.get_num_threads()
     rows = bi.benchmark_inference(tiny_model(), batch_sizes=(1, 2), device="cpu",
-                                  variants=["no_grad"], compile=True, seed_method=False, **QUICK)
+                                  variants=["no_grad"], compile=True, original_method=False, **QUICK)
     comp = [r for r in rows if r["variant"] == "compile"]
     assert [r["batch_size"] for r in comp] == [1, 2]
     assert all(r["status"] == "error: RuntimeError: no C++ compiler found" for r in comp)
@@ -86,8 +88,8 @@ def test_compile_failure_is_recorded_not_raised(monkeypatch):
     assert torch.get_num_threads() == threads  # QUICK's threads=1 was undone
 
 
-def test_seed_method_synchronises_around_its_one_call(monkeypatch):
-    # On a GPU a call returns once its kernels are queued: the seed's single-call timing must
+def test_original_method_synchronises_around_its_one_call(monkeypatch):
+    # On a GPU a call returns once its kernels are queued: the original's single-call timing must
     # wait for them (and for the input's copy) on both sides of the call.
     events = []
     monkeypatch.setattr(bi, "sync", lambda device: events.append(("sync", str(device))))
@@ -98,7 +100,7 @@ def test_seed_method_synchronises_around_its_one_call(monkeypatch):
             return x.mean((2, 3))
 
     bi.benchmark_inference(Spy(), batch_sizes=(1, 3), device="cpu", variants=["no_grad"],
-                           seed_method=True, **QUICK)
+                           original_method=True, **QUICK)
     seed_part = events[:6]
     assert seed_part == [("sync", "cpu"), ("call", 1), ("sync", "cpu"),
                          ("sync", "cpu"), ("call", 3), ("sync", "cpu")]
@@ -113,13 +115,13 @@ def test_bad_arguments():
 
 
 def test_table_record_and_plot(rows, tmp_path):
-    table = markdown_table(rows, bi.COLUMNS).splitlines()
+    table = markdown_table(rows, COLUMNS).splitlines()
     assert len(table) == len(rows) + 2
     assert table[0] == ("| device | threads | variant | dtype | method | batch | median ms [IQR] "
                         "| images/s | speedup | status |")
     assert any(bi.NO_GPU in line for line in table) != torch.cuda.is_available()
     timed = next(r for r in rows if r["method"] == bi.TIMER_METHOD and r["status"] == "ok")
-    cells = markdown_table([timed], bi.COLUMNS).splitlines()[2].split(" | ")
+    cells = markdown_table([timed], COLUMNS).splitlines()[2].split(" | ")
     assert cells[6] == f"{timed['median_ms']:.3g} [{timed['iqr_ms']:.2g}]"
     assert cells[7] == f"{timed['images_per_s']:,.0f}" and cells[8] == f"{timed['speedup']:.2f}"
     record = write_record(tmp_path / "bench.json", rows, command="test", model={"name": "x"})
@@ -135,7 +137,7 @@ def test_table_record_and_plot(rows, tmp_path):
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-    assert len(ax.get_legend().get_texts()) == len(bi.VARIANTS)  # 5 variants + the seed's method
+    assert len(ax.get_legend().get_texts()) == len(bi.VARIANTS)  # 5 variants + the original's method
 
 
 def test_cli_bench(tmp_path, capsys):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from cifar_lib import plots
-from cifar_lib.bench import throughput as tp
-from cifar_lib.bench import timing
+from cifar_lib.speed import clock as timing
+from cifar_lib.speed import steps as tp
 from cifar_lib.cli import main
 from cifar_lib.device import cpu_model
 
@@ -31,7 +31,7 @@ def quick_record(one_thread, cifar_folder, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("throughput")
     root = cifar_folder(tmp / "data")
     out = tmp / "throughput.json"
-    argv = ["bench", "throughput", "--quick", "--recipes", "original", "fast_small",
+    argv = ["bench", "throughput", "--quick", "--recipes", "original", "tiny",
             "--steps", "2", "--warmup", "1", "--data-root", str(root), "--out", str(out)]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -43,13 +43,13 @@ def test_quick_record_has_a_row_per_recipe_and_device(quick_record):
     argv, record, printed = quick_record
     assert record["benchmark"] == "train_throughput"
     assert record["command"] == "python -m cifar_lib " + shlex.join(argv)
-    assert record["settings"]["recipes"] == ["original", "fast_small"]
+    assert record["settings"]["recipes"] == ["original", "tiny"]
     assert record["machine"]["cpu"] and set(record["machine"]["cpu_flags"]) == \
         {"native_bf16", "avx512f", "avx2"}
     rows = record["rows"]
     assert all(tuple(r) == tp.ROW_KEYS for r in rows)
     assert [(r["recipe"], r["device"]) for r in rows] == \
-        [(recipe, d) for recipe in ("original", "fast_small") for d in ["cpu", *gpus()]]
+        [(recipe, d) for recipe in ("original", "tiny") for d in ["cpu", *gpus()]]
     assert "| recipe | device |" in printed and "record written to" in printed
 
 
@@ -65,8 +65,8 @@ def test_cpu_rows_are_measured(quick_record):
         assert r["speedup_vs_cpu"] == 1.0
         assert r["precision"] in ("fp32", "bfloat16")
     # Built as fit builds them: the original recipe in NCHW, the fast ones channels-last.
-    assert cpu["original"]["channels_last"] is False and cpu["fast_small"]["channels_last"] is True
-    assert cpu["original"]["model"] == "simple_cnn" and cpu["fast_small"]["model"] == "airbench"
+    assert cpu["original"]["channels_last"] is False and cpu["tiny"]["channels_last"] is True
+    assert cpu["original"]["model"] == "simple_cnn" and cpu["tiny"]["model"] == "airbench"
     assert cpu["original"]["batch_size"] == 128  # the synthetic set has 200 training images
     assert all(r["crop_size"] is None and r["crop_images_per_s"] is None for r in cpu.values())
 
@@ -162,6 +162,6 @@ def test_plot(quick_record):
     ax = fig.axes[0]
     measured = [r for r in rows if r["status"] == "ok"]
     assert len(ax.patches) == len(measured) and ax.get_yscale() == "log"
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["original", "fast_small"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["original", "tiny"]
     if not torch.cuda.is_available():
         assert sum(t.get_text() == "no GPU" for t in ax.texts) == 2

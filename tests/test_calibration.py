@@ -1,5 +1,6 @@
-"""Temperature scaling: the fit on synthetic logits, the test-set split, the threshold rule,
-calibration.json read back by load_run / predict / evaluate_run, and the `calibrate` command."""
+"""Temperature scaling: the fit on synthetic logits, the threshold rule, fitting on the
+validation split and measuring on the test set, calibration.json read back by load_run /
+predict / evaluate_run, and the `calibrate` command."""
 from __future__ import annotations
 
 import json
@@ -12,17 +13,18 @@ import torch
 from matplotlib.figure import Figure
 
 from cifar_lib import plots
-from cifar_lib.calibration import (Calibration, calibrate_run, calibration_split,
-                                   _split_indices, describe_calibration, fit_temperature, mean_nll,
+from cifar_lib.calibration import (Calibration, calibrate_run, calibration_bins,
+                                   describe_calibration, fit_temperature, mean_nll,
                                    threshold_for_accuracy)
-from cifar_lib.checkpoint import CheckpointError, load_run, save_checkpoint, write_json
+from cifar_lib.checkpoint import CheckpointError, load_run, save_checkpoint
+from cifar_lib.files import write_json
 from cifar_lib.cli import main
 from cifar_lib.data import CLASSES, CifarSplit
 from cifar_lib.evaluation import evaluate_run
 from cifar_lib.models import build_model
 from cifar_lib.data import load_cifar10
 from cifar_lib.inference import predict_logits
-from cifar_lib.predict import predict
+from cifar_lib.photos import predict
 from cifar_lib.recipes import configure
 from cifar_lib.train import fit
 
@@ -71,25 +73,6 @@ def test_bad_input_is_refused(logits, labels, match):
         fit_temperature(logits, labels)
 
 
-# ----------------------------------------------------------------------------- split
-
-
-def test_split_is_disjoint_complete_and_seeded():
-    n = 101
-    test = CifarSplit(torch.arange(n).view(n, 1, 1, 1).expand(n, 3, 2, 2).to(torch.uint8),
-                      torch.arange(n))
-    a, b = calibration_split(test, seed=0)
-    ia, ib = a.labels.tolist(), b.labels.tolist()  # labels are the image indices here
-    assert len(ia) == 50 and len(ib) == 51 and sorted(ia + ib) == list(range(n))
-    assert ia == sorted(ia) and torch.equal(a.images[:, 0, 0, 0].long(), a.labels)
-    a2, _ = calibration_split(test, seed=0)
-    a3, _ = calibration_split(test, seed=1)
-    assert a2.labels.tolist() == ia and a3.labels.tolist() != ia
-    assert ia != list(range(50))  # shuffled, not the first half
-    with pytest.raises(ValueError, match="at least 2"):
-        calibration_split(test.subset(1))
-
-
 # ----------------------------------------------------------------------------- threshold
 
 
@@ -129,21 +112,38 @@ def _save_run(folder: Path, tta_level: int = 0) -> Path:
     return folder
 
 
+def _split(n: int, seed: int) -> CifarSplit:
+    g = torch.Generator().manual_seed(seed)
+    return CifarSplit(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                      torch.arange(n) % 10)
+
+
 @pytest.fixture(scope="module")
 def split():
-    g = torch.Generator().manual_seed(0)
-    return CifarSplit(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g),
-                      torch.arange(64) % 10)
+    """A stand-in test set."""
+    return _split(64, 0)
 
 
-def test_calibrate_run_writes_what_load_run_and_predict_use(tmp_path, split):
+@pytest.fixture(scope="module")
+def validation():
+    """A stand-in validation split: other images than the test set's."""
+    return _split(48, 1)
+
+
+def test_calibrate_run_writes_what_load_run_and_predict_use(tmp_path, split, validation):
     run = _save_run(tmp_path)
     assert load_run(run).temperature == 1.0 and load_run(run).calibration is None
     before = predict(run, PHOTO)
     assert before.temperature == 1.0
-    c = calibrate_run(run, split, device="cpu")
-    assert c.n_images == 32 and c.report_images == 32 and c.tta_level == 0
-    assert "32 of 64 images, seed 0" in c.fitted_on
+    c = calibrate_run(run, validation, split, device="cpu")
+    assert c.n_images == 48 and c.report_images == 64 and c.tta_level == 0
+    assert "validation split (48 held-out" in c.fitted_on
+    # fitted on the validation images only; measured on the test images only
+    lm = load_run(run)
+    z_val = predict_logits(lm.model, validation.images, lm.mean, lm.std)
+    assert c.temperature == pytest.approx(fit_temperature(z_val, validation.labels))
+    z_test = predict_logits(lm.model, split.images, lm.mean, lm.std)
+    assert c.nll_after == pytest.approx(mean_nll(z_test, split.labels, c.temperature))
     saved = json.loads((tmp_path / "calibration.json").read_text())
     assert saved["temperature"] == pytest.approx(c.temperature)
     assert Calibration.from_dict(saved).ece_after == pytest.approx(c.ece_after)
@@ -179,7 +179,8 @@ def test_a_bad_calibration_file_is_one_clear_error(tmp_path, content, why):
     (tmp_path / "calibration.json").write_text(content)
     with pytest.raises(CheckpointError, match="calibration.json is not a valid calibration") as e:
         load_run(run)
-    assert why in str(e.value) and f"python -m cifar_lib calibrate {tmp_path}" in str(e.value)
+    assert why in str(e.value)
+    assert f"python -m cifar_lib calibrate --run-dir {tmp_path}" in str(e.value)
 
 
 def test_a_hand_written_temperature_is_used(tmp_path):
@@ -196,19 +197,23 @@ def test_cli_calibrate_then_predict(synthetic_root, tmp_path, capsys):
     assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
                  "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 0
     capsys.readouterr()
-    assert main(["predict", str(PHOTO), "--run-dir", str(run)]) == 0
-    assert capsys.readouterr().out.startswith(
-        f"uncalibrated: run `python -m cifar_lib calibrate {run}` first\n")
-
-    assert main(["calibrate", str(run), "--device", "cpu", "--data-root", str(synthetic_root)]) == 0
-    out = capsys.readouterr().out
+    # train ends calibrated, on the 20 of 200 training images it held out
     t = json.loads((run / "calibration.json").read_text())["temperature"]
-    assert out.startswith(f"temperature T={t:.3f}, fitted on half A of the test set (20 of 40")
-    assert "ECE" in out and f"saved {run / 'calibration.json'}" in out
-
     assert main(["predict", str(PHOTO), "--run-dir", str(run)]) == 0
     assert capsys.readouterr().out.startswith(f"probabilities calibrated with temperature "
-                                              f"T={t:.2f}, fitted on half A of the test set")
+                                              f"T={t:.2f}, fitted on the validation split "
+                                              f"(20 held-out training images)")
+    (run / "calibration.json").unlink()
+    assert main(["predict", str(PHOTO), "--run-dir", str(run)]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"uncalibrated: run `python -m cifar_lib calibrate --run-dir {run}` first\n")
+
+    assert main(["calibrate", "--run-dir", str(run), "--device", "cpu", "--data-root",
+                 str(synthetic_root)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads((run / "calibration.json").read_text())["temperature"] == t  # the same
+    assert out.startswith(f"temperature T={t:.3f}, fitted on the validation split (20 held-out")
+    assert "on the 40 test images" in out and "ECE" in out
     assert main(["predict", str(PHOTO), "--run-dir", str(run), "--uncalibrated"]) == 0
     assert capsys.readouterr().out.startswith("uncalibrated probabilities (asked for)")
     assert main(["evaluate", "--run-dir", str(run), "--data-root", str(synthetic_root)]) == 0
@@ -218,7 +223,6 @@ def test_cli_calibrate_then_predict(synthetic_root, tmp_path, capsys):
 
 def test_before_after_figure():
     logits, labels = calibrated_sample(2000)
-    from cifar_lib.evaluation import calibration_bins
     before = calibration_bins((logits * 2).softmax(1), labels)
     after = json.loads(json.dumps(calibration_bins(logits.softmax(1), labels), default=str)
                        .replace("NaN", "null"))  # as read back from calibration.json
@@ -230,16 +234,20 @@ def test_before_after_figure():
     assert sum(heights) == len(labels) and np.all(np.asarray(heights) >= 0)
 
 
-def test_the_calibrated_threshold_is_chosen_on_the_report_half_and_used(tmp_path, split):
+def test_the_calibrated_threshold_is_chosen_on_validation_and_used(tmp_path, split,
+                                                                   validation):
     run = _save_run(tmp_path)
     assert load_run(run).confidence_threshold() == 0.5          # uncalibrated: the plain 0.5
-    c = calibrate_run(run, split, device="cpu", target_accuracy=0.05)  # any model reaches 5%
+    c = calibrate_run(run, validation, split, device="cpu", target_accuracy=0.05)
     lm = load_run(run)
-    logits = predict_logits(lm.model, split.images, lm.mean, lm.std)
-    _, rep_idx = _split_indices(len(split), 0)
-    expected = threshold_for_accuracy(lm.probabilities(logits[rep_idx]), split.labels[rep_idx],
-                                      0.05)
-    assert c.threshold == pytest.approx(expected) and c.target_accuracy == 0.05
+    logits = predict_logits(lm.model, validation.images, lm.mean, lm.std)
+    expected = threshold_for_accuracy(lm.probabilities(logits), validation.labels, 0.05)
+    assert {k: c.threshold[k] for k in expected} == pytest.approx(expected)
+    assert c.target_accuracy == 0.05
+    # what the threshold chosen on validation does on the test images, reported beside it
+    test_conf = lm.probabilities(predict_logits(lm.model, split.images, lm.mean, lm.std)).max(1)
+    assert c.threshold["test_coverage"] == pytest.approx(
+        (test_conf.values >= expected["threshold"]).double().mean().item())
     assert lm.confidence_threshold() == pytest.approx(expected["threshold"])
     assert lm.confidence_threshold(calibrated=False) == 0.5
     p = predict(run, PHOTO)
@@ -254,7 +262,7 @@ def test_training_again_removes_the_stale_calibration(synthetic_root, tmp_path):
     train, test = load_cifar10(synthetic_root)
     cfg = configure("original", quick=True, device="cpu")
     fit(cfg, train, test, run_dir=run, progress=False)
-    calibrate_run(run, test, device="cpu")
+    calibrate_run(run, test, device="cpu")  # (any images do for this test)
     assert (run / "calibration.json").is_file()
     fit(cfg.replace(seed=1), train, test, run_dir=run, progress=False)
     assert not (run / "calibration.json").exists()        # it belonged to the old weights

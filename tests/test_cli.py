@@ -70,3 +70,109 @@ def test_set_overrides_any_config_field_and_bad_ones_are_one_line_errors(synthet
     assert main(["train", "--quick", "--set", "colour=1", "--data-root", str(synthetic_root),
                  "--run-dir", str(tmp_path / "bad")]) == 1
     assert "unknown TrainConfig field(s): colour" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys):
+    from cifar_lib import __version__
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"cifar_lib {__version__}"
+
+
+def test_set_field_none_really_sets_none_where_the_field_takes_it():
+    from cifar_lib.cli import train_config
+    from cifar_lib.recipes import get_recipe
+    assert get_recipe("fast").micro_batch == 1000  # so None below is not the recipe's own
+    args = build_parser().parse_args(["train", "--recipe", "fast", "--set", "micro_batch=None",
+                                      "--set", "test_subset=None", "--quick"])
+    cfg = train_config(args)
+    assert cfg.micro_batch is None
+    assert cfg.test_subset is None  # --set wins over --quick's 1,000 test images
+    assert cfg.train_subset == 2048  # the rest of --quick still applies
+    # a field left alone keeps the recipe's value
+    assert train_config(build_parser().parse_args(["train", "--recipe", "fast"])).micro_batch == 1000
+
+
+@pytest.mark.parametrize("field", ["epochs", "model", "lr"])
+def test_set_field_none_is_refused_where_none_is_not_a_value(field, capsys):
+    assert main(["train", "--set", f"{field}=None", "--run-dir", "unused"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--set {field}=None is not allowed" in err
+
+
+def test_every_command_naming_a_run_takes_run_dir_and_devices_default_to_auto():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    parsers = dict(commands)
+    parsers.update({f"bench {n}": p for n, p in
+                    commands["bench"]._subparsers._group_actions[0].choices.items()})
+    for name in ("evaluate", "predict", "calibrate", "ship", "export", "bench inference"):
+        assert "--run-dir" in parsers[name]._option_string_actions, name
+    devices = {name: p._option_string_actions["--device"].default for name, p in parsers.items()
+               if "--device" in p._option_string_actions}
+    assert {"train", "evaluate", "predict", "calibrate", "bench train"} <= set(devices)
+    assert set(devices.values()) == {"auto"}, devices
+
+
+def test_calibrate_takes_run_dir_or_the_positional_run(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    for argv in (["calibrate", "--run-dir", str(missing)], ["calibrate", str(missing)]):
+        assert main(argv) == 1
+        assert str(missing) in capsys.readouterr().err  # the run it was asked for was looked up
+    assert main(["calibrate"]) == 1
+    assert "--run-dir RUN" in capsys.readouterr().err
+    assert main(["calibrate", "a", "--run-dir", "b"]) == 1
+    assert "two run folders" in capsys.readouterr().err
+
+
+def _raising(error):
+    def command(args):
+        raise error
+    return command
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    from cifar_lib import cli
+    from cifar_lib.data import DataError
+    add, _ = cli.COMMANDS["evaluate"]
+    monkeypatch.setitem(cli.COMMANDS, "evaluate", (add, _raising(DataError("set CIFAR10_ROOT"))))
+    assert main(["evaluate", "--run-dir", "r"]) == 1
+    assert capsys.readouterr().err == "error: set CIFAR10_ROOT\n"
+    for argv in (["--debug", "evaluate", "--run-dir", "r"], ["evaluate", "--run-dir", "r", "--debug"]):
+        with pytest.raises(DataError):  # --debug: the traceback, before or after the command
+            main(argv)
+    # A plain ValueError inside the library is a bug, not the user's: it is not hidden.
+    monkeypatch.setitem(cli.COMMANDS, "evaluate", (add, _raising(ValueError("a bug"))))
+    with pytest.raises(ValueError, match="a bug"):
+        main(["evaluate", "--run-dir", "r"])
+
+
+def test_a_bug_prints_a_traceback_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys; from cifar_lib import cli; "
+            "cli.COMMANDS['evaluate'] = (cli.COMMANDS['evaluate'][0], "
+            "lambda a: int('not a number')); sys.exit(cli.main(['evaluate', '--run-dir', 'r']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "invalid literal for int()" in proc.stderr
+
+
+def test_run_notebooks_and_sweep_are_commands_with_help(capsys):
+    for command, option in (("run-notebooks", "--only"), ("sweep", "--grid")):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert option in out and "papermill" in out and "--parameter" in out
+    assert main(["sweep", "--grid", "lr"]) == 1  # before any notebook runs
+    assert capsys.readouterr().err == "error: --grid takes NAME=V1,V2,..., got 'lr'\n"
+
+
+def test_the_old_course_entry_point_names_the_new_commands():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "cifar_lib.course"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and "python -m cifar_lib run-notebooks" in proc.stderr

@@ -157,9 +157,10 @@ def test_explicit_overrides_win_over_quick():
     assert (cfg.epochs, cfg.batch_size, cfg.train_subset, cfg.test_subset) == (3, 512, 100, 50)
 
 
-def test_alias_seed_is_the_original_recipe():
-    assert get_recipe("seed") == get_recipe("original")
-    assert configure("seed", quick=True, lr=0.01) == configure("original", quick=True, lr=0.01)
+def test_seed_names_only_the_random_seed():
+    with pytest.raises(ConfigError, match="now called 'original'"):
+        get_recipe("seed")
+    assert configure("original", seed=3).seed == 3
 
 
 # ------------------------------------------------------------------------- command-line errors

@@ -260,14 +260,6 @@ def test_heatmap_has_one_panel_per_model_and_a_shared_colour_bar(rows):
         plots.plot_corruption_heatmap(rows, models=["gamma"])
 
 
-def test_curves_have_a_line_per_corruption_and_the_mean(rows):
-    fig = plots.plot_corruption_curves(rows)
-    assert isinstance(fig, Figure) and len(fig.axes) == 2
-    lines = fig.axes[0].get_lines()
-    assert len(lines) == len(cr.CORRUPTIONS) + 1 and lines[-1].get_label() == "mean"
-    assert list(lines[0].get_xdata()) == [0, 1, 2, 3, 4, 5]
-
-
 def test_examples_figure_shows_every_corruption_at_every_severity(images):
     from cifar_lib import plots
     fig = plots.plot_corruption_examples(images[0], ["jpeg", "contrast"], severities=(1, 5))

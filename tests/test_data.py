@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_lib.data import CLASSES, FOLDER, DataError, load_cifar10, resolve_root, write_batch
+from cifar_lib.data import (CLASSES, FOLDER, CifarSplit, DataError, load_cifar10, resolve_root,
+                            split_validation, validation_size, write_batch)
 
 
 def test_loads_synthetic_folder_with_shapes_and_types(synthetic_root):
@@ -93,3 +94,23 @@ def test_real_cifar10_matches_the_published_facts(cifar10):
     means = train.images.float().mean((0, 2, 3)) / 255
     assert torch.allclose(means, torch.tensor([0.4914, 0.4822, 0.4465]), atol=1e-3)
 
+
+
+def test_validation_split_is_balanced_disjoint_and_the_same_for_every_run():
+    n = 1000
+    g = torch.Generator().manual_seed(3)
+    train = CifarSplit(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                       torch.arange(n) % 10)
+    rest, val = split_validation(train, 100)
+    assert len(val) == 100 and len(rest) == 900
+    assert torch.bincount(val.labels, minlength=10).tolist() == [10] * 10  # a share per class
+    ids = lambda s: {bytes(img.flatten()[:64].tolist()) for img in s.images}  # noqa: E731
+    assert not ids(rest) & ids(val) and len(ids(rest) | ids(val)) == n
+    again_rest, again_val = split_validation(train, 100)
+    assert torch.equal(again_val.images, val.images)  # no randomness from the run's seed
+    torch.manual_seed(123)
+    assert torch.equal(split_validation(train, 100)[1].images, val.images)
+    assert validation_size(50_000, 0.1) == 5_000
+    assert split_validation(train, 0)[1].labels.numel() == 0
+    with pytest.raises(ValueError, match="validation size"):
+        split_validation(train, n)

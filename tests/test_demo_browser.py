@@ -16,8 +16,7 @@ import pytest
 from PIL import Image, ImageStat
 
 from cifar_lib.cli import main
-from cifar_lib.images import sample_images
-from cifar_lib.predict import predict
+from cifar_lib.photos import predict, sample_images
 from cifar_lib.pretrained import shipped_run
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -132,7 +132,7 @@ def test_shards_of_a_global_batch_are_the_single_process_batch():
             assert torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)
 
 
-def test_data_parallel_seed_recipe_equals_one_process_with_the_global_batch(root, jobs,
+def test_data_parallel_original_recipe_equals_one_process_with_the_global_batch(root, jobs,
                                                                            one_thread):
     # python -m torch.distributed.run --standalone --nproc-per-node=2 -m cifar_lib train
     #     --recipe seed --batch-size 32 --device cpu --test-subset 63 ...
@@ -157,7 +157,7 @@ def test_data_parallel_seed_recipe_equals_one_process_with_the_global_batch(root
     # a near-zero gradient into a whole lr-sized step, so a few weights in a thousand differ by
     # ~1e-3; hence: almost all weights equal, and all close norm-wise. (Measured: ≥ 99.7% and
     # 4e-4 here; other batches or another seed give ≤ 32% and ≥ 0.2.)
-    single = fit(configure("seed", batch_size=64, device="cpu", test_subset=63), train, test,
+    single = fit(configure("original", batch_size=64, device="cpu", test_subset=63), train, test,
                  progress=False)
     a, b = model.state_dict(), single.model.state_dict()
     for k in a:

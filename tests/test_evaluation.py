@@ -181,9 +181,7 @@ def test_confusion_figures(report, tmp_path):
         assert im.size[0] > 500
 
 
-def test_reliability_and_per_class_figures(report):
-    fig = plots.plot_reliability(report.calibration, report.ece)
-    assert len(fig.axes) == 2 and f"ECE {report.ece:.2%}" in fig.axes[0].get_title()
+def test_per_class_figure(report):
     assert plots.plot_per_class(report.per_class).axes[0].get_ylim() == (0, 1)
 
 

@@ -13,13 +13,14 @@ from torch import nn
 
 from cifar_lib import plots
 from cifar_lib.batches import BatchIterator, flip_some, normalize, translate
-from cifar_lib.bench import throughput, timing
+from cifar_lib.speed import clock as timing
+from cifar_lib.speed import steps as throughput
 from cifar_lib.data import CLASSES, CifarSplit, load_cifar10
 from cifar_lib.inference import tta_logits, tta_views
 from cifar_lib.models import Whitening, build_model, patch_covariance
 from cifar_lib.muon import NS_COEFFICIENTS, orthogonalize
 from cifar_lib.recipes import configure
-from cifar_lib.train import (Lookahead, fit, lr_multiplier, lr_schedule, seed_everything,
+from cifar_lib.train import (fit, lr_multiplier, lr_schedule, seed_everything,
                              smoothed_targets)
 
 FAST = configure("fast")
@@ -58,11 +59,6 @@ def test_lr_schedule_is_lr_multiplier_at_every_step_and_plotted_times_lr():
     assert schedule[0] == pytest.approx(FAST.lr_start) and schedule[peak] == 1.0
     assert max(schedule) == 1.0
     assert lr_schedule(configure("original"), 5) == [1.0] * 5
-    fig = plots.plot_lr_schedule(FAST, 48)
-    assert isinstance(fig, Figure)
-    line, peak_marker = fig.axes[0].lines
-    assert np.allclose(line.get_ydata(), [FAST.lr * m for m in schedule])
-    assert peak_marker.get_xdata()[0] == peak
 
 
 # ----------------------------------------------------------------------------- label smoothing
@@ -118,18 +114,6 @@ def test_whitened_patches_have_identity_covariance():
     assert torch.allclose(damped - torch.diag(damped.diag()), torch.zeros(12, 12), atol=1e-3)
 
 
-def test_whitening_figure_shows_12_filters_and_both_covariances():
-    layer = build_model("airbench", widths=(8, 8, 8)).whitening
-    images = normalize(_images(32), FAST.mean, FAST.std)
-    layer.init_from(images)
-    fig = plots.plot_whitening(layer, images)
-    assert isinstance(fig, Figure)
-    assert _n_images(fig) == 12 + 2
-    before, after = layer.covariances(images)
-    shown = [im.get_array() for ax in fig.axes for im in ax.images][-2:]
-    assert np.allclose(shown[0], before.numpy()) and np.allclose(shown[1], after.numpy())
-
-
 # ----------------------------------------------------------------------------- Muon
 
 
@@ -144,19 +128,6 @@ def test_the_lessons_newton_schulz_by_hand_is_orthogonalize():
     assert torch.allclose(x, orthogonalize(g), atol=1e-5)
     s = torch.linalg.svdvals(x)  # spread from 26× to within [0.6, 1.2], as the lesson says
     assert s.min() > 0.6 and s.max() < 1.25
-
-
-# ----------------------------------------------------------------------------- lookahead
-
-
-def test_lookahead_figure_goes_from_0_to_095_to_the_5th():
-    fig = plots.plot_lookahead(480)
-    curve, updates = fig.axes[0].lines
-    y = curve.get_ydata()
-    assert len(y) == 481 and y[0] == 0 and y[-1] == pytest.approx(0.95 ** 5)
-    assert np.all(np.diff(y) >= 0)
-    assert list(updates.get_xdata()) == list(range(5, 481, 5))  # train_step's update steps
-    assert np.allclose(updates.get_ydata(), [Lookahead.decay(s, 480) for s in range(5, 481, 5)])
 
 
 # ----------------------------------------------------------------------------- flips and shifts

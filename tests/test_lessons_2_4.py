@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from cifar_lib.batches import normalize
-from cifar_lib.images import (MAX_SIDE, STEPS, ImageError, Upload, load_image,
+from cifar_lib.photos import (MAX_SIDE, STEPS, ImageError, Upload, load_image,
                               preprocessing_steps, sample_images, to_model_input)
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -54,5 +54,5 @@ def test_unknown_device_and_precision_are_refused():
     with pytest.raises(ValueError, match="unknown precision"):
         autocast_dtype(torch.device("cpu"), "fp8")
     assert autocast_dtype(torch.device("cpu"), "fp32") is None
-    assert autocast_dtype(torch.device("cpu"), "gpu") is None  # the seed recipe stays fp32 on CPUs
+    assert autocast_dtype(torch.device("cpu"), "gpu") is None  # the original recipe stays fp32 on CPUs
     assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16

@@ -135,7 +135,7 @@ def test_muon_is_deterministic_and_its_state_round_trips():
 
 
 def test_fast_muon_puts_filters_in_muon_and_biases_and_head_in_sgd():
-    cfg = configure("fast_muon")
+    cfg = configure("fast")
     model = build_model(cfg.model, **cfg.model_kwargs)
     opt = make_optimizer(cfg, model)
     assert isinstance(opt, Muon)
@@ -158,7 +158,7 @@ def test_fast_muon_lr_decays_linearly_and_the_whitening_bias_sooner(synthetic_ro
     from cifar_lib.data import load_cifar10
     from cifar_lib.train import train_step
     train, _ = load_cifar10(synthetic_root)
-    cfg = configure("fast_muon", model_kwargs={"widths": (8, 8, 8)}, batch_size=32, epochs=4,
+    cfg = configure("fast", model_kwargs={"widths": (8, 8, 8)}, batch_size=32, epochs=4,
                     whiten_bias_epochs=2, device="cpu", train_subset=128)
     t: Training = prepare(cfg, train.subset(128), torch.device("cpu"))
     assert t.steps_per_epoch == 4

@@ -9,9 +9,8 @@ import torch
 from cifar_lib import ood
 from cifar_lib.checkpoint import CheckpointError, save_checkpoint
 from cifar_lib.data import CLASSES
-from cifar_lib.images import sample_images
+from cifar_lib.photos import predict, sample_images
 from cifar_lib.models import build_model
-from cifar_lib.predict import predict
 
 
 def test_auroc_perfect_reversed_random_and_ties():

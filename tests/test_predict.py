@@ -11,10 +11,10 @@ from cifar_lib import plots
 from cifar_lib.checkpoint import load_model
 from cifar_lib.cli import main
 from cifar_lib.data import CLASSES, CifarSplit, DataError, load_cifar10
-from cifar_lib.images import ImageError, Upload, to_model_input
+from cifar_lib.photos import ImageError, Upload, to_model_input
 from cifar_lib.inference import predict_logits
 from cifar_lib.checkpoint import LoadedModel, load_run
-from cifar_lib.predict import Prediction, predict
+from cifar_lib.photos import Prediction, predict
 from cifar_lib.recipes import configure
 from cifar_lib.train import fit
 

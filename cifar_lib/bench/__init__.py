@@ -1,19 +1,36 @@
 """Benchmarks, one module each, all run the same way: ``python -m cifar_lib bench NAME ...``.
 
-- ``ablation``: airbench94 with each trick removed in turn, at one fixed budget.
-- ``data``: the input pipeline, ours against the seed's torchvision ``DataLoader``.
-- ``train``: the fast recipe against the airbench94 anchor over seeds, and the time-to-64%
-  race.
-- ``inference``: inference throughput and latency per batch size, CPU and GPU.
-- ``throughput``: training throughput of both recipes on the CPU and on each GPU present.
-- ``robustness``: accuracy under common corruptions (CIFAR-10-C style), model by model.
-- ``open-set``: "none of these" scores (``cifar_lib.ood``) against unknown classes, corrupted
-  and synthetic images and an out-of-class photo.
+- ``ablation`` (ablate.py): a recipe with each trick removed in turn, over seeds.
+- ``data`` (pipeline.py): the input pipeline, ours against the original notebook's
+  torchvision ``DataLoader``.
+- ``train`` (race.py): ``fast`` against the airbench94 anchor over seeds, side by side, and
+  the time-to-64% race.
+- ``inference`` (inference_speed.py): inference throughput and latency per batch size.
+- ``throughput`` (throughput.py): training images/s of recipes on the CPU and on each GPU.
+- ``robustness`` (corrupt.py): accuracy under common corruptions, model by model.
+- ``breakdown`` (breakdown.py): where a training step's time goes, from torch.profiler.
+- ``open-set`` (open_set.py): "none of these" scores (``cifar_lib.ood``) against unknown
+  classes, corrupted and synthetic images and an out-of-class photo.
+- ``report`` (report.py): not a measurement: rebuilds the docs' result tables from the records.
 
-Each module has ``add_arguments(parser)`` and ``main(args)``; each prints a markdown table and
-writes one JSON record with ``records.write_record`` (numbers, command, machine, versions, date).
+Benchmarks are leaves: they call the library (``cifar_lib.speed``, ``cifar_lib.ablation``,
+``cifar_lib.robustness`` ...) and write records; nothing in the library or the lessons imports
+them. Each module has ``add_arguments(parser)`` and ``main(args)``; each prints a markdown table
+and writes one JSON record with ``records.write_record`` (numbers, command, machine, versions,
+date).
 """
-from . import ablation, data, inference, open_set, robustness, throughput, train
+from . import (
+              ablate,
+              breakdown,
+              corrupt,
+              inference_speed,
+              open_set,
+              pipeline,
+              race,
+              report,
+              throughput,
+)
 
-BENCHMARKS = {"ablation": ablation, "data": data, "train": train, "inference": inference, "throughput": throughput,
-              "robustness": robustness, "open-set": open_set}
+BENCHMARKS = {"ablation": ablate, "data": pipeline, "train": race,
+              "inference": inference_speed, "throughput": throughput, "robustness": corrupt,
+              "breakdown": breakdown, "report": report, "open-set": open_set}

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ..checkpoint import LoadedModel, load_run
 from ..corruptions import CORRUPTIONS, corrupt
 from ..data import CLASSES, CifarSplit, add_data_args, load_cifar10, split_validation
-from ..images import SAMPLE_LABELS, load_image, model_views, sample_images
+from ..photos import SAMPLE_LABELS, load_image, model_views, sample_images
 from ..ood import (SCORES, TPR, all_scores, auroc, features_and_logits, fit_state, fpr_at_tpr,
                    threshold_at_tpr)
 from ..pretrained import RUNS

@@ -10,16 +10,14 @@ import argparse
 import datetime
 import os
 import platform
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
-from ..checkpoint import json_safe, read_json, write_json
 from ..device import cpu_flag_names, cpu_has_native_bf16, cpu_model, read_cpuinfo
-
-# What a table column can be: a row key, or a function of the row (returning the cell's value).
-Column = str | Callable[[dict], Any]
+from ..files import json_safe, write_json
+from ..provenance import code_version
+from ..records import Column, markdown_table, read_record  # noqa: F401  (benchmarks read too)
 
 
 def cpu_flags() -> dict:
@@ -40,8 +38,10 @@ def cpu_id(cpuinfo: str = "/proc/cpuinfo") -> dict:
 
 
 def environment() -> dict:
-    """What the numbers depend on: CPU model, generation and flags, threads, GPU, versions."""
-    return {"cpu": cpu_model(), "cpu_id": cpu_id(), "cpu_flags": cpu_flags(),
+    """What the numbers depend on: CPU model, generation and flags, threads, GPU, versions, and
+    the code (``cifar_lib``: its version and git commit, see ``provenance.code_version``)."""
+    return {"cifar_lib": code_version(), "cpu": cpu_model(), "cpu_id": cpu_id(),
+            "cpu_flags": cpu_flags(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
@@ -52,7 +52,7 @@ def environment() -> dict:
 def settings(args: argparse.Namespace) -> dict:
     """A parsed command line's options, for a record (without the command's own bookkeeping)."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("command", "benchmark", "command_line")}
+            if k not in ("command", "benchmark", "command_line", "debug")}
 
 
 def make_record(rows: Sequence[dict], *, benchmark: str = "", command: str | None = None,
@@ -71,42 +71,6 @@ def write_record(path, rows: Sequence[dict], **kwargs) -> dict:
     record = make_record(rows, **kwargs)
     write_json(path, record)
     return record
-
-
-def read_record(path, benchmark: str) -> dict:
-    """A committed record; a missing one is a FileNotFoundError naming the command that
-    writes it (``python -m cifar_lib bench BENCHMARK``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {benchmark} record at {path}: run `python -m cifar_lib bench "
-                                f"{benchmark}` (or `make bench-{benchmark}`) to measure one")
-    return read_json(path)
-
-
-def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and value != value):  # None and NaN: blank
-        return ""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def markdown_table(rows: Sequence[dict],
-                   columns: Sequence[str] | Mapping[str, Column] | None = None) -> str:
-    """Rows of dicts → a GitHub-markdown table, one line per row.
-
-    columns: None (the first row's keys), a list of keys, or a mapping header → key or
-    function of the row. Floats are shown with 4 significant digits, None as a blank; a
-    function may return a ready-made string.
-    """
-    if columns is None:
-        columns = list(rows[0]) if rows else []
-    if not isinstance(columns, Mapping):
-        columns = {key: key for key in columns}
-    if not columns:
-        return ""
-    getters = [c if callable(c) else (lambda r, k=c: r.get(k)) for c in columns.values()]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(get(r)) for get in getters) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def print_table(rows: Sequence[dict],

@@ -10,7 +10,7 @@ import time
 
 from cifar_lib import checkpoint, cli
 
-_atomic_write = checkpoint._atomic_write
+_atomic_write = checkpoint.atomic_write
 writes = 0
 
 
@@ -34,5 +34,5 @@ def announced_write(path, write):
     print(f"SAVED {writes}", flush=True)
 
 
-checkpoint._atomic_write = announced_write
+checkpoint.atomic_write = announced_write
 sys.exit(cli.main())

@@ -8,17 +8,13 @@ flip + translate). Prints a markdown table of images/s and writes a JSON record.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
 
 from ..batches import HALF_MEAN_STD, BatchIterator
-from ..data import CLASSES, add_data_args, load_cifar10, resolve_root
-from .records import print_table, settings, write_record
-
-DEFAULT_OUT = "benchmarks/results/data_pipeline.json"
+from ..data import CLASSES, load_cifar10, resolve_root
 
 
 def original_pipeline(root: str | Path | None, batch_size: int = 128, workers: int = 2,
@@ -57,7 +53,7 @@ def time_epoch(batches) -> tuple[float, int]:
 
 def run(root=None, batch_size: int = 128, workers: int = 2, limit: int | None = None,
         download: bool = False) -> list[dict]:
-    """Rows: pipeline, seconds, images, images_per_second, speedup_vs_seed (one epoch of the
+    """Rows: pipeline, seconds, images, images_per_second, speedup_vs_original (one epoch of the
     first ``limit`` training images, all when None), then the time to load all of CIFAR-10
     (``download``: fetch it first if it is missing)."""
     if download:
@@ -74,31 +70,13 @@ def run(root=None, batch_size: int = 128, workers: int = 2, limit: int | None = 
                      "images_per_second": round(n / seconds, 1)})
 
     loader = original_pipeline(root, batch_size, workers, limit)
-    record(f"torchvision DataLoader, {workers} workers (seed)", *time_epoch(loader))
+    record(f"torchvision DataLoader, {workers} workers (original)", *time_epoch(loader))
     record("BatchIterator, no augmentation", *time_epoch(BatchIterator(train, batch_size)))
     record("BatchIterator, flip + translate 2",
            *time_epoch(BatchIterator(train, batch_size, flip="alternating", translate=2)))
     for row in rows:
-        row["speedup_vs_seed"] = round(row["images_per_second"] / rows[0]["images_per_second"], 1)
+        row["speedup_vs_original"] = round(row["images_per_second"] / rows[0]["images_per_second"], 1)
     rows.append({"pipeline": f"load_cifar10 (all {n_all:,} images)",
                  "seconds": round(load_seconds, 3), "images": n_all,
-                 "images_per_second": round(n_all / load_seconds, 1), "speedup_vs_seed": None})
+                 "images_per_second": round(n_all / load_seconds, 1), "speedup_vs_original": None})
     return rows
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_args(p)
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="DataLoader workers for the original pipeline (default 2)")
-    p.add_argument("--limit", type=int, help="only the first N training images (quick check)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON record (default {DEFAULT_OUT})")
-
-
-def main(args: argparse.Namespace) -> int:
-    rows = run(args.data_root, args.batch_size, args.workers, args.limit, args.download)
-    print_table(rows)
-    write_record(args.out, rows, benchmark="data_pipeline", command=args.command_line,
-                 settings=settings(args))
-    print(f"\nrecord written to {args.out}")
-    return 0

@@ -3,10 +3,10 @@
     python -m cifar_lib bench inference --run-dir RUN [--batch-sizes 1,8,32] [--device auto]
         [--compile] [--quick] [--out FILE.json]
 
-The seed notebook timed one call with ``time.time()``: no warm-up (the first call pays for
+The original notebook timed one call with ``time.time()``: no warm-up (the first call pays for
 memory allocation, kernel selection, CUDA context creation) and a single sample. Here every
 measurement warms up first, then ``torch.utils.benchmark.Timer`` repeats the call in blocks
-(synchronising CUDA around each block) and we report the median and the quartiles. The seed's
+(synchronising CUDA around each block) and we report the median and the quartiles. The original's
 method is kept beside it as a row of its own, so the difference is visible; on a GPU it is
 synchronised before the clock is read (otherwise it would time only the *queueing* of the
 kernels, not the work).
@@ -17,31 +17,42 @@ prints them (with ``COLUMNS``), ``cifar_lib.plots.plot_throughput`` draws them, 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import math
-import sys
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_model, resolve_checkpoint
+from ..checkpoint import load_model
 from ..device import cpu_model, precision_name, sync
+from ..errors import UsageError
 from ..models import count_parameters
-from .records import print_table, settings, write_record
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 1024)
+
+
 QUICK_BATCH_SIZES = (1, 32, 256)
+
+
 BASELINE = "no_grad"
+
+
 # Each variant changes one thing from the baseline (fp32, NCHW, eager, under no_grad).
 VARIANTS = ("grad_enabled", "no_grad", "inference_mode", "channels_last", "autocast", "compile")
+
+
 NO_GPU = "no GPU available"
-SEED_METHOD = "seed: 1 call, time.time()"
+
+
+ORIGINAL_METHOD = "original: 1 call, time.time()"
+
+
 TIMER_METHOD = "benchmark.Timer"
+
+
 ROW_KEYS = ("device", "device_name", "threads", "variant", "dtype", "method", "batch_size",
             "status", "median_ms", "q25_ms", "q75_ms", "iqr_ms", "images_per_s",
             "images_per_s_low", "images_per_s_high", "speedup", "measurements", "first_call_ms")
@@ -54,7 +65,7 @@ def parse_batch_sizes(text: str) -> list[int]:
     except ValueError:
         sizes = []
     if not sizes or min(sizes) < 1:
-        raise ValueError(f"batch sizes must be positive integers separated by commas, "
+        raise UsageError(f"batch sizes must be positive integers separated by commas, "
                          f"e.g. 1,8,32, got {text!r}")
     return sizes
 
@@ -65,7 +76,7 @@ def _devices(device: str | Sequence[str]) -> list[str]:
         if device == "auto":
             return ["cpu", "cuda"]
         if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-            raise ValueError(f"unknown benchmark device {device!r}: use 'cpu', 'cuda' or 'auto'")
+            raise UsageError(f"unknown benchmark device {device!r}: use 'cpu', 'cuda' or 'auto'")
         return [device]
     return list(device)
 
@@ -162,7 +173,7 @@ def _error(e: BaseException) -> str:
 
 
 def _bench_device(model: nn.Module, device_name: str, batch_sizes: Sequence[int],
-                  variants: Sequence[str], seed_method: bool, timing: dict,
+                  variants: Sequence[str], original_method: bool, timing: dict,
                   log: Callable[[str], None]) -> list[dict]:
     """All rows for one device. The same code runs on CPU and CUDA."""
     device = torch.device(device_name)
@@ -172,8 +183,8 @@ def _bench_device(model: nn.Module, device_name: str, batch_sizes: Sequence[int]
         rows = [_row(**base, variant=v,
                      method=TIMER_METHOD, batch_size=bs, status=NO_GPU)
                 for v in variants for bs in batch_sizes]
-        if seed_method:
-            rows += [_row(**base, variant=BASELINE, method=SEED_METHOD, batch_size=bs,
+        if original_method:
+            rows += [_row(**base, variant=BASELINE, method=ORIGINAL_METHOD, batch_size=bs,
                           status=NO_GPU) for bs in batch_sizes]
         return rows
     base["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" \
@@ -182,8 +193,8 @@ def _bench_device(model: nn.Module, device_name: str, batch_sizes: Sequence[int]
     gen = torch.Generator().manual_seed(0)
     inputs = {bs: torch.randn(bs, 3, 32, 32, generator=gen).to(device) for bs in batch_sizes}
     rows = []
-    if seed_method:
-        # First, before anything has warmed up: what the seed notebook measured, one call.
+    if original_method:
+        # First, before anything has warmed up: what the original notebook measured, one call.
         for bs in batch_sizes:
             sync(device)  # the input's copy to the GPU is not part of the call
             start = time.time()
@@ -191,7 +202,7 @@ def _bench_device(model: nn.Module, device_name: str, batch_sizes: Sequence[int]
                 model(inputs[bs])
             sync(device)  # without it, a GPU call returns once queued: only the launch is timed
             seconds = time.time() - start
-            rows.append(_row(**base, variant=BASELINE, dtype="fp32", method=SEED_METHOD,
+            rows.append(_row(**base, variant=BASELINE, dtype="fp32", method=ORIGINAL_METHOD,
                              batch_size=bs, status="ok", median_ms=seconds * 1e3,
                              images_per_s=bs / seconds if seconds > 0 else math.inf,
                              measurements=1, first_call_ms=seconds * 1e3))
@@ -228,7 +239,7 @@ def _add_speedups(rows: list[dict]) -> None:
 
 def benchmark_inference(model: nn.Module, *, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
                         device: str | Sequence[str] = "auto", variants: Sequence[str] | None = None,
-                        compile: bool = False, seed_method: bool = True, warmup: int = 3,
+                        compile: bool = False, original_method: bool = True, warmup: int = 3,
                         min_run_time: float = 0.3, min_repeats: int = 5, threads: int | None = None,
                         log: Callable[[str], None] | None = None) -> list[dict]:
     """Time ``model`` (float N×3×32×32 → N×10) on random batches; returns one dict per row.
@@ -252,7 +263,7 @@ def benchmark_inference(model: nn.Module, *, batch_sizes: Sequence[int] = DEFAUL
         raise ValueError(f"unknown variant(s) {', '.join(sorted(unknown))}; "
                          f"valid: {', '.join(VARIANTS)}")
     if not batch_sizes or min(batch_sizes) < 1:
-        raise ValueError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+        raise UsageError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
     timing = dict(warmup=warmup, min_run_time=min_run_time, min_repeats=min_repeats)
     rows = []
     before = torch.get_num_threads()
@@ -260,7 +271,7 @@ def benchmark_inference(model: nn.Module, *, batch_sizes: Sequence[int] = DEFAUL
         if threads is not None:
             torch.set_num_threads(threads)
         for dev in _devices(device):
-            rows += _bench_device(model, dev, list(batch_sizes), list(variants), seed_method,
+            rows += _bench_device(model, dev, list(batch_sizes), list(variants), original_method,
                                   timing, log or (lambda s: None))
     finally:
         torch.set_num_threads(before)
@@ -280,57 +291,3 @@ def benchmark_run(run_dir, *, quick: bool = False, **kwargs) -> tuple[list[dict]
     info = {"run": str(run_dir), "model": ckpt["model"], "model_kwargs": ckpt["model_kwargs"],
             "parameters": count_parameters(model)}
     return benchmark_inference(model, **kwargs), info
-
-
-def _fmt(v, spec: str) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
-def _latency(r: dict) -> str:
-    text = _fmt(r.get("median_ms"), ".3g")
-    if r.get("iqr_ms") is not None:
-        text += f" [{_fmt(r['iqr_ms'], '.2g')}]"
-    return text
-
-
-# The rows as a table (records.markdown_table(rows, COLUMNS)): latency median [IQR] in ms.
-COLUMNS = {
-    "device": "device", "threads": lambda r: r.get("threads") or "", "variant": "variant",
-    "dtype": "dtype", "method": "method", "batch": "batch_size",
-    "median ms [IQR]": _latency, "images/s": lambda r: _fmt(r.get("images_per_s"), ",.0f"),
-    "speedup": lambda r: _fmt(r.get("speedup"), ".2f"), "status": "status",
-}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-dir", required=True, help="run folder (or checkpoint file)")
-    p.add_argument("--batch-sizes",
-                   help="comma-separated, e.g. 1,8,32,128,512,1024 (the default)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
-                   help="auto: CPU and GPU (GPU rows say when there is none); default auto")
-    p.add_argument("--compile", action="store_true",
-                   help="also time torch.compile (slow to compile on a CPU)")
-    p.add_argument("--min-run-time", type=float, help="seconds of timing per row (default 0.3)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, usually the cores)")
-    p.add_argument("--out", help="JSON record (default: RUN_DIR/bench_inference.json)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: batch sizes 1,32,256 and short timings")
-
-
-def main(args: argparse.Namespace) -> int:
-    kwargs = {"device": args.device, "compile": args.compile}
-    if args.batch_sizes:
-        kwargs["batch_sizes"] = parse_batch_sizes(args.batch_sizes)
-    if args.min_run_time is not None:
-        kwargs["min_run_time"] = args.min_run_time
-    if args.threads is not None:
-        kwargs["threads"] = args.threads
-    rows, model_info = benchmark_run(args.run_dir, quick=args.quick,
-                                     log=lambda s: print(s, file=sys.stderr), **kwargs)
-    out = Path(args.out) if args.out else resolve_checkpoint(args.run_dir).parent / \
-        "bench_inference.json"
-    write_record(out, rows, benchmark="inference", command=args.command_line,
-                 settings=settings(args), model=model_info)
-    print_table(rows, COLUMNS)
-    print(f"\nrecord written to {out}")
-    return 0

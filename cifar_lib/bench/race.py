@@ -10,7 +10,7 @@
    machine falls on both; full data, test accuracy with TTA on all 10,000 test images;
    ``seconds`` is the wall time from loaded data to that final accuracy. ``time_ratio`` is the
    recipe's mean seconds over the anchor's, on the same device, threads and precision rules.
-2. Time to 64%: ``muon_small`` (the Muon recipe sized for 64%) against the original
+2. Time to 64%: ``race64`` (the Muon recipe sized for 64%) against the original
    notebook's pipeline exactly as it ran (SimpleCNN, Adam 1e-3, batch 128, fp32, torchvision
    DataLoader with ToTensor + Normalize, each batch copied to the device), side by side in this
    run, on the same device. Both count training time only (on a GPU, synchronised before the
@@ -38,20 +38,21 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import json_safe, read_json, write_json
 from ..data import CifarSplit, add_data_args, load_cifar10
 from ..device import cpu_has_native_bf16, select_device
+from ..errors import UsageError
+from ..files import json_safe, read_json, write_json
 from ..inference import accuracy, predict_logits
 from ..models import build_model
 from ..recipes import configure, get_recipe
+from ..speed.clock import synced_clock
+from ..speed.loaders import original_pipeline
 from ..train import fit, seed_everything
-from .data import original_pipeline
 from .records import environment, print_table, settings, write_record
-from .timing import synced_clock
 
 TARGET = 0.64
 GOAL = 94.0                       # % test accuracy (mean over seeds) the recipes race to
-RECIPE, ANCHOR, RACER = "fast", "airbench94", "muon_small"
+RECIPE, ANCHOR, RACER = "fast", "airbench94", "race64"
 SEEDS = [0, 1, 2, 3, 4]
 # --quick: a smoke test of the whole benchmark, not a measurement (one epoch of small subsets).
 QUICK_TRAIN, QUICK_TEST = 512, 256
@@ -163,7 +164,7 @@ def fingerprint(recipe: str, anchor: str, device: torch.device, quick: bool,
                       "machine": machine})
 
 
-class ResumeError(ValueError):
+class ResumeError(UsageError):
     """Progress from an interrupted run that cannot be continued as asked; says what to do."""
 
 

@@ -1,4 +1,5 @@
-"""Your own photos → RGB PIL images → 32×32 model input.
+"""Your own photos: decode them safely, turn them into the network's 32×32 input, and
+classify them (top-k classes, calibrated probabilities, a confidence flag).
 
 A photo from a phone or the web is nothing like a CIFAR-10 image: it can be rotated by an EXIF
 tag, have an alpha channel, a palette, 16 bits per channel or CMYK ink, be an animation, be
@@ -6,22 +7,31 @@ truncated, or be a "decompression bomb" (a tiny file that claims billions of pix
 ``load_image`` turns all of these into a plain RGB image or one clear ``ImageError``;
 ``to_model_input`` then makes the 3×32×32 uint8 tensor the network sees, and ``model_views`` the
 V×3×32×32 views whose probabilities a prediction averages ("multi_crop": photo TTA).
-``compare_methods`` measures which method serves a model best on labelled photos.
+``predict`` classifies photos with a run; ``compare_methods`` measures which method serves a
+model best on labelled photos.
+
+A CIFAR-10 network always answers with one of its ten classes, even for a giraffe. The top
+probability is a weak signal of "I am not sure": below the run's threshold the prediction is
+flagged ``confident=False``. The probabilities are calibrated with the run's temperature when it
+has one, so that "80 %" means right about 80 % of the time on CIFAR-10-like images.
 """
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence, Union
+from typing import BinaryIO, Callable, Iterable, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
 from .batches import normalize
-
+from .checkpoint import load_run
+from .inference import predict_logits
 
 # Refuse images with more pixels than this before decoding them: 64 megapixels is more than any
 # phone photo (a 200 MP sensor bins to 50 MP) and still only ~200 MB as RGB.
@@ -33,6 +43,12 @@ MAX_SIDE = 1024
 # averaged, so it only goes through ``model_views`` / ``photo_probabilities``.
 METHODS = ("center_crop", "squash", "multi_crop")
 SINGLE_VIEW_METHODS = ("center_crop", "squash")
+# How a photo becomes 32×32 by default: the whole photo squashed to a square, as the original
+# notebook did. Measured on the sample photos with their known classes (``compare_methods``,
+# lesson 04_real_images): squash gave the true class the highest mean log-probability for both
+# shipped models, ahead of the centred square and of averaging six crops. Few photos: a
+# measurement to repeat on your own (``compare_methods`` with your labelled photos).
+PHOTO_METHOD = "squash"
 
 
 class ImageError(ValueError):
@@ -182,7 +198,7 @@ def _decode(img: Image.Image, name: str, max_side: int | None, max_pixels: int,
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError(f"{name} is {w}×{h} = {w * h / 1e6:.0f} megapixels, more than the "
-                         f"{max_pixels / 1e6:.0f} MP limit (cifar_lib.images.MAX_PIXELS): "
+                         f"{max_pixels / 1e6:.0f} MP limit (cifar_lib.photos.MAX_PIXELS): "
                          f"refusing to decode it")
     try:
         if getattr(img, "n_frames", 1) > 1:
@@ -225,12 +241,12 @@ def square_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
     return left, top, left + side, top + side
 
 
-def to_model_input(img: Source, size: int = 32, method: str = "center_crop") -> torch.Tensor:
+def to_model_input(img: Source, size: int = 32, method: str = PHOTO_METHOD) -> torch.Tensor:
     """An image (anything ``load_image`` takes) → uint8 tensor 3×size×size, RGB.
 
     method "center_crop": the largest centred square, resized (the object keeps its shape, as
     in CIFAR-10, where objects are roughly centred in square photos); "squash": the whole photo
-    resized to a square without cropping, as the seed notebook did, which stretches it.
+    resized to a square without cropping, as the original notebook did, which stretches it.
     Both use Lanczos resampling, antialiased (a 1000→32 resize would otherwise alias badly);
     ``reducing_gap`` box-reduces first for speed. "multi_crop" makes several images: it is
     refused here with a ValueError pointing to ``model_views``.
@@ -246,14 +262,14 @@ def _as_rgb(img: Source) -> Image.Image:
     return img
 
 
-def _check_method(method: str) -> None:
+def check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
 
 
 def _check_single_view(method: str) -> None:
     """center_crop or squash; multi_crop gets a message saying where it is handled."""
-    _check_method(method)
+    check_method(method)
     if method not in SINGLE_VIEW_METHODS:
         raise ValueError(f"method {method!r} makes several views, not one image: use "
                          f"model_views(img, size, {method!r}) (V×3×size×size) and average the "
@@ -315,7 +331,7 @@ def multi_crop_boxes(size: tuple[int, int]) -> list[tuple[str, tuple[int, int, i
             + [(f"zoom {f:.0%}", _centred_square(size, f)) for f in ZOOMS] + ends)
 
 
-def model_views(img: Source, size: int = 32, method: str = "center_crop") -> torch.Tensor:
+def model_views(img: Source, size: int = 32, method: str = PHOTO_METHOD) -> torch.Tensor:
     """An image (anything ``load_image`` takes) → uint8 tensor V×3×size×size: the views of it
     that the network classifies, whose probabilities a prediction averages.
 
@@ -323,7 +339,7 @@ def model_views(img: Source, size: int = 32, method: str = "center_crop") -> tor
     "multi_crop": V = 6, the boxes of ``multi_crop_boxes`` in that order, each Lanczos-resized
     like the others. (The run's own TTA then adds flips and 1-pixel shifts of each view.)
     """
-    _check_method(method)
+    check_method(method)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a whole number of pixels ≥ 1 (32 for CIFAR-10 models), "
                          f"got {size!r}")
@@ -337,7 +353,7 @@ STEPS = ("decoded", "exif_transpose", "rgb", "shrink", "crop", "resize", "to_ten
          "normalize")
 
 
-def preprocessing_steps(source: Source, size: int = 32, method: str = "center_crop", *,
+def preprocessing_steps(source: Source, size: int = 32, method: str = PHOTO_METHOD, *,
                         mean: Sequence[float] | None = None, std: Sequence[float] | None = None
                         ) -> list[tuple[str, Image.Image | torch.Tensor]]:
     """Every intermediate of ``load_image`` + ``to_model_input`` (+ normalisation), in order.
@@ -387,29 +403,177 @@ def labelled_samples() -> list[tuple[Path, str]]:
     measures preprocessing on."""
     return [(p, SAMPLE_LABELS[p.name]) for p in sample_images() if SAMPLE_LABELS.get(p.name)]
 
+@dataclass
+class Prediction:
+    """One photo's result. top_k: [(class name, probability)], most probable first;
+    probs: float32 tensor C (sums to 1); image: the loaded RGB photo; input: uint8 3×32×32
+    (what the network saw; V×3×32×32, the views, for 'multi_crop'); temperature: the T the logits were divided by (1.0 = uncalibrated).
+    For a file that failed to load (``errors="report"``), ``error`` holds the message and
+    everything else is empty."""
+    name: str
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    confident: bool = False
+    probs: torch.Tensor | None = None
+    image: Image.Image | None = None
+    input: torch.Tensor | None = None
+    error: str | None = None
+    temperature: float = 1.0
+    # "None of these" from the run's detector (cifar_lib.ood; None: the run has none):
+    # True when the photo's score is below the detector's threshold.
+    none_of_these: bool | None = None
+    ood_score: float | None = None
 
-# The shipped close-ups, cut from the shipped photos by ``make_sample_crops`` (JPEG quality 90):
-# {file: (source photo, box (left, top, right, bottom) in its upright pixels, why)}. They show
-# the lesson "an object filling the frame, as in CIFAR-10, versus a small object in a scene".
-# (Documented here rather than in a README: every file in sample_images/ is treated as a photo.)
-SAMPLE_CROPS = {
-    "dog_close.jpg": ("dog.jpg", (100, 210, 340, 450),
-                      "the dog's head and body filling a square frame, as CIFAR-10's dogs do; in "
-                      "dog.jpg it is a small part of a porch scene with a bicycle and a truck"),
-    "horse_close.jpg": ("horses.jpg", (415, 175, 620, 380),
-                        "one grey horse side-on, filling a square frame; horses.jpg is a herd "
-                        "of five small horses in a wide landscape"),
-}
+    @property
+    def label(self) -> str | None:
+        """The top class name (None for a failed file)."""
+        return self.top_k[0][0] if self.top_k else None
+
+    @property
+    def probability(self) -> float | None:
+        return self.top_k[0][1] if self.top_k else None
+
+    def summary(self) -> str:
+        """e.g. ``dog 81.2%, cat 9.0%, deer 3.1%`` (+ ``(not confident)``), or the error."""
+        if self.error:
+            return f"error: {self.error}"
+        ranked = ", ".join(f"{c} {p:.1%}" for c, p in self.top_k)
+        return (ranked + ("" if self.confident else "  (not confident)")
+                + ("  (none of these?)" if self.none_of_these else ""))
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.summary()}"
 
 
-def make_sample_crops(source_folder: str | os.PathLike = SAMPLES,
-                      out_folder: str | os.PathLike = SAMPLES, quality: int = 90) -> list[Path]:
-    """Write the ``SAMPLE_CROPS`` close-ups (JPEG ``quality``) from the photos in
-    ``source_folder`` into ``out_folder``; returns their paths. How the shipped ones were made."""
-    out = []
-    for name, (source, box, _) in SAMPLE_CROPS.items():
-        img = load_image(Path(source_folder) / source, max_side=None)
-        path = Path(out_folder) / name
-        img.crop(box).save(path, "JPEG", quality=quality)
-        out.append(path)
-    return out
+def _is_batch(images) -> bool:
+    return isinstance(images, (list, tuple)) or (
+        not isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image))
+        and hasattr(images, "__iter__") and not hasattr(images, "read"))
+
+
+def predict(model_or_run, images: Source | Sequence[Source], *, top_k: int = 3,
+            threshold: float | None = None, method: str = PHOTO_METHOD, tta_level: int | None = None,
+            device: str | torch.device = "cpu", errors: str = "raise", calibrated: bool = True):
+    """Classify one photo (returns a ``Prediction``) or a list of photos (returns a list).
+
+    images: paths, bytes (e.g. ``Upload``), open files or PIL images. Each is loaded with
+    ``load_image`` and reduced to 32×32 views by ``method`` (``images.model_views``: 'squash',
+    the default, chosen by measurement (see ``PHOTO_METHOD``); 'center_crop'; or 'multi_crop',
+    six crops whose probabilities are averaged), normalised with the checkpoint's mean/std and
+    run through the model (with the run's TTA unless ``tta_level`` says otherwise). The probabilities are softmax(logits / T) with the run's
+    temperature when ``calibrated`` and it has one for that TTA level (``Prediction.temperature``
+    says which T). ``confident`` is True when the top probability ≥ ``threshold`` (None: the
+    run's calibrated threshold, chosen to keep 99% accuracy on held-out images, see
+    ``LoadedModel.confidence_threshold``; 0.5 for an uncalibrated run).
+    errors: 'raise' (an unusable image raises ImageError) or 'report' (its Prediction carries
+    ``error`` and the other photos are still classified).
+    """
+    if errors not in ("raise", "report"):
+        raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}")
+    check_method(method)
+    single = not _is_batch(images)
+    sources = [images] if single else list(images)
+    lm = load_run(model_or_run, device)
+    k = max(1, min(top_k, len(lm.classes)))
+    results: list[Prediction] = []
+    for src in sources:
+        name = source_name(src)
+        try:
+            img = load_image(src)
+            results.append(Prediction(name=name, image=img, input=model_views(img, 32, method)))
+        except ImageError as e:
+            if errors == "raise":
+                raise
+            results.append(Prediction(name=name, error=str(e)))
+    ok = [r for r in results if r.error is None]
+    if ok:
+        tta = lm.tta_level if tta_level is None else tta_level
+        probs = photo_probabilities(lm, [r.input for r in ok], tta_level=tta,
+                                    calibrated=calibrated)                # B×C
+        temperature = lm.temperature_for(tta, calibrated)
+        if threshold is None:
+            threshold = lm.confidence_threshold(calibrated, tta)
+        top_p, top_i = probs.topk(k, dim=1)
+        for r, p, tp, ti in zip(ok, probs, top_p.tolist(), top_i.tolist()):
+            r.probs = p
+            r.top_k = [(lm.classes[i], float(q)) for i, q in zip(ti, tp)]
+            r.confident = tp[0] >= threshold
+            r.temperature = temperature
+            if len(r.input) == 1:  # one view: keep the 3×32×32 the network saw, as before
+                r.input = r.input[0]
+        from .ood import annotate  # "none of these", when the run has a detector
+        annotate(lm, ok)
+    return results[0] if single else results
+
+
+def photo_probabilities(run, views: Sequence[torch.Tensor], *, tta_level: int | None = None,
+                        calibrated: bool = True, batch_size: int = 1000) -> torch.Tensor:
+    """Class probabilities N×C for N photos, each given as its views (uint8 V_i×3×32×32, from
+    ``model_views``): the mean over a photo's views of ``lm.probabilities`` (softmax of the
+    logits / the run's temperature, with the run's TTA unless ``tta_level`` says otherwise).
+
+    All views of all photos go through the network in one ``predict_logits`` call. A photo with
+    one view gets exactly what a single-image prediction gives. ``run``: anything ``load_run``
+    takes (a run folder, a ``LoadedModel``).
+    """
+    lm = load_run(run)
+    for i, v in enumerate(views):
+        if not (isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.ndim == 4
+                and len(v) >= 1 and v.shape[1] == 3):
+            what = f"{v.dtype} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(f"views[{i}] must be a uint8 tensor V×3×H×W with V ≥ 1 (what "
+                             f"model_views returns), got {what}")
+    if len(views) == 0:
+        return torch.empty(0, len(lm.classes))
+    tta = lm.tta_level if tta_level is None else tta_level
+    logits = predict_logits(lm.model, torch.cat(list(views)), lm.mean, lm.std, tta_level=tta,
+                            batch_size=batch_size)
+    probs = lm.probabilities(logits, calibrated, tta)                   # (ΣV)×C
+    return torch.stack([p.mean(0) for p in probs.split([len(v) for v in views])])
+
+
+def compare_methods(run, labelled_photos: Iterable[tuple[Source, str]],
+                    methods: Sequence[str] = METHODS, *, size: int = 32,
+                    tta_level: int | None = None, calibrated: bool = True) -> list[dict]:
+    """How well each preprocessing ``method`` serves a model on photos whose class is known.
+
+    labelled_photos: [(photo, class name)], the class one of the run's classes (leave photos of
+    no class, a giraffe, out). Returns one row per photo and method, photos in the given order
+    within each method: {'photo': its name, 'true_class', 'method', 'predicted' (top class),
+    'p_true' (probability of the true class, averaged over the views for multi_crop),
+    'correct' (predicted == true_class)}. ``method_scores`` summarises the rows per method.
+    """
+    lm = load_run(run)
+    pairs = list(labelled_photos)
+    for _, cls in pairs:
+        if cls not in lm.classes:
+            raise ValueError(f"unknown class {cls!r}: label each photo with one of "
+                             f"{', '.join(lm.classes)} (and leave out photos of no class)")
+    for m in methods:
+        check_method(m)
+    loaded = [(source_name(src), load_image(src), cls) for src, cls in pairs]
+    rows = []
+    for method in methods:
+        views = [model_views(img, size, method) for _, img, _ in loaded]
+        probs = photo_probabilities(lm, views, tta_level=tta_level, calibrated=calibrated)
+        for (name, _, cls), p in zip(loaded, probs):
+            predicted = lm.classes[int(p.argmax())]
+            rows.append({"photo": name, "true_class": cls, "method": method,
+                         "predicted": predicted, "p_true": float(p[lm.classes.index(cls)]),
+                         "correct": predicted == cls})
+    return rows
+
+
+def method_scores(rows: Sequence[dict]) -> list[dict]:
+    """``compare_methods`` rows → one row per method, best first: {'method', 'photos',
+    'top1' (fraction correct), 'mean_p_true', 'mean_log_p_true' (the ranking: it punishes a
+    confidently wrong answer most, where top-1 ignores how wrong)}."""
+    by_method: dict[str, list[dict]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], []).append(r)
+    scores = [{"method": m, "photos": len(rs),
+               "top1": sum(r["correct"] for r in rs) / len(rs),
+               "mean_p_true": sum(r["p_true"] for r in rs) / len(rs),
+               # clamp: a probability that underflowed to 0 would make the mean -inf
+               "mean_log_p_true": sum(math.log(max(r["p_true"], 1e-12)) for r in rs) / len(rs)}
+              for m, rs in by_method.items()]
+    return sorted(scores, key=lambda s: -s["mean_log_p_true"])

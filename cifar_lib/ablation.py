@@ -1,0 +1,167 @@
+"""What each trick of a recipe buys: the recipe trained with every trick, then with one trick
+removed at a time (the rest unchanged), on the same data, device and threads, over seeds.
+
+    python -m cifar_lib bench ablation [--recipe fast] [--seeds 0 1 2] [--quick]
+
+``VARIANTS[recipe]`` names, for ``fast`` and ``airbench94``, each trick and the ``TrainConfig``
+changes that remove it. Removing test-time augmentation needs no second training: the row
+"no TTA" is the full recipe's own run evaluated without it. ``seconds`` is the training time
+(``fit``'s train_seconds; the final evaluation is not counted). By default every run has the
+recipe's full budget; ``epochs``/``widths`` shrink it for a quicker, rougher look.
+
+The records ship inside the package (``cifar_lib/records/ablation_<recipe>.json``), so the
+lesson 01_train can show them on Colab.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Sequence
+
+from . import records
+from .data import CifarSplit
+from .recipes import configure, get_recipe
+
+NO_TTA = "no TTA"
+SEEDS = (0, 1, 2)
+# Each variant: (what is removed, the TrainConfig overrides that remove it). ``whiten`` is a
+# model argument, merged into model_kwargs by ``variant_config``.
+VARIANTS: dict[str, dict[str, tuple[str, dict]]] = {
+    "fast": {
+        "fast": ("nothing: every trick", {}),
+        "no Muon": ("Muon for the conv filters (Nesterov SGD for every weight instead)",
+                    {"optimizer": "sgd"}),
+        "no early crops": ("the first 6 epochs on 24×24 crops (whole images throughout)",
+                           {"crop_epochs": 0}),
+        "no colour jitter": ("random brightness and contrast",
+                             {"brightness": 0.0, "contrast": 0.0}),
+        "no whitening": ("the frozen whitening layer (a learnt 2×2 conv instead)",
+                         {"model_kwargs": {"whiten": False}}),
+        "no label smoothing": ("label smoothing 0.2", {"label_smoothing": 0.0}),
+        "random flips": ("alternating flips (random ones instead)", {"flip": "random"}),
+        "no translation": ("the ±2-pixel shifts", {"translate": 0}),
+        "whitening bias trained": ("freezing the whitening bias after 3 epochs",
+                                   {"whiten_bias_epochs": 10}),
+        "whole batches": ("micro-batches (each step of 2,000 computed at once)",
+                          {"micro_batch": None}),
+        NO_TTA: ("test-time augmentation (same training as 'fast')", {"tta_level": 0}),
+    },
+    "airbench94": {
+        "airbench94": ("nothing: every trick", {}),
+        "no whitening": ("the frozen whitening layer (a learnt 2×2 conv instead)",
+                         {"model_kwargs": {"whiten": False}}),
+        "constant lr": ("the warm-up/decay schedule (the peak lr throughout)",
+                        {"schedule": "constant"}),
+        "no label smoothing": ("label smoothing 0.2", {"label_smoothing": 0.0}),
+        "no lookahead": ("lookahead weight averaging", {"lookahead": False}),
+        "random flips": ("alternating flips (random ones instead)", {"flip": "random"}),
+        "no translation": ("the ±2-pixel shifts", {"translate": 0}),
+        NO_TTA: ("test-time augmentation (same training as 'airbench94')", {"tta_level": 0}),
+        "original": ("the whole recipe: the original notebook's recipe, same epochs", {}),
+    },
+}
+# --quick: a smoke test of the whole benchmark (CI, the lesson's quick mode), not a measurement.
+QUICK = dict(epochs=1, widths=(8, 16, 16), train_subset=1024, test_subset=500, batch_size=256)
+
+
+def record_path(recipe: str) -> Path:
+    """Where the shipped ablation record of ``recipe`` lives."""
+    return records.shipped(f"ablation_{recipe}")
+
+
+def _variants(recipe: str) -> dict[str, tuple[str, dict]]:
+    if recipe not in VARIANTS:
+        raise ValueError(f"no ablation for recipe {recipe!r}; valid: {', '.join(VARIANTS)}")
+    return VARIANTS[recipe]
+
+
+def variant_config(recipe: str, name: str, *, seed: int = 0, epochs: int | None = None,
+                   widths: Sequence[int] | None = None, **overrides):
+    """The ``TrainConfig`` of ablation variant ``name`` of ``recipe``: the recipe's budget
+    unless ``epochs``/``widths`` say otherwise. ``overrides`` (e.g. train_subset, batch_size,
+    device) apply to every variant alike."""
+    variants = _variants(recipe)
+    if name not in variants:
+        raise ValueError(f"unknown ablation variant {name!r}; valid: {', '.join(variants)}")
+    base = get_recipe(recipe)
+    epochs = epochs or base.epochs
+    if name == "original":
+        return configure("original", epochs=epochs, seed=seed, eval_every=0, **overrides)
+    changes = dict(variants[name][1])
+    model_kwargs = {**base.model_kwargs, **({"widths": tuple(widths)} if widths else {}),
+                    **changes.pop("model_kwargs", {})}
+    if "whiten_bias_epochs" in changes:  # "trained throughout" means every epoch of the run
+        changes["whiten_bias_epochs"] = epochs
+    # replace(), not configure(): configure reads None as "the recipe's own", and removing
+    # micro-batches means micro_batch=None
+    return configure(recipe, epochs=epochs, seed=seed, eval_every=0, model_kwargs=model_kwargs,
+                     **overrides).replace(**changes)
+
+
+def run(train: CifarSplit, test: CifarSplit, *, recipe: str = "fast",
+        variants: Sequence[str] | None = None, seeds: Sequence[int] = SEEDS,
+        epochs: int | None = None, widths: Sequence[int] | None = None, progress: bool = True,
+        **overrides) -> list[dict]:
+    """Train every variant once per seed; one row each: variant, removed, seed, test_acc (%,
+    with the variant's TTA), seconds (training), epochs, parameters.
+
+    "no TTA" reuses the full recipe's run of the same seed (trained if not asked for).
+    """
+    from .train import fit  # the training loop, only when something is trained
+    table = _variants(recipe)
+    variants = list(table) if variants is None else list(variants)
+    unknown = [v for v in variants if v not in table]
+    if unknown:
+        raise ValueError(f"unknown ablation variant(s) {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(table)}")
+    rows = []
+    for seed in seeds:
+        full = None
+        for name in variants:
+            if name == NO_TTA and full is not None:
+                m = full
+            else:
+                cfg = variant_config(recipe, recipe if name == NO_TTA else name, seed=seed,
+                                     epochs=epochs, widths=widths, **overrides)
+                m = fit(cfg, train, test, progress=progress).metrics
+                if name in (recipe, NO_TTA):
+                    full = m
+            acc = m["test_acc"] if name == NO_TTA else m.get("test_acc_tta", m["test_acc"])
+            rows.append({"variant": name, "removed": table[name][0], "seed": seed,
+                         "test_acc": 100 * acc, "seconds": m["train_seconds"],
+                         "epochs": m["epochs"], "parameters": m["parameters"]})
+    return rows
+
+
+def summarize(rows: Sequence[dict], base: str | None = None) -> list[dict]:
+    """One row per variant (in the order first seen): mean and std of test_acc over seeds,
+    lowest seed, mean seconds, and the difference to the full recipe's mean (``vs_base``,
+    percentage points; None without a row for ``base``, by default the first variant)."""
+    by_variant: dict[str, list[dict]] = {}
+    for r in rows:
+        by_variant.setdefault(r["variant"], []).append(r)
+    base = base or next(iter(by_variant), None)
+    means = {v: statistics.mean(r["test_acc"] for r in rs) for v, rs in by_variant.items()}
+    out = []
+    for v, rs in by_variant.items():
+        accs = [r["test_acc"] for r in rs]
+        out.append({"variant": v, "removed": rs[0]["removed"], "seeds": len(rs),
+                    "test_acc_mean": means[v],
+                    "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                    "test_acc_min": min(accs),
+                    "vs_base": means[v] - means[base] if base in means else None,
+                    "seconds_mean": statistics.mean(r["seconds"] for r in rs)})
+    return out
+
+
+SUMMARY_COLUMNS = {
+    "variant": "variant", "removed": "removed",
+    "test accuracy %": lambda r: f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}",
+    "difference (points)": lambda r: "" if r["vs_base"] is None else f"{r['vs_base']:+.2f}",
+    "train seconds": lambda r: f"{r['seconds_mean']:.0f}",
+}
+
+
+def read_record(recipe: str = "fast") -> dict:
+    """The shipped ablation record of ``recipe``, with its ``summary`` rows."""
+    return records.read_record(record_path(recipe), "ablation")

@@ -1,0 +1,58 @@
+"""Ablation: what each trick of a recipe buys (``cifar_lib.ablation``), as a benchmark.
+
+    python -m cifar_lib bench ablation [--recipe fast] [--seeds 0 1 2] [--epochs N]
+        [--widths A B C] [--variants ...] [--quick] [--out FILE.json]
+
+Every variant trains at the recipe's full budget by default: hours on a CPU. The record goes
+to ``cifar_lib/records/ablation_<recipe>.json``, where lesson 01_train reads it.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..ablation import (
+    QUICK,
+    SEEDS,
+    SUMMARY_COLUMNS,
+    VARIANTS,
+    record_path,
+    run,
+    summarize,
+)
+from ..data import add_data_args, load_cifar10
+from .records import print_table, settings, write_record
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="fast", choices=list(VARIANTS),
+                   help="the recipe whose tricks are removed one at a time (default fast)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                   help=f"one training per variant and seed (default {' '.join(map(str, SEEDS))})")
+    p.add_argument("--epochs", type=int, help="a shorter budget (default: the recipe's own)")
+    p.add_argument("--widths", type=int, nargs=3,
+                   help="narrower widths (default: the recipe's own, 64 256 256)")
+    p.add_argument("--variants", nargs="+", metavar="VARIANT",
+                   help="which variants (default all of the recipe's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_data_args(p)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 1 epoch of 1,024 images at widths 8 16 16")
+    p.add_argument("--out", help="JSON record (default cifar_lib/records/ablation_RECIPE.json)")
+
+
+def main(args: argparse.Namespace) -> int:
+    train, test = load_cifar10(args.data_root, download=args.download)
+    budget = dict(epochs=args.epochs, widths=tuple(args.widths) if args.widths else None)
+    extra = dict(QUICK) if args.quick else {}
+    if args.quick:
+        budget = dict(epochs=extra.pop("epochs"), widths=extra.pop("widths"))
+    rows = run(train, test, recipe=args.recipe, variants=args.variants, seeds=args.seeds,
+               device=args.device, progress=not args.quick, **budget, **extra)
+    summary = summarize(rows)
+    print_table(summary, SUMMARY_COLUMNS)
+    out = args.out or record_path(args.recipe)
+    write_record(out, rows, benchmark="ablation", command=args.command_line,
+                 settings=settings(args), recipe=args.recipe, budget={**budget, **extra},
+                 quick=args.quick, summary=summary)
+    print(f"record written to {out}")
+    return 0

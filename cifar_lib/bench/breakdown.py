@@ -1,0 +1,147 @@
+"""Breakdown: where a training step's time goes, by part, from torch.profiler.
+
+    python -m cifar_lib bench breakdown [--recipes fast airbench94] [--steps 4] [--warmup 1]
+        [--quick] [--out FILE.json]
+
+Each recipe is built as ``fit`` builds it (``train.prepare``); after ``--warmup`` untimed steps,
+``--steps`` steps run under ``torch.profiler``, each split into what it does: making the batch
+(normalise, flip, shift, crop, jitter: *augmentation*), the forward and backward passes, and the
+optimiser's update; then one batch of the final evaluation (the recipe's test-time
+augmentation) runs under the profiler too. The forward and backward passes are split further by
+the operators' own (self) CPU time: convolutions, BatchNorm, activations, pooling and the rest.
+Rows give milliseconds per training step and the share of the step; the evaluation row is per
+batch of ``--eval-batch`` images. Whole-image steps are profiled (a crop epoch's are cheaper).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from ..batches import normalize
+from ..data import add_data_args, load_cifar10
+from ..device import select_device
+from ..inference import autocast, tta_logits
+from ..recipes import configure
+from ..train import prepare, train_step
+from .records import print_table, settings, write_record
+
+DEFAULT_OUT = "benchmarks/results/breakdown.json"
+PARTS = ("augmentation", "forward+backward", "optimizer")
+# Operator name fragments → kind, checked in order (backward kernels carry "backward").
+KINDS = (("conv", ("conv",)), ("batchnorm", ("batch_norm",)),
+         ("activation", ("gelu", "relu")), ("pooling", ("pool",)))
+
+
+def kind_of(op: str) -> str:
+    """The kind of a profiled operator ('conv', 'batchnorm', ...; 'other'), and whether it is a
+    backward one: 'conv backward', 'batchnorm forward', ..."""
+    name = op.lower()
+    direction = "backward" if "backward" in name else "forward"
+    for kind, fragments in KINDS:
+        if any(f in name for f in fragments):
+            return f"{kind} {direction}"
+    return f"other {direction}"
+
+
+def _ms(events, name: str) -> float:
+    """Total CPU milliseconds of the record_function ``name`` in ``events``."""
+    return sum(e.cpu_time_total for e in events if e.key == name) / 1e3
+
+
+def profile_recipe(recipe: str, train, test, *, steps: int, warmup: int, eval_batch: int,
+                   quick: bool, device: str = "cpu") -> list[dict]:
+    """Rows {recipe, part, ms_per_step, share} for one recipe (see the module docstring)."""
+    cfg = configure(recipe, quick=quick, device=device, crop_epochs=0)
+    split = train.subset(cfg.train_subset)
+    if quick and cfg.batch_size > len(split):  # tiny test data: still a whole step
+        cfg = cfg.replace(batch_size=len(split))
+    dev = select_device(device)
+    t = prepare(cfg, split, dev)
+    t.ddp_model.train()
+    batches = iter(t.batches)
+
+    def step(i: int) -> None:
+        nonlocal batches
+        with record_function("augmentation"):
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = iter(t.batches)
+                x, y = next(batches)
+        with record_function("forward+backward+optimizer"):
+            train_step(t, x, y, i % t.total_steps)
+
+    for i in range(warmup):
+        step(i)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            step(warmup + i)
+    events = prof.key_averages()
+    total = _ms(events, "augmentation") + _ms(events, "forward+backward+optimizer")
+    optimizer = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step")) / 1e3
+    rows = [{"recipe": recipe, "part": "augmentation", "ms": _ms(events, "augmentation")},
+            {"recipe": recipe, "part": "optimizer", "ms": optimizer}]
+    by_kind: dict[str, float] = {}
+    for e in events:  # operators' own time, outside the optimiser and the batch making
+        if e.key.startswith(("aten::", "autograd::")) or "Backward" in e.key:
+            by_kind[kind_of(e.key)] = by_kind.get(kind_of(e.key), 0.0) + e.self_cpu_time_total
+    # The operators' self time includes the optimiser's and the augmentation's own operators:
+    # take those out of "other" so that the parts add up to the step.
+    accounted = sum(by_kind.values()) / 1e3
+    rest = total - rows[0]["ms"] - optimizer
+    scale = rest / accounted if accounted else 0.0
+    for kind in sorted(by_kind):
+        rows.append({"recipe": recipe, "part": kind, "ms": by_kind[kind] / 1e3 * scale})
+    for r in rows:
+        r["ms_per_step"] = r.pop("ms") / steps
+        r["share"] = r["ms_per_step"] / (total / steps) if total else 0.0
+    # one batch of the final evaluation, with the recipe's test-time augmentation
+    x = normalize(test.images[:eval_batch].to(dev), cfg.mean, cfg.std)
+    model = t.model.eval()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with record_function("evaluation"), torch.inference_mode(), autocast(dev, t.amp_dtype):
+            tta_logits(model, x, cfg.tta_level)
+    rows.append({"recipe": recipe, "part": f"evaluation ({len(x)} images, TTA level "
+                 f"{cfg.tta_level})", "ms_per_step": _ms(prof.key_averages(), "evaluation"),
+                 "share": None})
+    return rows
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipes", nargs="+", default=["fast", "airbench94"],
+                   help="recipes to profile (default: fast airbench94)")
+    p.add_argument("--steps", type=int, default=4, help="profiled steps (default 4)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    p.add_argument("--eval-batch", type=int, default=500,
+                   help="test images in the profiled evaluation batch (default 500)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    add_data_args(p)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: the recipes' quick settings, 1 + 1 steps")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON record (default {DEFAULT_OUT})")
+
+
+COLUMNS = {"recipe": "recipe", "part": "part",
+           "ms per step": lambda r: f"{r['ms_per_step']:,.1f}",
+           "share of the step": lambda r: "" if r["share"] is None else f"{r['share']:.1%}"}
+
+
+def main(args: argparse.Namespace) -> int:
+    train, test = load_cifar10(args.data_root, download=args.download)
+    steps, warmup = (1, 1) if args.quick else (args.steps, args.warmup)
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"--steps must be ≥ 1 and --warmup ≥ 0, got {steps}, {warmup}")
+    rows = []
+    for recipe in args.recipes:
+        rows += profile_recipe(recipe, train, test, steps=steps, warmup=warmup,
+                               eval_batch=50 if args.quick else args.eval_batch,
+                               quick=args.quick, device=args.device)
+        print(f"{recipe}: profiled", file=sys.stderr)
+    print_table(rows, COLUMNS)
+    write_record(args.out, rows, benchmark="breakdown", command=args.command_line,
+                 settings=settings(args), quick=args.quick)
+    print(f"\nrecord written to {args.out}")
+    return 0

@@ -1,0 +1,33 @@
+"""The profiler breakdown benchmark: its rows add up to the step and name what they measure."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cifar_lib.bench.breakdown import kind_of
+from cifar_lib.cli import main
+
+
+@pytest.mark.parametrize("op, kind", [
+    ("aten::mkldnn_convolution", "conv forward"), ("ConvolutionBackward0", "conv backward"),
+    ("aten::native_batch_norm", "batchnorm forward"),
+    ("aten::native_batch_norm_backward", "batchnorm backward"),
+    ("aten::gelu", "activation forward"), ("GeluBackward0", "activation backward"),
+    ("aten::max_pool2d_with_indices", "pooling forward"), ("aten::add_", "other forward")])
+def test_operators_are_sorted_by_kind_and_direction(op, kind):
+    assert kind_of(op) == kind
+
+
+def test_quick_record_parts_add_up_to_the_step(synthetic_root, tmp_path, one_thread):
+    out = tmp_path / "breakdown.json"
+    assert main(["bench", "breakdown", "--quick", "--recipes", "tiny", "--data-root",
+                 str(synthetic_root), "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["benchmark"] == "breakdown" and record["quick"] is True
+    step = [r for r in record["rows"] if r["share"] is not None]
+    parts = {r["part"] for r in step}
+    assert {"augmentation", "optimizer", "conv forward", "conv backward"} <= parts
+    assert sum(r["share"] for r in step) == pytest.approx(1.0, abs=1e-6)
+    assert all(r["ms_per_step"] >= 0 for r in record["rows"])
+    assert record["rows"][-1]["part"].startswith("evaluation (")

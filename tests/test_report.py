@@ -1,0 +1,177 @@
+"""The docs' result tables are the records': ``bench report --check`` passes on the committed
+docs, fails when a record or a generated block is edited by hand, and the tables carry each
+current record's key numbers."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cifar_lib.bench import report
+from cifar_lib.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _copy_docs(tmp_path: Path) -> Path:
+    """The docs and every current record folder, copied under ``tmp_path``."""
+    for doc in report.DOCS:
+        (tmp_path / doc).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / doc, tmp_path / doc)
+    for folder in (report.RESULTS, *report.LESSON_RECORDS):
+        if (ROOT / folder).is_dir():
+            shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns(
+                "archive", "*.progress.json"))
+    return tmp_path
+
+
+def _edit_json(path: Path, edit) -> None:
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record, indent=2))
+
+
+def test_committed_docs_match_the_records(capsys):
+    assert cli_main(["bench", "report", "--check"]) == 0, capsys.readouterr().out
+    assert report.stale(ROOT) == []
+
+
+def test_every_doc_has_every_block():
+    for doc, names in report.DOCS.items():
+        present = report.blocks((ROOT / doc).read_text())
+        assert set(names) <= set(present), doc
+    assert set(report.TABLES) == {n for names in report.DOCS.values() for n in names}
+
+
+def test_an_edited_record_makes_the_check_fail(tmp_path, capsys):
+    root = _copy_docs(tmp_path)
+    assert report.stale(root) == []
+
+    def nudge(record):
+        record["test_acc_mean"] += 0.5
+
+    _edit_json(root / report.RESULTS / "train_cpu-bf16.json", nudge)
+    assert report.stale(root) == ["benchmarks/README.md: train", "README.md: results"]
+    assert cli_main(["bench", "report", "--check", "--root", str(root)]) == 1
+    assert "stale: README.md: results" in capsys.readouterr().out
+    # rebuilding brings the docs back in step
+    assert cli_main(["bench", "report", "--root", str(root)]) == 0
+    assert report.stale(root) == []
+
+
+def test_an_edited_lesson_record_makes_the_check_fail(tmp_path):
+    root = _copy_docs(tmp_path)
+    path = report._lesson_record(root, "robustness.json")
+
+    def nudge(record):
+        record["summary"]["fast"]["clean"] -= 0.01
+
+    _edit_json(path, nudge)
+    assert report.stale(root) == ["benchmarks/README.md: robustness"]
+
+
+def test_a_number_edited_in_a_block_makes_the_check_fail(tmp_path):
+    root = _copy_docs(tmp_path)
+    readme = root / "README.md"
+    text = readme.read_text()
+    ratio = f"{_race('train_cpu-bf16.json')['time_ratio']:.3f}"
+    block = report.blocks(text)["results"]
+    assert block.count(ratio) == 1
+    readme.write_text(text.replace(block, block.replace(ratio, "0.700")))
+    assert report.stale(root) == ["README.md: results"]
+
+
+def test_missing_markers_are_named(tmp_path):
+    root = _copy_docs(tmp_path)
+    doc = root / "benchmarks/README.md"
+    doc.write_text(doc.read_text().replace("<!-- report:data -->", "").replace(
+        "<!-- /report:data -->", ""))
+    assert report.stale(root) == ["benchmarks/README.md: data (no markers)"]
+
+
+def test_render_replaces_only_the_blocks():
+    text = "intro\n<!-- report:a -->\nold\n<!-- /report:a -->\nmiddle\n<!-- report:b -->\n" \
+           "<!-- /report:b -->\nend\n"
+    out = report.render(text, {"a": "| x |", "b": "new\n"})
+    assert out == ("intro\n<!-- report:a -->\n| x |\n<!-- /report:a -->\nmiddle\n"
+                   "<!-- report:b -->\nnew\n<!-- /report:b -->\nend\n")
+    assert report.render(out, {"a": "| x |", "b": "new"}) == out
+    with pytest.raises(KeyError, match="'a'"):
+        report.render(text, {"b": ""})
+
+
+def _race(name: str) -> dict:
+    return json.loads((ROOT / report.RESULTS / name).read_text())
+
+
+def test_tables_hold_each_current_records_key_numbers():
+    built = report.tables(ROOT)
+    races = report.train_records(ROOT)
+    assert len(races) >= 2
+    for race in races:
+        for side in (race, race["anchor"]):
+            for table in (built["train"], built["results"]):
+                assert f"{side['test_acc_mean']:.2f}% ± {side['test_acc_std']:.2f}" in table
+                assert f"{side['seconds_mean']:,.0f}" in table
+                assert report.recipe_name(side["recipe"]) in table
+        assert f"{race['time_ratio']:.3f}" in built["results"]
+        assert f"{race['time_to_64']['speedup']:.1f}×" in built["time-to-64"]
+        assert race["date"][:10] in built["train"]
+        assert report.machine(race) in built["train"]
+
+    data = json.loads((ROOT / report.RESULTS / "data_pipeline.json").read_text())
+    for row in data["rows"]:
+        assert f"{row['images_per_second']:,.0f}" in built["data"]
+
+    inference = json.loads((ROOT / report.RESULTS / "inference.json").read_text())
+    for row in inference["rows"]:
+        if row["status"] == "ok":
+            assert f"{row['images_per_s']:,.0f}" in built["inference"]
+
+    throughput = json.loads((ROOT / report.RESULTS / "train_throughput.json").read_text())
+    for row in throughput["rows"]:
+        if row["status"] == "ok":
+            assert f"{row['images_per_s']:,.0f}" in built["throughput"]
+
+    ablation = json.loads(report._lesson_record(ROOT, "ablation.json").read_text())
+    for row in ablation["summary"]:
+        assert f"{row['test_acc_mean']:.2f}% ± {row['test_acc_std']:.2f}" in built["ablation"]
+
+    robustness = json.loads(report._lesson_record(ROOT, "robustness.json").read_text())
+    for model in robustness["summary"].values():
+        assert f"| {100 * model['mean_corrupted']:.1f}" in built["robustness"]
+
+
+def test_no_archived_race_reaches_a_table():
+    built = "\n".join(report.tables(ROOT).values())
+    for path in (ROOT / report.ARCHIVE).glob("*.json"):
+        record = json.loads(path.read_text())
+        if "anchor" in record and len(record.get("seeds", [])) > 1:
+            assert f"{record['test_acc_mean']:.2f}% ± {record['test_acc_std']:.2f}" not in built, \
+                path.name
+
+
+def test_fast_micro_is_fast():
+    """The native-bf16 race ran as ``fast_micro``; it is shown as ``fast`` because the settings
+    are the same."""
+    from cifar_lib.recipes import get_recipe
+    for old, new in report.RECIPE_NAMES.items():
+        assert get_recipe(old) == get_recipe(new)
+    assert _race("train_cpu-bf16.json")["recipe"] == "fast"
+
+
+def test_a_planned_benchmark_renders_once_recorded(tmp_path):
+    root = _copy_docs(tmp_path)
+    assert "No record yet" in report.tables(root)["open-set"]
+    folder = root / report.LESSON_RECORDS[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"benchmark": "open_set", "date": "2030-01-02T00:00:00+00:00",
+              "machine": {"cpu": "Some CPU", "cpu_flags": {"native_bf16": False}},
+              "rows": [{"score": "max_softmax", "unknowns": "svhn", "auroc": 0.91234,
+                        "fpr_at_95_tpr": 0.4321}]}
+    (folder / "open_set.json").write_text(json.dumps(record))
+    table = report.tables(root)["open-set"]
+    assert "| max_softmax | svhn | 0.912 | 0.432 | Some CPU, no native bf16 | 2030-01-02 |" in table
+    assert report.stale(root) == ["benchmarks/README.md: open-set"]
