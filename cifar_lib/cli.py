@@ -121,6 +121,10 @@ def _cmd_train(args) -> int:
             from .train import split_for
             _print_calibration(calibrate_run(args.run_dir, split_for(cfg, train)[1], test,
                                              device=cfg.device))
+            from .ood import fit_run
+            d = fit_run(args.run_dir, train)
+            print(f"'none of these' below {d.score} score {d.threshold:.4g}: chosen to keep "
+                  f"{d.tpr:.0%} of the validation images")
     return 0
 
 

@@ -69,7 +69,7 @@ def verdict(prediction, detector) -> str:
     """One line on the "none of these" check for a ``Prediction`` (None detector: says so)."""
     if detector is None:
         return (f"{prediction.label}: this run has no 'none of these' detector "
-                f"(fit one: python -m cifar_lib.ood RUN)")
+                f"(python -m cifar_lib train fits one)")
     s, t = prediction.ood_score, detector.threshold
     if prediction.none_of_these:
         return (f"none of these? {detector.score} score {s:.4g} is below {t:.4g}: the photo is "

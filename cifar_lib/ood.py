@@ -18,13 +18,11 @@ forward hook, so any model in ``cifar_lib.models`` works unchanged. ``auroc`` an
 ``fpr_at_tpr`` measure a score; a ``Detector`` is one score fitted to a run, with its threshold
 chosen on validation images to keep a stated share (``tpr``) of in-distribution images, saved
 in the run folder as ``ood.json`` (settings) and ``ood.pt`` (tensors). ``predict`` uses it
-through ``annotate``. Fit one for a run with ``python -m cifar_lib.ood RUN``.
+through ``annotate``. ``python -m cifar_lib train`` fits one (``fit_run``) for every run.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -271,7 +269,7 @@ class Detector:
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"{folder / OOD_JSON} (with {OOD_TENSORS}) is not a readable "
                                   f"detector ({type(e).__name__}: {str(e).splitlines()[0]}): fit "
-                                  f"it again with `python -m cifar_lib.ood {folder}`, or delete "
+                                  f"it again with `python -m cifar_lib train` (which fits one) or `ood.fit_run`, or delete "
                                   f"both files") from None
 
 
@@ -310,7 +308,7 @@ def detector_for(run) -> Detector | None:
     if sha is not None and sha != checkpoint_digest(lm.folder):
         raise CheckpointError(f"{lm.folder / OOD_JSON} was fitted for another "
                               f"{resolve_checkpoint(lm.folder).name}; fit it again with "
-                              f"`python -m cifar_lib.ood {lm.folder}`, or delete it")
+                              f"`ood.fit_run({lm.folder!r}, train)`, or delete it")
     return detector
 
 
@@ -328,18 +326,21 @@ def annotate(run, predictions: Sequence) -> None:
         p.none_of_these = p.ood_score < detector.threshold
 
 
-def fit_run(run, *, score: str = "energy", tpr: float = TPR, root=None,
-            download: bool = False, fit_images: int | None = 5_000, seed: int = 0
-            ) -> Detector:
-    """Fit ``score`` for a run on CIFAR-10's training images without the validation split
-    (``data.split_validation``; the first ``fit_images`` of them, None: all) and choose the
-    threshold on the validation split; saves it in the run folder and returns it."""
-    from .data import load_cifar10, split_validation
+def fit_run(run, train, *, score: str = "energy", tpr: float = TPR,
+            fit_images: int | None = 5_000, seed: int = 0) -> Detector:
+    """Fit ``score`` for a run on CIFAR-10's training images ``train`` without the run's
+    validation split (the first ``fit_images`` of them, None: all) and choose the threshold on
+    the validation split; saves it in the run folder and returns it. ``python -m cifar_lib
+    train`` and ``ship`` call it."""
+    from .data import split_validation, validation_size
     lm = load_run(run)
     if lm.folder is None:
         raise ValueError("fit_run needs a run folder to save the detector in")
-    train, _ = load_cifar10(root, download=download)
-    rest, validation = split_validation(train)
+    fraction = lm.config.get("val_fraction", 0)
+    if not fraction:
+        raise ValueError(f"{lm.folder} trained on every training image: no validation split "
+                         f"is left to choose the threshold on")
+    rest, validation = split_validation(train, validation_size(len(train), fraction))
     rest = rest.subset(fit_images)
     detector = fit_detector(lm, rest.images, rest.labels, validation.images, score=score,
                             tpr=tpr, seed=seed)
@@ -351,31 +352,7 @@ def fit_run(run, *, score: str = "energy", tpr: float = TPR, root=None,
     return detector
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m cifar_lib.ood RUN [--score S] [--tpr 0.95]``: fit and save a detector."""
-    from .data import add_data_args
-    p = argparse.ArgumentParser(prog="python -m cifar_lib.ood",
-                                description="Fit a 'none of these' detector for a run and save "
-                                            "it in the run folder (ood.json, ood.pt).")
-    p.add_argument("run", metavar="RUN", help="run folder")
-    p.add_argument("--score", choices=SCORES, default="energy",
-                   help="the score (default energy: the best on the validation split in "
-                        "`python -m cifar_lib bench open-set`)")
-    p.add_argument("--tpr", type=float, default=TPR,
-                   help=f"share of validation images kept as known (default {TPR})")
-    add_data_args(p)
-    args = p.parse_args(argv)
-    try:
-        d = fit_run(args.run, score=args.score, tpr=args.tpr, root=args.data_root,
-                    download=args.download)
-    except (ValueError, CheckpointError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"{d.score}: 'none of these' below {d.threshold:.4g} (keeps "
-          f"{d.info['validation_tpr']:.1%} of {d.info['validation_images']:,} validation "
-          f"images); saved {Path(args.run) / OOD_JSON}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def read_record() -> dict:
+    """The shipped open-set record (``python -m cifar_lib bench open-set`` writes it)."""
+    from . import records
+    return records.read_record(records.shipped("open_set"), "open-set")

@@ -63,6 +63,7 @@ def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, 
     from .checkpoint import load_run
     from .data import split_validation, validation_size
     from .inference import loss_and_accuracy
+    from .ood import OOD_JSON, OOD_TENSORS, fit_run
     src = resolve_checkpoint(run_dir)
     ckpt = load_checkpoint(src)
     for key in ("optimizer", "lookahead", "rng", "scaler"):  # resume state is not shipped
@@ -71,7 +72,8 @@ def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, 
                           for k, v in ckpt["state_dict"].items()}
     folder = Path(dest) / name
     atomic_write(folder / CHECKPOINT, lambda f: torch.save(ckpt, f))
-    (folder / CALIBRATION).unlink(missing_ok=True)  # fitted for the weights just replaced
+    for stale in (CALIBRATION, OOD_JSON, OOD_TENSORS):  # fitted for the weights just replaced
+        (folder / stale).unlink(missing_ok=True)
     lm = load_run(folder, "cpu")
     metrics = dict(read_json(src.parent / METRICS))
     metrics["test_loss"], metrics["test_acc"] = loss_and_accuracy(lm.model, test_split,
@@ -93,4 +95,5 @@ def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, 
     validation = split_validation(train_split, validation_size(len(train_split), fraction))[1]
     # the shipped weights' own temperature, in calibration.json
     calibrate_run(lm, validation, test_split)
+    fit_run(lm, train_split)  # its "none of these" detector, threshold on the validation split
     return folder

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .batches import BatchIterator, normalize
 from .calibration import CALIBRATION
+from .ood import OOD_JSON, OOD_TENSORS
 from .checkpoint import (
     CHECKPOINT,
     HISTORY,
@@ -371,8 +372,9 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     if resume:
         restore(t, ckpt_path)
     if run_dir is not None and dist.is_main:
-        # New weights make the folder's temperature stale: calibrate the finished run again.
-        (run_dir / CALIBRATION).unlink(missing_ok=True)
+        # New weights make the folder's temperature and detector stale: fit them again.
+        for stale in (CALIBRATION, OOD_JSON, OOD_TENSORS):
+            (run_dir / stale).unlink(missing_ok=True)
     t.ddp_model = dist.wrap(t.model)
     bar = tqdm(total=t.total_steps, initial=t.start_epoch * t.steps_per_epoch, unit="step",
                desc=f"train {cfg.model}", disable=not progress or not dist.is_main)

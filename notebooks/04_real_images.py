@@ -292,7 +292,8 @@ pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.pro
 # on test images or on these photos.
 
 # %%
-from cifar_lib.plots_ood import plot_open_set, read_open_set
+from cifar_lib.ood import read_record as read_open_set
+from cifar_lib.plots import plot_open_set
 
 open_set = read_open_set()
 print(f"chosen on validation: {open_set['selection']['chosen']} (validation AUROC "
@@ -306,7 +307,7 @@ save_figure(fig, run_dir, "open_set")
 fig
 
 # %% [markdown]
-# The run's detector (`ood.json` in its folder, fitted with `python -m cifar_lib.ood RUN`)
+# The run's detector (`ood.json` in its folder, fitted by `python -m cifar_lib train` or `ood.fit_run`)
 # keeps 95% of the validation images; `predict` marks a photo below its threshold
 # `none_of_these`. Here are the sample photos with its verdict (no verdict: this run has no
 # detector yet).

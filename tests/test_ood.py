@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cifar_lib import ood
-from cifar_lib.checkpoint import CheckpointError, save_checkpoint
+from cifar_lib.checkpoint import CheckpointError, load_run, save_checkpoint
+from cifar_lib.inference import predict_logits
 from cifar_lib.data import CLASSES
 from cifar_lib.photos import predict, sample_images
 from cifar_lib.models import build_model
@@ -115,7 +116,7 @@ def test_detector_fit_threshold_save_load_and_predict(tmp_path):
     meta = json.loads((run / ood.OOD_JSON).read_text())
     meta["info"]["checkpoint_sha256"] = "0" * 64
     (run / ood.OOD_JSON).write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="python -m cifar_lib.ood"):
+    with pytest.raises(CheckpointError, match="ood.fit_run"):
         predict(run, sample_images()[0])
 
 
@@ -146,3 +147,21 @@ def test_open_set_helpers():
     s = synthetic(4)
     assert {n: v.shape for n, v in s.items()} == {n: (4, 3, 32, 32) for n in s}
     assert (s["flat colour"].amax((2, 3)) == s["flat colour"].amin((2, 3))).all()
+
+
+def test_fit_run_chooses_the_threshold_on_the_run_s_validation_split(synthetic_root, tmp_path):
+    from cifar_lib.data import load_cifar10, split_validation, validation_size
+    from cifar_lib.recipes import configure
+    from cifar_lib.train import fit
+    train, test = load_cifar10(synthetic_root)
+    cfg = configure("original", quick=True, device="cpu")
+    fit(cfg, train, test, run_dir=tmp_path / "run", progress=False)
+    det = ood.fit_run(tmp_path / "run", train, score="energy", tpr=0.9)
+    validation = split_validation(train, validation_size(len(train), cfg.val_fraction))[1]
+    lm = load_run(tmp_path / "run")
+    logits = predict_logits(lm.model, validation.images, lm.mean, lm.std)
+    assert det.threshold == pytest.approx(ood.threshold_at_tpr(ood.energy(logits), 0.9),
+                                          rel=1e-5)
+    assert ood.Detector.load(tmp_path / "run").threshold == det.threshold
+    fit(cfg.replace(seed=1), train, test, run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / ood.OOD_JSON).exists()  # training again removes it

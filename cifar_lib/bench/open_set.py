@@ -153,7 +153,7 @@ def run(*, known=KNOWN, recipe: str = "fast_short", epochs: int | None = None, s
     v_known, v_unknown = score_all(lm, state, k_val.images), score_all(lm, state, u_val)
     selection = {s: auroc(v_known[s], v_unknown[s]) for s in SCORES}
     best = max(selection, key=selection.get)
-    log(f"validation AUROC (held-out classes): "
+    log("validation AUROC (held-out classes): "
         + ", ".join(f"{s} {a:.3f}" for s, a in selection.items()) + f" → {best}")
 
     # 3. measured on test images

@@ -7,7 +7,7 @@ from .common import save_figure
 from .evaluation import (plot_confusion_matrix, plot_corruption_examples,
                          plot_corruption_heatmap, plot_grad_cam, plot_mistakes, plot_per_class,
                          plot_reliability_before_after)
-from .photos import plot_prediction_grid, plot_preprocessing, plot_topk
+from .photos import plot_open_set, plot_prediction_grid, plot_preprocessing, plot_topk
 from .speed import plot_throughput, plot_training_throughput
 from .training import (LiveTrainingCurves, image_grid, learning_rates,
                        plot_ablation_differences, plot_augmented_batch, plot_class_counts,
@@ -16,7 +16,7 @@ from .training import (LiveTrainingCurves, image_grid, learning_rates,
 
 __all__ = ["save_figure", "plot_confusion_matrix", "plot_corruption_examples",
            "plot_corruption_heatmap", "plot_grad_cam", "plot_mistakes", "plot_per_class",
-           "plot_reliability_before_after", "plot_prediction_grid", "plot_preprocessing",
+           "plot_reliability_before_after", "plot_open_set", "plot_prediction_grid", "plot_preprocessing",
            "plot_topk", "plot_throughput", "plot_training_throughput",
            "LiveTrainingCurves", "image_grid", "learning_rates", "plot_ablation_differences",
            "plot_augmented_batch", "plot_class_counts", "plot_label_smoothing",

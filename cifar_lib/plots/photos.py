@@ -1,9 +1,11 @@
-"""Figures of lesson 04 (your own photos): preprocessing, top-k bars, a grid of predictions."""
+"""Figures of lesson 04 (your own photos): preprocessing, top-k bars, a grid of predictions, and
+the "none of these" scores compared."""
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -77,4 +79,31 @@ def plot_prediction_grid(predictions: Sequence, *, ncols: int = 4) -> Figure:
                      color="darkgreen" if p.confident else "dimgray")
     fig.suptitle("top classes; green = confident, grey = top probability below the threshold",
                  fontsize=10)
+    return fig
+
+
+def plot_open_set(record: dict, metric: str = "auroc") -> Figure:
+    """Grouped bars: ``metric`` ('auroc' or 'fpr_at_95_tpr') per score (colours) for each
+    model × unknowns pair of an open-set record's rows (``ood.read_record()``)."""
+    rows = record["rows"]
+    scores = list(dict.fromkeys(r["score"] for r in rows))
+    groups = list(dict.fromkeys((r["model"], r["unknowns"]) for r in rows))
+    value = {(r["model"], r["unknowns"], r["score"]): r[metric] for r in rows}
+    fig = Figure(figsize=(max(6, 1.3 * len(groups)), 3.6))
+    ax = fig.subplots()
+    width = 0.8 / len(scores)
+    x = np.arange(len(groups))
+    for i, s in enumerate(scores):
+        ax.bar(x + (i - (len(scores) - 1) / 2) * width,
+               [value.get((m, u, s), np.nan) for m, u in groups], width, label=s)
+    ax.set_xticks(x, [f"{m}\n{u}" for m, u in groups], fontsize=8)
+    if metric == "auroc":
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_ylabel("AUROC (1 = perfect, 0.5 = chance)")
+    else:
+        ax.set_ylabel("false alarms at 95% TPR (lower is better)")
+    ax.set_ylim(0, 1)
+    ax.legend(ncols=len(scores), fontsize=8, loc="lower left")
+    ax.set_title("telling unknown images from known ones, score by score")
+    fig.tight_layout()
     return fig
