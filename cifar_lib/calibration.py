@@ -240,7 +240,8 @@ TARGET_ACCURACY = 0.99
 
 def calibrate_run(run, validation: CifarSplit, test: CifarSplit | None = None, *,
                   device: str = "auto", write: bool = True, batch_size: int = 1000,
-                  n_bins: int = 15, target_accuracy: float = TARGET_ACCURACY) -> Calibration:
+                  n_bins: int = 15, target_accuracy: float = TARGET_ACCURACY,
+                  progress: bool = True) -> Calibration:
     """Fit a run's temperature and "not confident" threshold on ``validation``; measure them on
     ``test`` when given.
 
@@ -248,7 +249,17 @@ def calibrate_run(run, validation: CifarSplit, test: CifarSplit | None = None, *
     own TTA level. ``validation``: images the run did not train on (``data.split_validation``
     of the training set, as ``fit`` held them out). Writes ``<run folder>/calibration.json``
     when ``write`` and the run has a folder; the ``LoadedModel`` used (the one passed, if any)
-    takes the new calibration either way.
+    takes the new calibration either way. ``progress``: progress bars over the batches.
+
+    >>> from cifar_lib import load_pretrained
+    >>> from cifar_lib.data import CifarSplit
+    >>> import torch
+    >>> held_out = CifarSplit(torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8),
+    ...                       torch.arange(50) % 10)
+    >>> c = calibrate_run(load_pretrained("original"), held_out, device="cpu", write=False,
+    ...                   progress=False)
+    >>> c.temperature > 0, c.n_images
+    (True, 50)
     """
     from .checkpoint import (  # checkpoint.py imports this module
         checkpoint_digest,
@@ -256,11 +267,11 @@ def calibrate_run(run, validation: CifarSplit, test: CifarSplit | None = None, *
     )
     lm = load_run(run, device)
 
-    def logits_of(split: CifarSplit) -> torch.Tensor:
+    def logits_of(split: CifarSplit, label: str) -> torch.Tensor:
         return predict_logits(lm.model, split.images, lm.mean, lm.std, tta_level=lm.tta_level,
-                              batch_size=batch_size)
+                              batch_size=batch_size, progress=label if progress else None)
 
-    z_val, y_val = logits_of(validation), validation.labels.long()
+    z_val, y_val = logits_of(validation, "calibrate"), validation.labels.long()
     t = fit_temperature(z_val, y_val)
     try:
         threshold = threshold_for_accuracy(F.softmax(z_val.double() / t, dim=1), y_val,
@@ -274,7 +285,7 @@ def calibrate_run(run, validation: CifarSplit, test: CifarSplit | None = None, *
         checkpoint_sha256=checkpoint_digest(lm.folder) if lm.folder is not None else None,
         target_accuracy=target_accuracy, threshold=threshold)
     if test is not None:
-        z, y = logits_of(test), test.labels.long()
+        z, y = logits_of(test, "measure on test"), test.labels.long()
         cal.nll_before, cal.ece_before, cal.bins_before = _report(z, y, 1.0, n_bins)
         cal.nll_after, cal.ece_after, cal.bins_after = _report(z, y, t, n_bins)
         cal.report_images = len(test)

@@ -140,6 +140,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--uncalibrated", action="store_true",
                    help="plain softmax probabilities even where the run has a temperature "
                         "(NLL and ECE change, accuracy does not)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_data_args(p)
 
 
@@ -151,6 +152,7 @@ def _cmd_evaluate(args) -> int:
     lm = load_run(args.run_dir, args.device)  # a missing run fails before the data load
     _, test = load_cifar10(args.data_root, download=args.download)
     report = evaluate_run(lm, test.subset(args.test_subset), args.tta_level, write=False,
+                          progress=not args.no_progress,
                           calibrated=not args.uncalibrated)
     print(json.dumps({"run": str(args.run_dir), "model": report.info["model"],
                       "tta_level": report.info["tta_level"], "test_images": report.n,
@@ -171,6 +173,7 @@ def _add_calibrate(sub) -> None:
                                    "itself at the end of a run.")
     p.add_argument("--run-dir", required=True, help="run folder (or checkpoint file)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_data_args(p)
 
 
@@ -186,7 +189,7 @@ def _cmd_calibrate(args) -> int:
                           f"default val_fraction")
     train, test = load_cifar10(args.data_root, download=args.download)
     validation = split_validation(train, validation_size(len(train), fraction))[1]
-    _print_calibration(calibrate_run(lm, validation, test))
+    _print_calibration(calibrate_run(lm, validation, test, progress=not args.no_progress))
     return 0
 
 

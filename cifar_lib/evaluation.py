@@ -159,8 +159,8 @@ def evaluate_predictions(probs, labels, classes: Sequence[str], *, n_bins: int =
 
 def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
                  device: str = "auto", batch_size: int = 1000, n_bins: int = 15,
-                 write: bool = True, json_name: str = EVALUATION, calibrated: bool = True
-                 ) -> EvaluationReport:
+                 write: bool = True, json_name: str = EVALUATION, calibrated: bool = True,
+                 progress: bool = True) -> EvaluationReport:
     """Evaluate a run (folder, checkpoint, ``load_model`` pair or ``LoadedModel``) on
     ``test_split`` (uint8 N×3×32×32 + labels): the one evaluation path of the course.
 
@@ -169,12 +169,22 @@ def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
     do not change). The temperature was fitted on the validation split, never on test images.
     ``info`` records ``temperature`` (1.0: none) and ``calibrated``. Writes the report's
     summary to ``<run folder>/evaluation.json`` (``write=False``: don't; ``json_name``: another
-    file, e.g. to keep the TTA and no-TTA results side by side).
+    file, e.g. to keep the TTA and no-TTA results side by side). ``progress``: a progress bar
+    over the batches.
+
+    >>> from cifar_lib import load_pretrained
+    >>> from cifar_lib.data import CifarSplit
+    >>> import torch
+    >>> images = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
+    >>> report = evaluate_run(load_pretrained("original"), CifarSplit(images, torch.arange(20) % 10),
+    ...                       device="cpu", write=False, progress=False)
+    >>> report.n, report.confusion.shape
+    (20, (10, 10))
     """
     lm = load_run(run, device)
     tta = lm.tta_level if tta_level is None else tta_level
     logits = predict_logits(lm.model, test_split.images, lm.mean, lm.std, tta_level=tta,
-                            batch_size=batch_size)
+                            batch_size=batch_size, progress="evaluate" if progress else None)
     temperature = lm.temperature_for(tta, calibrated)
     probs = lm.probabilities(logits, calibrated, tta)
     info = {"run": str(lm.folder) if lm.folder else None, "model": lm.name, "tta_level": tta,

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tqdm.auto import tqdm
+
 from .batches import normalize
 from .data import CifarSplit
 
@@ -72,18 +74,21 @@ def selective_tta_logits(model: nn.Module, x: torch.Tensor, level: int, fraction
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, mean: Sequence[float],
                    std: Sequence[float], *, tta_level: int = 0, batch_size: int = 1000,
-                   amp_dtype: torch.dtype | None = None, tta_fraction: float = 1.0
-                   ) -> torch.Tensor:
+                   amp_dtype: torch.dtype | None = None, tta_fraction: float = 1.0,
+                   progress: str | None = None) -> torch.Tensor:
     """float32 logits N×10 (on CPU) for uint8 images N×3×32×32, in eval mode, batch by batch.
 
     ``tta_fraction`` < 1: TTA only for that fraction of each batch, the least confident
-    (``selective_tta_logits``)."""
+    (``selective_tta_logits``). ``progress``: a label for a progress bar over the batches
+    (None: no bar)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
     try:
-        for start in range(0, len(images), batch_size):
+        starts = range(0, len(images), batch_size)
+        for start in tqdm(starts, desc=progress, unit="batch", leave=False,
+                          disable=progress is None or len(starts) < 2):
             x = normalize(images[start:start + batch_size].to(device), mean, std)
             with autocast(device, amp_dtype):
                 logits = (tta_logits(model, x, tta_level) if tta_fraction >= 1 else

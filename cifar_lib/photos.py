@@ -31,6 +31,7 @@ from PIL import Image, ImageFile, ImageOps
 
 from .batches import normalize
 from .checkpoint import load_run
+from .data import CLASSES
 from .inference import predict_logits
 
 # Refuse images with more pixels than this before decoding them: 64 megapixels is more than any
@@ -407,7 +408,8 @@ def labelled_samples() -> list[tuple[Path, str]]:
 class Prediction:
     """One photo's result. top_k: [(class name, probability)], most probable first;
     probs: float32 tensor C (sums to 1); image: the loaded RGB photo; input: uint8 3×32×32
-    (what the network saw; V×3×32×32, the views, for 'multi_crop'); temperature: the T the logits were divided by (1.0 = uncalibrated).
+    (what the network saw; V×3×32×32, the views, for 'multi_crop'); temperature: the T the
+    logits were divided by (1.0 = uncalibrated).
     For a file that failed to load (``errors="report"``), ``error`` holds the message and
     everything else is empty."""
     name: str
@@ -452,20 +454,26 @@ def _is_batch(images) -> bool:
 
 def predict(model_or_run, images: Source | Sequence[Source], *, top_k: int = 3,
             threshold: float | None = None, method: str = PHOTO_METHOD, tta_level: int | None = None,
-            device: str | torch.device = "cpu", errors: str = "raise", calibrated: bool = True):
+            device: str | torch.device = "auto", errors: str = "raise",
+            calibrated: bool = True):
     """Classify one photo (returns a ``Prediction``) or a list of photos (returns a list).
 
     images: paths, bytes (e.g. ``Upload``), open files or PIL images. Each is loaded with
-    ``load_image`` and reduced to 32×32 views by ``method`` (``images.model_views``: 'squash',
-    the default, chosen by measurement (see ``PHOTO_METHOD``); 'center_crop'; or 'multi_crop',
-    six crops whose probabilities are averaged), normalised with the checkpoint's mean/std and
-    run through the model (with the run's TTA unless ``tta_level`` says otherwise). The probabilities are softmax(logits / T) with the run's
-    temperature when ``calibrated`` and it has one for that TTA level (``Prediction.temperature``
-    says which T). ``confident`` is True when the top probability ≥ ``threshold`` (None: the
-    run's calibrated threshold, chosen to keep 99% accuracy on held-out images, see
-    ``LoadedModel.confidence_threshold``; 0.5 for an uncalibrated run).
-    errors: 'raise' (an unusable image raises ImageError) or 'report' (its Prediction carries
-    ``error`` and the other photos are still classified).
+    ``load_image`` and reduced to 32×32 views by ``method`` ('squash', the default, see
+    ``PHOTO_METHOD``; 'center_crop'; or 'multi_crop', six crops whose probabilities are
+    averaged), normalised with the checkpoint's mean/std and run through the model (with the
+    run's TTA unless ``tta_level`` says otherwise). The probabilities are softmax(logits / T)
+    with the run's temperature when ``calibrated`` and it has one for that TTA level
+    (``Prediction.temperature`` says which T). ``confident`` is True when the top probability
+    ≥ ``threshold`` (None: the run's calibrated threshold, chosen on its validation split, see
+    ``LoadedModel.confidence_threshold``; 0.5 for an uncalibrated run). errors: 'raise' (an
+    unusable image raises ImageError) or 'report' (its Prediction carries ``error`` and the
+    other photos are still classified).
+
+    >>> from cifar_lib import load_pretrained
+    >>> p = predict(load_pretrained("fast"), sample_images()[0], top_k=3)
+    >>> len(p.top_k), p.label in CLASSES, 0 < p.probability <= 1
+    (3, True, True)
     """
     if errors not in ("raise", "report"):
         raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}")

@@ -40,6 +40,18 @@ def shipped_run(name: str = "fast") -> Path:
     return folder
 
 
+def load_pretrained(name: str = "fast", device: str = "cpu"):
+    """The shipped model ``name`` ('fast' or 'original') as a ``LoadedModel``: weights, class
+    names, normalisation and calibration, ready for ``predict`` and ``evaluate_run``.
+
+    >>> run = load_pretrained("fast")
+    >>> run.classes[:3], run.calibration is not None
+    (('airplane', 'automobile', 'bird'), True)
+    """
+    from .checkpoint import load_run
+    return load_run(shipped_run(name), device)
+
+
 def describe(name: str = "fast") -> str:
     """One paragraph: what the shipped model is, how good, and the command that made it."""
     folder = shipped_run(name)

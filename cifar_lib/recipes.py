@@ -137,6 +137,11 @@ def configure(recipe: str = "fast", *, quick: bool = False, **overrides) -> Trai
     the number of epochs (or ``quick``) without ``crop_epochs`` keeps the recipe's share of
     crop epochs, rounded down, so that a shorter run still ends on whole images. Every value is
     validated; a bad one raises ``ConfigError``.
+
+    >>> configure("fast").epochs, configure("fast", epochs=5).crop_epochs
+    (10, 3)
+    >>> configure("original", quick=True).train_subset
+    2048
     """
     cfg = get_recipe(recipe)
     overrides = {k: v for k, v in overrides.items() if v is not None}

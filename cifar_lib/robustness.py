@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import records
 from .checkpoint import LoadedModel, load_run
@@ -43,7 +44,8 @@ def model_name(lm: LoadedModel) -> str:
 def corruption_accuracy(run, test: CifarSplit, *, corruptions: Sequence[str] = CORRUPTIONS,
                         severities: Sequence[int] = SEVERITY_LEVELS, seed: int = 0,
                         tta_level: int = 0, device: str = "auto", batch_size: int = 500,
-                        log: Callable[[str], None] | None = None) -> list[dict]:
+                        log: Callable[[str], None] | None = None, progress: bool = True
+                        ) -> list[dict]:
     """Accuracy (0..1) of each run on ``test`` (uint8 N×3×32×32) clean and under each corruption.
 
     run: a run folder, checkpoint, ``load_model`` pair or ``LoadedModel``, or a list of them.
@@ -51,6 +53,7 @@ def corruption_accuracy(run, test: CifarSplit, *, corruptions: Sequence[str] = C
     with severity 0, then one per corruption × severity. ``tta_level`` is the same for every
     model, 0 by default: TTA level 2 costs 6 forward passes per image × 51 test sets, and a
     model's own TTA would favour the model that has it rather than measure robustness.
+    ``progress``: a progress bar over the corrupted test sets.
     """
     if not corruptions or not set(corruptions) <= set(CORRUPTIONS):
         raise ValueError(f"corruptions must be some of {', '.join(CORRUPTIONS)}, "
@@ -74,14 +77,19 @@ def corruption_accuracy(run, test: CifarSplit, *, corruptions: Sequence[str] = C
             results[name].append({"model": name, "corruption": corruption, "severity": severity,
                                   "accuracy": accuracy(logits, test.labels), "images": len(x)})
 
+    bar = tqdm(total=1 + len(corruptions) * len(severities), unit="test set", desc="corruptions",
+               disable=not progress)
     measure(images, CLEAN, 0)
+    bar.update()
     for corruption in corruptions:
         for severity in severities:
             measure(corrupt(images, corruption, severity, seed), corruption, severity)
+            bar.update()
         if log:
             mean = {n: sum(r["accuracy"] for r in results[n][-len(severities):]) / len(severities)
                     for n in names}
             log(f"{corruption:15s} " + "  ".join(f"{n} {a:.1%}" for n, a in mean.items()))
+    bar.close()
     return [row for n in names for row in results[n]]
 
 
@@ -131,7 +139,8 @@ def _shown(path) -> str:
 
 
 def run(runs, *, images: int = TEST_IMAGES, seed: int = 0, tta_level: int = 0,
-        device: str = "auto", root=None, download: bool = False, log=None) -> dict:
+        device: str = "auto", root=None, download: bool = False, log=None,
+        progress: bool = True) -> dict:
     """The record's fields: rows (each with the run's path), summary, device, images, seconds.
     ``images``: the first N test images (10,000: all of them)."""
     if images < 1:
@@ -143,7 +152,7 @@ def run(runs, *, images: int = TEST_IMAGES, seed: int = 0, tta_level: int = 0,
     paths = {model_name(lm): _shown(r) for lm, r in zip(models, runs)}
     t0 = time.perf_counter()
     rows = corruption_accuracy(models, test, seed=seed, tta_level=tta_level, device=str(dev),
-                               log=log)
+                               log=log, progress=progress)
     seconds = time.perf_counter() - t0
     rows = [{"model": r["model"], "run": paths[r["model"]], **r} for r in rows]
     return {"rows": rows, "summary": summarize(rows), "device": str(dev), "images": len(test),

@@ -360,6 +360,15 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     ``history.json`` and ``metrics.json`` into ``run_dir`` when given. ``callbacks`` get each
     history row (a dict) at the end of every epoch, e.g. to draw live curves.
     Under ``torchrun`` it trains data-parallel (see ``cifar_lib.distributed``).
+
+    >>> import torch
+    >>> from cifar_lib import CifarSplit, configure
+    >>> images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
+    >>> data = CifarSplit(images, torch.arange(100) % 10)
+    >>> result = fit(configure("original", epochs=1, batch_size=30, device="cpu"), data, data,
+    ...              progress=False)
+    >>> result.metrics["train_images"], len(result.history)  # 10 of the 100 held out
+    (90, 1)
     """
     dist = distributed.setup(cfg.device)
     device = dist.device if dist.enabled else select_device(cfg.device)

@@ -130,10 +130,10 @@ import time
 from torch.utils import benchmark
 
 from cifar_lib.speed import synced_clock
-from cifar_lib.checkpoint import load_model
+from cifar_lib.checkpoint import load_run
 
 dev = torch.device("cuda" if torch.cuda.is_available() and device != "cpu" else "cpu")
-model, _ = load_model(run, dev)             # a fresh copy of the model: never called yet
+model = load_run(run, dev).model         # a fresh copy of the model: never called yet
 x = torch.randn(16, 3, 32, 32, device=dev)  # one batch of 16 random images
 
 

@@ -59,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: the first {QUICK_IMAGES} test images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default=str(DEFAULT_OUT),
                    help=f"JSON record (default {_shown(DEFAULT_OUT)}, shipped with the package)")
 
@@ -67,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
     images = min(args.images, QUICK_IMAGES) if args.quick else args.images
     result = run(args.runs, images=images, seed=args.seed, tta_level=args.tta_level,
                  device=args.device, root=args.data_root, download=args.download,
-                 log=lambda s: print(s, file=sys.stderr))
+                 log=lambda s: print(s, file=sys.stderr), progress=not args.no_progress)
     print_table(table(result["rows"]), COLUMNS)
     print(f"\n{result['images']:,} test images, seed {args.seed}, TTA level {args.tta_level}, "
           f"{len(CORRUPTIONS)} corruptions × 5 severities on {result['device']}, "
