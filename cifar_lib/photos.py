@@ -45,10 +45,8 @@ MAX_SIDE = 1024
 METHODS = ("center_crop", "squash", "multi_crop")
 SINGLE_VIEW_METHODS = ("center_crop", "squash")
 # How a photo becomes 32×32 by default: the whole photo squashed to a square, as the original
-# notebook did. Measured on the sample photos with their known classes (``compare_methods``,
-# lesson 04_real_images): squash gave the true class the highest mean log-probability for both
-# shipped models, ahead of the centred square and of averaging six crops. Few photos: a
-# measurement to repeat on your own (``compare_methods`` with your labelled photos).
+# notebook did. A handful of sample photos is too few to choose between methods on; with a few
+# dozen labelled photos of your own, ``compare_methods`` measures which serves a model best.
 PHOTO_METHOD = "squash"
 
 
