@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CIFAR10_ROOT ?= $(abspath ../shared/data)
 
-# Notebook parameters from the command line, e.g. `make run-notebooks EPOCHS=1 RECIPE=seed`;
+# Notebook parameters from the command line, e.g. `make run-notebooks EPOCHS=1 RECIPE=original`;
 # any other parameter with PARAMS="-p NAME VALUE ...".
 NB_VARS := RUN_DIR RECIPE MODEL EPOCHS BATCH_SIZE LR SEED DEVICE QUICK KEEP_ON_DRIVE IF_MISSING
 NB_PARAMS := $(foreach v,$(NB_VARS),$(if $($(v)),-p $(shell echo $(v) | tr A-Z a-z) $($(v)))) $(PARAMS)
@@ -19,7 +19,8 @@ BENCH_ARGS ?=
 BENCH_RUN ?= cifar_lib/pretrained_runs/fast
 
 .PHONY: install constraints test train run-notebooks sweep sync bench-data bench-train \
-	bench-inference bench-throughput bench-ablation bench-robustness clean
+	bench-inference bench-throughput bench-ablation bench-breakdown bench-open-set \
+	bench-report bench-robustness clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +39,7 @@ constraints: install  ## write what .venv holds into CONSTRAINTS
 test: install  ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q --durations=10
 
-train: install  ## the main job: train the fast recipe into runs/fast
+train: install  ## the main job: train the fast recipe into runs/fast, calibrated
 	$(PY) -m cifar_lib train --recipe fast --run-dir runs/fast
 
 run-notebooks: install  ## run the four notebooks in order with papermill into build/notebooks
@@ -62,8 +63,17 @@ bench-inference: install  ## inference throughput/latency by batch size, CPU and
 bench-throughput: install  ## training images/s of both recipes, CPU and each GPU, with the speed-up
 	$(PY) -m cifar_lib bench throughput
 
-bench-ablation: install  ## airbench94 with each trick removed in turn, 2 seeds, fixed budget
-	$(PY) -m cifar_lib bench ablation
+bench-ablation: install  ## fast with each trick removed in turn, 3 seeds, full budget (hours on a CPU)
+	$(PY) -m cifar_lib bench ablation $(BENCH_ARGS)
+
+bench-breakdown: install  ## where a training step's time goes (torch.profiler), fast and airbench94
+	$(PY) -m cifar_lib bench breakdown
+
+bench-open-set: install  ## "none of these": four scores against unknown images, by AUROC
+	$(PY) -m cifar_lib bench open-set
+
+bench-report: install  ## rebuild the result tables in README.md and benchmarks/README.md
+	$(PY) -m cifar_lib bench report
 
 bench-robustness: install  ## accuracy under 10 corruptions × 5 severities, shipped fast vs original
 	$(PY) -m cifar_lib bench robustness
