@@ -41,8 +41,8 @@
 # networks](https://kellerjordan.github.io/posts/muon/)); its colour jitter comes from the
 # [CIFAR-10 speedrun](https://github.com/hiverge/cifar10-speedrun).
 #
-# Training the fast recipe takes seconds to minutes on a GPU; roughly 7–20 minutes on a laptop
-# CPU, depending on bf16 support; the cell before training measures yours. On Colab, ask for a
+# Training the fast recipe takes minutes on a GPU; on a CPU, from several minutes to about an
+# hour, depending on the CPU and its bf16 support; the cell before training measures yours. On Colab, ask for a
 # GPU (*Runtime → Change runtime type → GPU*), and set `keep_on_drive = True` to keep the
 # trained run on Google Drive for the next lessons (each notebook gets a fresh runtime); without
 # it, lessons 02–04 use the fast model that ships with `cifar_lib`.
