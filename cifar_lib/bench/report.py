@@ -372,10 +372,9 @@ def open_set_table(root: Path = ROOT) -> str:
         return _placeholder("open-set", str(LESSON_RECORDS[0] / "open_set.json"))
     record = _read(path)
     return markdown_table(record["rows"], {
-        "score": "score", "unknowns": "unknowns",
+        "model": "model", "unknowns": "unknowns", "score": "score",
         "AUROC": lambda r: f"{r['auroc']:.3f}",
-        "FPR at 95% TPR": lambda r: f"{r['fpr_at_95_tpr']:.3f}",
-        "machine": lambda r: machine(record), "date": lambda r: date(record)})
+        "FPR at 95% TPR": lambda r: f"{r['fpr_at_95_tpr']:.3f}"}) + _caption(record)
 
 
 def breakdown_table(root: Path = ROOT) -> str:
