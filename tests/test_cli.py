@@ -47,7 +47,11 @@ def test_train_then_evaluate_a_run_folder(synthetic_root, tmp_path, capsys):
     saved = json.loads((run / "metrics.json").read_text())
     assert report["test_acc"] == pytest.approx(saved["test_acc"])
     assert report["test_images"] == 40
-    assert report["temperature"] == 1.0 and report["calibration"].startswith("uncalibrated")
+    # train ends calibrated, on the training images it held out
+    cal = json.loads((run / "calibration.json").read_text())
+    assert report["temperature"] == pytest.approx(cal["temperature"]) != 1.0
+    assert "fitted on the validation split" in report["calibration"]
+    assert (run / "ood.json").is_file()  # and with its "none of these" detector
 
 
 def test_set_overrides_any_config_field_and_bad_ones_are_one_line_errors(synthetic_root,
@@ -115,15 +119,14 @@ def test_every_command_naming_a_run_takes_run_dir_and_devices_default_to_auto():
     assert set(devices.values()) == {"auto"}, devices
 
 
-def test_calibrate_takes_run_dir_or_the_positional_run(tmp_path, capsys):
+def test_calibrate_names_its_run_with_run_dir_like_every_command(tmp_path, capsys):
     missing = tmp_path / "missing"
-    for argv in (["calibrate", "--run-dir", str(missing)], ["calibrate", str(missing)]):
-        assert main(argv) == 1
-        assert str(missing) in capsys.readouterr().err  # the run it was asked for was looked up
-    assert main(["calibrate"]) == 1
-    assert "--run-dir RUN" in capsys.readouterr().err
-    assert main(["calibrate", "a", "--run-dir", "b"]) == 1
-    assert "two run folders" in capsys.readouterr().err
+    assert main(["calibrate", "--run-dir", str(missing)]) == 1
+    assert str(missing) in capsys.readouterr().err  # the run it was asked for was looked up
+    for argv in (["calibrate"], ["calibrate", str(missing)]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and "--run-dir" in capsys.readouterr().err
 
 
 def _raising(error):

@@ -92,7 +92,7 @@ def test_the_exported_program_takes_any_batch_size_and_keeps_the_metadata(pt2, i
     lm = load_run(FAST)
     assert meta["classes"] == list(lm.classes) and meta["mean"] == list(lm.mean)
     # the shipped temperature was fitted on TTA logits: it does not fit the plain model's
-    assert lm.calibrated_tta_level != 0 and meta["temperature"] == 1.0
+    assert lm.calibration.tta_level != 0 and meta["temperature"] == 1.0
 
 
 def test_onnx_export_matches_the_library_in_onnxruntime(images, library_logits, tmp_path):

@@ -205,8 +205,8 @@ def test_center_crop_versus_squash():
     img = Image.new("RGB", (64, 32), (0, 255, 0))
     img.paste((255, 0, 0), (0, 0, 16, 32))    # left quarter red
     img.paste((0, 0, 255), (48, 0, 64, 32))   # right quarter blue
-    crop = to_model_input(img)
-    squash = to_model_input(img, method="squash")
+    crop = to_model_input(img, method="center_crop")
+    squash = to_model_input(img)  # the default, as predict's (PHOTO_METHOD)
     assert crop.shape == squash.shape == (3, 32, 32) and crop.dtype == torch.uint8
     assert crop[:, :, 2].tolist() == [[0] * 32, [255] * 32, [0] * 32]  # the crop is all green
     assert squash[0, :, 0].min() > 200 and squash[2, :, -1].min() > 200  # red left, blue right

@@ -120,7 +120,7 @@ def test_cli_predict(run_dir, tmp_path, capsys):
     out = capsys.readouterr()
     assert rc == 0 and out.err == ""
     note, threshold, *lines = out.out.strip().splitlines()  # are they calibrated? threshold?
-    assert note == f"uncalibrated: run `python -m cifar_lib calibrate {run_dir}` first"
+    assert note == f"uncalibrated: run `python -m cifar_lib calibrate --run-dir {run_dir}` first"
     assert threshold == "'not confident' below a top probability of 0.50"
     assert [line.split(": ")[0] for line in lines] == list(map(str, PHOTOS))
     assert all(line.count("%") == 2 for line in lines)

@@ -50,9 +50,10 @@ def test_ship_stores_fp16_weights_and_measures_them(synthetic_root, tmp_path, ca
     run = tmp_path / "run"
     assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
                  "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 0
-    _, test = load_cifar10(synthetic_root)
+    train, test = load_cifar10(synthetic_root)
     folder = pretrained.ship(run, "tiny", command="python -m cifar_lib train --recipe original",
-                             test_split=test, machine="test machine", dest=tmp_path / "shipped")
+                             train_split=train, test_split=test, machine="test machine",
+                             dest=tmp_path / "shipped")
     shipped, original = load_run(folder), load_run(run)
     assert all(v.dtype == torch.float16 for v in load_checkpoint(folder)["state_dict"].values()
                if v.is_floating_point())

@@ -16,14 +16,12 @@ from cifar_lib.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = sorted([*ROOT.glob("benchmarks/results/*.json"),
-                  *ROOT.glob("cifar_lib/bench/results/*.json")])
+                  *ROOT.glob("cifar_lib/records/*.json")])
 PREFIX = ["python", "-m", "cifar_lib"]
 # Records whose command cannot run today, each with the reason; kept for their numbers.
 NOT_RERUNNABLE = {
-    "benchmarks/results/train_fast.json": "made by python -m cifar_lib.bench_train, the "
-    "benchmark before the anchor race; `bench train` measures something else",
-    "benchmarks/results/train_cpu-fp32_fast_muon_tuned.json": "recipe fast_muon_tuned did "
-    "not ship (an experiment leaves no name behind); its settings are in the record",
+    "benchmarks/results/train_cpu-bf16.json": "ran as --recipe fast_micro, today's fast under "
+    "its former name (the record says so), which is now refused",
 }
 # Text after the command in parentheses describes a code change made for that run only.
 NOTE = " (with "
@@ -74,8 +72,11 @@ def test_every_new_record_carries_the_code_version():
 def test_shipping_records_the_code_version(synthetic_root, tmp_path):
     from cifar_lib.data import load_cifar10
     from cifar_lib.pretrained import PROVENANCE, ship, shipped_run
-    _, test = load_cifar10(synthetic_root)
-    folder = ship(shipped_run("original"), "copy", command="python -m cifar_lib train ...",
+    train, test = load_cifar10(synthetic_root)
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
+                 "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 0
+    folder = ship(run, "copy", command="python -m cifar_lib train ...", train_split=train,
                   test_split=test, machine="a test", dest=tmp_path)
     assert json.loads((folder / PROVENANCE).read_text())["cifar_lib"] == code_version()
 

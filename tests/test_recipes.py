@@ -20,7 +20,7 @@ def _measured(recipe: str, record: dict) -> list[float]:
     if record["benchmark"] == "ablation":
         return [r["test_acc"] for r in record["rows"] if r["variant"] == "airbench94"]
     if recipe == "tiny":
-        return [100 * record["tiny_history"][-1]["test_acc"]]
+        return [100 * record["fast_small_history"][-1]["test_acc"]]
     if recipe == "original":
         return [100 * record["seed_recipe_history"][-1]["test_acc"]]
     side = record if record["recipe"] == recipe else record["anchor"]
@@ -63,8 +63,8 @@ def test_short_is_the_budget_the_airbench94_ablation_measured():
 
 
 @pytest.mark.parametrize("old, new", [("seed", "original"), ("fast_micro", "fast"),
-                                      ("fast_muon_crop", "fast"), ("short", "short"),
-                                      ("tiny", "tiny"), ("race64", "race64")])
+                                      ("fast_muon_crop", "fast"), ("fast_short", "short"),
+                                      ("fast_small", "tiny"), ("muon_small", "race64")])
 def test_a_former_name_is_refused_naming_the_current_one(old, new):
     with pytest.raises(ConfigError, match=f"recipe '{old}' is now called '{new}'"):
         get_recipe(old)

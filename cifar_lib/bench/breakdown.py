@@ -117,7 +117,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     p.add_argument("--eval-batch", type=int, default=500,
                    help="test images in the profiled evaluation batch (default 500)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     add_data_args(p)
     p.add_argument("--quick", action="store_true",
                    help="smoke test: the recipes' quick settings, 1 + 1 steps")

@@ -1,6 +1,6 @@
 """Open set: how well each "none of these" score tells unknown images from known ones.
 
-    python -m cifar_lib bench open-set [--recipe fast_short] [--epochs 4] [--known 0 1 2 3 4 5]
+    python -m cifar_lib bench open-set [--recipe short] [--epochs 4] [--known 0 1 2 3 4 5]
         [--seed 0] [--fast-images 10000] [--quick] [--out FILE.json]
 
 A classifier trained on some classes meets images of others. Here a quick model is trained on
@@ -121,7 +121,7 @@ def _fit(lm, split: CifarSplit, n: int, seed: int) -> dict:
     return fit_state(features, part.labels, len(split.classes), seed=seed)
 
 
-def run(*, known=KNOWN, recipe: str = "fast_short", epochs: int | None = None, seed: int = 0,
+def run(*, known=KNOWN, recipe: str = "short", epochs: int | None = None, seed: int = 0,
         fast_images: int = FAST_IMAGES, quick: bool = False, root=None, download: bool = False,
         progress: bool = True, log=print) -> dict:
     """The record's fields (rows, selection, open_set_accuracy, photos, seconds, ...)."""
@@ -196,8 +196,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--known", type=int, nargs="+", default=list(KNOWN),
                    help="the known classes (0..9; default 0-5: "
                         f"{', '.join(CLASSES[c] for c in KNOWN)}); the others are unknown")
-    p.add_argument("--recipe", default="fast_short",
-                   help="recipe of the 6-class model (default fast_short: minutes on a CPU)")
+    p.add_argument("--recipe", default="short",
+                   help="recipe of the 6-class model (default short: minutes on a CPU)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="training and noise seed")
     p.add_argument("--fast-images", type=int, default=FAST_IMAGES,
