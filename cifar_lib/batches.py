@@ -108,6 +108,28 @@ class BatchIterator:
         self.channels_last = channels_last
         self.brightness, self.contrast = brightness, contrast
         self.crop_size: int | None = None
+        self._crop_schedule = None  # epoch → crop size (None: whole images), from a config
+
+    @classmethod
+    def for_training(cls, split: CifarSplit, cfg, *, device: torch.device | str = "cpu",
+                     shard: tuple[int, int] = (0, 1), channels_last: bool = False
+                     ) -> "BatchIterator":
+        """The shuffled, augmented training batches of ``cfg`` (a ``TrainConfig``: batch size,
+        normalisation, flips, shifts, colour jitter, seed, and the crop size of each epoch,
+        applied by ``set_epoch``), in one step."""
+        it = cls(split, cfg.batch_size, mean=cfg.mean, std=cfg.std, device=device, shuffle=True,
+                 flip=cfg.flip, translate=cfg.translate, drop_last=True, seed=cfg.seed,
+                 shard=shard, channels_last=channels_last, brightness=cfg.brightness,
+                 contrast=cfg.contrast)
+        it._crop_schedule = cfg.crop_size_at
+        return it
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s order and augmentations next, on its crop size when built
+        ``for_training``."""
+        self.epoch = epoch
+        if self._crop_schedule is not None:
+            self.crop_size = self._crop_schedule(epoch)
 
     def _per_rank(self) -> int:
         return math.ceil(len(self.labels) / self.world) if not self.drop_last \

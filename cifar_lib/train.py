@@ -212,16 +212,15 @@ def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
     lookahead = Lookahead(model) if cfg.lookahead else None
     # fp16 only: the loss is scaled so that small gradients do not underflow to zero.
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    batches = BatchIterator(train, cfg.batch_size, mean=cfg.mean, std=cfg.std, device=device,
-                            shuffle=True, flip=cfg.flip, translate=cfg.translate, drop_last=True,
-                            seed=cfg.seed, shard=(dist.rank, dist.world_size),
-                            channels_last=channels_last, brightness=cfg.brightness,
-                            contrast=cfg.contrast)
+    batches = BatchIterator.for_training(train, cfg, device=device,
+                                         shard=(dist.rank, dist.world_size),
+                                         channels_last=channels_last)
     if len(batches) == 0:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
                           f"images per process: lower batch_size or use more data")
-    return Training(cfg, device, amp_dtype, dist, model, model, optimizer, lookahead, scaler,
-                    batches, history=[])
+    return Training(cfg=cfg, device=device, amp_dtype=amp_dtype, dist=dist, model=model,
+                    ddp_model=model, optimizer=optimizer, lookahead=lookahead, scaler=scaler,
+                    batches=batches, history=[])
 
 
 def restore(t: Training, ckpt_path: Path | None) -> None:
@@ -289,8 +288,7 @@ def _freeze_whitening_bias_after(t: Training, epoch: int) -> None:
 
 def train_one_epoch(t: Training, epoch: int, bar: tqdm) -> dict:
     """Every step of epoch ``epoch`` (0-based); returns its history row (loss, accuracy, time)."""
-    t.batches.epoch = epoch
-    t.batches.crop_size = t.cfg.crop_size_at(epoch)
+    t.batches.set_epoch(epoch)
     _freeze_whitening_bias_after(t, epoch)
     t.ddp_model.train()
     # Reading a GPU number makes the CPU wait for the GPU: on CUDA the bar is updated once an

@@ -77,3 +77,18 @@ def test_shards_split_an_epoch_without_overlap():
     shards = [BatchIterator(split, 3, seed=2, shard=(r, 2)).epoch_order() for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 5
     assert sorted(torch.cat(shards).tolist()) == list(range(10))
+
+
+def test_training_batches_are_built_from_the_config_and_crop_by_epoch():
+    from cifar_lib.recipes import configure
+    split = _split(40)
+    cfg = configure("fast", batch_size=8, epochs=4, crop_epochs=2, crop_size=24, seed=3)
+    it = BatchIterator.for_training(split, cfg)
+    assert (it.batch_size, it.flip, it.pad, it.seed) == (8, "alternating", 2, 3)
+    assert (it.brightness, it.contrast, it.drop_last) == (cfg.brightness, cfg.contrast, True)
+    sizes = []
+    for epoch in range(4):
+        it.set_epoch(epoch)
+        x, _ = next(iter(it))
+        sizes.append(x.shape[-1])
+    assert sizes == [24, 24, 32, 32]  # the crop epochs first, then whole images

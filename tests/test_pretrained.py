@@ -30,6 +30,22 @@ def test_shipped_runs_are_complete_compact_and_say_how_they_were_made(name):
     assert provenance["command"] in text and f"{read_json(folder / 'metrics.json')['test_acc']:.2%}" in text
 
 
+@pytest.mark.parametrize("name", ["fast", "original"])
+def test_shipped_model_was_trained_by_today_s_recipe_with_its_validation_split(name):
+    import json
+
+    from cifar_lib.recipes import RECIPES
+    provenance = read_json(pretrained.shipped_run(name) / "provenance.json")
+    trained_with = provenance["recipe_config"]
+    expected = json.loads(json.dumps(RECIPES[name].to_dict()))
+    # the device it ran on is a choice of the machine, not of the recipe
+    assert {k: v for k, v in trained_with.items() if k != "device"} == \
+        {k: v for k, v in expected.items() if k != "device"}
+    assert trained_with["val_fraction"] > 0       # its calibration images never trained it
+    lm = pretrained.load_pretrained(name)
+    assert "validation split" in lm.calibration.fitted_on
+
+
 def test_unknown_shipped_run_lists_the_available_ones():
     with pytest.raises(FileNotFoundError, match="available: fast, original"):
         pretrained.shipped_run("resnet")
