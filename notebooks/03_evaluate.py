@@ -303,13 +303,14 @@ pd.DataFrame([{"model": name, "temperature": c.temperature, "ECE before": c.ece_
 # ## Robustness: photos are blurred, noisy, compressed, dark
 # A test set of clean images flatters a model.
 # [Hendrycks & Dietterich (2019)](https://arxiv.org/abs/1903.12261) measured networks on CIFAR-10-C: the test set under fifteen kinds of damage at five severities. `cifar_lib`
-# makes such copies on the fly, seeded, with torchvision's image operations. One test image
-# under each of them:
+# makes ten kinds of such copies on the fly, seeded, with torchvision's image operations. One
+# test image under four of them (noise, blur, JPEG, low contrast), at severities 1, 3 and 5:
 
 # %%
 from cifar_lib.plots import plot_corruption_examples
 
-plot_corruption_examples(test.images[7])
+plot_corruption_examples(test.images[7], ["gaussian_noise", "defocus_blur", "jpeg", "contrast"],
+                         severities=(1, 3, 5))
 
 # %% [markdown]
 # The committed record, measured with `make bench-robustness` (`python -m cifar_lib bench
