@@ -20,10 +20,10 @@ def _copy_docs(tmp_path: Path) -> Path:
     for doc in report.DOCS:
         (tmp_path / doc).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / doc, tmp_path / doc)
-    for folder in (report.RESULTS, *report.LESSON_RECORDS):
+    for folder in (report.RESULTS, *report.LESSON_RECORDS, report.SHIPPED):
         if (ROOT / folder).is_dir():
             shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns(
-                "archive", "*.progress.json"))
+                "archive", "*.progress.json", "*.pt"))
     return tmp_path
 
 
@@ -177,3 +177,13 @@ def test_a_planned_benchmark_renders_once_recorded(tmp_path):
     assert "| m | svhn | max_softmax | 0.912 | 0.432 |" in table
     assert "Some CPU, no native bf16, 2030-01-02" in table
     assert report.stale(root) == ["benchmarks/README.md: open-set"]
+
+
+def test_the_readme_table_shows_each_shipped_model_from_its_own_files():
+    built = report.tables(ROOT)["results"]
+    for name in ("fast", "original"):
+        folder = ROOT / report.SHIPPED / name
+        metrics = json.loads((folder / "metrics.json").read_text())
+        acc = metrics.get("test_acc_tta", metrics["test_acc"])
+        assert f"| {name} (the shipped model) | {100 * acc:.2f}% |" in built
+        assert f"{metrics['train_images']:,}" in built

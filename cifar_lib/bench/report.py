@@ -225,12 +225,33 @@ def time_to_64_table(root: Path = ROOT) -> str:
         "machine": "machine", "precision": "precision", "date": "date"})
 
 
+SHIPPED = Path("cifar_lib/pretrained_runs")
+
+
+def _shipped_rows(root: Path) -> list[dict]:
+    """One row per model shipped with the package: one seed, trained by today's recipe."""
+    rows = []
+    for name in ("fast", "original"):
+        folder = root / SHIPPED / name
+        if not (folder / "metrics.json").is_file() or not (folder / "provenance.json").is_file():
+            continue
+        m, p = _read(folder / "metrics.json"), _read(folder / "provenance.json")
+        acc = m.get("test_acc_tta", m["test_acc"])
+        rows.append({"recipe": f"{name} (the shipped model)", "accuracy": f"{100 * acc:.2f}%",
+                     "seeds": f"1 ({p.get('seed', 0)})",
+                     "seconds": _seconds(m["train_seconds"]), "ratio": "",
+                     "train_images": f"{m['train_images']:,}",
+                     "where": f"{p['machine'].split(' (')[0]}, {m['precision']}"})
+    return rows
+
+
 def results_table(root: Path = ROOT) -> str:
-    """README's table: one row per recipe per current race."""
+    """README's table: one row per recipe per current race, then the shipped models."""
     rows = []
     for record in train_records(root):
         for row in _race_rows(record):
             rows.append({**row, "where": f"{processor(record)}, {row['precision']}"})
+    rows += _shipped_rows(root)
     if not rows:
         return _placeholder("train", "benchmarks/results/train_<kind>.json")
     return markdown_table(rows, {
