@@ -15,7 +15,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # 1 · Train a CNN on CIFAR-10
 #
