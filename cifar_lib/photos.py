@@ -31,7 +31,6 @@ from PIL import Image, ImageFile, ImageOps
 
 from .batches import normalize
 from .checkpoint import load_run
-from .data import CLASSES
 from .inference import predict_logits
 
 # Refuse images with more pixels than this before decoding them: 64 megapixels is more than any

@@ -71,7 +71,7 @@ def test_every_new_record_carries_the_code_version():
 
 def test_shipping_records_the_code_version(synthetic_root, tmp_path):
     from cifar_lib.data import load_cifar10
-    from cifar_lib.pretrained import PROVENANCE, ship, shipped_run
+    from cifar_lib.pretrained import PROVENANCE, ship
     train, test = load_cifar10(synthetic_root)
     run = tmp_path / "run"
     assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
