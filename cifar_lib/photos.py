@@ -467,7 +467,7 @@ def predict(model_or_run, images: Source | Sequence[Source], *, top_k: int = 3,
     unusable image raises ImageError) or 'report' (its Prediction carries ``error`` and the
     other photos are still classified).
 
-    >>> from cifar_lib import load_pretrained
+    >>> from cifar_lib import CLASSES, load_pretrained
     >>> p = predict(load_pretrained("fast"), sample_images()[0], top_k=3)
     >>> len(p.top_k), p.label in CLASSES, 0 < p.probability <= 1
     (3, True, True)
