@@ -3,17 +3,8 @@
     python -m cifar_lib bench inference --run-dir RUN [--batch-sizes 1,8,32] [--device auto]
         [--compile] [--quick] [--out FILE.json]
 
-The original notebook timed one call with ``time.time()``: no warm-up (the first call pays for
-memory allocation, kernel selection, CUDA context creation) and a single sample. Here every
-measurement warms up first, then ``torch.utils.benchmark.Timer`` repeats the call in blocks
-(synchronising CUDA around each block) and we report the median and the quartiles. The original's
-method is kept beside it as a row of its own, so the difference is visible; on a GPU it is
-synchronised before the clock is read (otherwise it would time only the *queueing* of the
-kernels, not the work).
-
-Rows are plain dicts (one per device × variant × batch size × method): ``records.markdown_table``
-prints them (with ``COLUMNS``), ``cifar_lib.plots.plot_throughput`` draws them, and
-``records.write_record`` saves them as JSON.
+How it measures is explained in ``cifar_lib.speed.latency``; this command prints the rows as a
+table and writes them as a JSON record.
 """
 from __future__ import annotations
 

@@ -3,13 +3,8 @@
     python -m cifar_lib bench throughput [--recipes original fast] [--steps 20] [--warmup 3]
         [--devices auto] [--quick] [--out FILE.json]
 
-The original notebook's headline, measured: how much faster does training run on a GPU? For
-each recipe and device the training is built exactly as ``fit`` builds it (``train.prepare``:
-model, optimiser, precision, memory layout, batches made on the device), then ``--warmup``
-steps run untimed (memory allocation, kernel selection) and ``--steps`` steps are timed, the
-clock read after synchronising the GPU at both ends. Producing the batches (normalise, flip,
-translate) is part of each step, as in ``fit``. ``speedup_vs_cpu`` is a GPU row's images/s over
-the CPU row's, for the same recipe; without a GPU the GPU rows say "no GPU available".
+How it measures is explained in ``cifar_lib.speed.steps``; this command prints the rows as a
+table and writes them as a JSON record.
 """
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Inference: throughput and latency per batch size, CPU and GPU, measured properly.
 
-    python -m cifar_lib bench inference --run-dir RUN [--batch-sizes 1,8,32] [--device auto]
-        [--compile] [--quick] [--out FILE.json]
+Measured as a benchmark by ``python -m cifar_lib bench inference``.
 
 The original notebook timed one call with ``time.time()``: no warm-up (the first call pays for
 memory allocation, kernel selection, CUDA context creation) and a single sample. Here every

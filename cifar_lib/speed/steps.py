@@ -1,7 +1,6 @@
 """Training throughput (images/s) of each recipe on the CPU and on each GPU present.
 
-    python -m cifar_lib bench throughput [--recipes original fast] [--steps 20] [--warmup 3]
-        [--devices auto] [--quick] [--out FILE.json]
+Measured as a benchmark by ``python -m cifar_lib bench throughput``.
 
 The original notebook's headline, measured: how much faster does training run on a GPU? For
 each recipe and device the training is built exactly as ``fit`` builds it (``train.prepare``:
