@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import records
 from .data import CifarSplit
 from .recipes import configure, get_recipe
 
 NO_TTA = "no TTA"
+MEASURED = ("test_acc", "test_acc_no_tta", "seconds", "epochs", "parameters")  # in each row
 SEEDS = (0, 1, 2)
 # Each variant: (what is removed, the TrainConfig overrides that remove it). ``whiten`` is a
 # model argument, merged into model_kwargs by ``variant_config``.
@@ -101,11 +102,15 @@ def variant_config(recipe: str, name: str, *, seed: int = 0, epochs: int | None 
 def run(train: CifarSplit, test: CifarSplit, *, recipe: str = "fast",
         variants: Sequence[str] | None = None, seeds: Sequence[int] = SEEDS,
         epochs: int | None = None, widths: Sequence[int] | None = None, progress: bool = True,
+        done: Sequence[dict] = (), on_row: Callable[[list[dict]], None] | None = None,
         **overrides) -> list[dict]:
     """Train every variant once per seed; one row each: variant, removed, seed, test_acc (%,
-    with the variant's TTA), seconds (training), epochs, parameters.
+    with the variant's TTA), test_acc_no_tta (%), seconds (training), epochs, parameters.
 
-    "no TTA" reuses the full recipe's run of the same seed (trained if not asked for).
+    Seed by seed, so that an interrupted run already holds whole tables. "no TTA" is the full
+    recipe's run of the same seed without TTA (trained if not asked for). ``done``: rows
+    measured before (an interrupted run's), kept rather than trained again; ``on_row`` gets
+    all rows so far after each new one (to save progress).
     """
     from .train import fit  # the training loop, only when something is trained
     table = _variants(recipe)
@@ -114,22 +119,30 @@ def run(train: CifarSplit, test: CifarSplit, *, recipe: str = "fast",
     if unknown:
         raise ValueError(f"unknown ablation variant(s) {', '.join(map(repr, unknown))}; "
                          f"valid: {', '.join(table)}")
+    measured = {(r["variant"], r["seed"]): r for r in done}
     rows = []
     for seed in seeds:
-        full = None
         for name in variants:
-            if name == NO_TTA and full is not None:
-                m = full
-            else:
+            if (name, seed) in measured:
+                rows.append(measured[name, seed])
+                continue
+            full = measured.get((recipe, seed)) if name == NO_TTA else None
+            if full is None:
                 cfg = variant_config(recipe, recipe if name == NO_TTA else name, seed=seed,
                                      epochs=epochs, widths=widths, **overrides)
                 m = fit(cfg, train, test, progress=progress).metrics
-                if name in (recipe, NO_TTA):
-                    full = m
-            acc = m["test_acc"] if name == NO_TTA else m.get("test_acc_tta", m["test_acc"])
-            rows.append({"variant": name, "removed": table[name][0], "seed": seed,
-                         "test_acc": 100 * acc, "seconds": m["train_seconds"],
-                         "epochs": m["epochs"], "parameters": m["parameters"]})
+                full = {"test_acc": 100 * m.get("test_acc_tta", m["test_acc"]),
+                        "test_acc_no_tta": 100 * m["test_acc"], "seconds": m["train_seconds"],
+                        "epochs": m["epochs"], "parameters": m["parameters"]}
+            row = {"variant": name, "removed": table[name][0], "seed": seed,
+                   **{k: full[k] for k in MEASURED}}
+            if name == NO_TTA:
+                row["test_acc"] = row["test_acc_no_tta"]
+            else:
+                measured[name, seed] = row
+            rows.append(row)
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 

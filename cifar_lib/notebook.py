@@ -82,17 +82,26 @@ def upload_or_paths(default_paths) -> list:
     """Photos for a notebook: on Colab, ask to upload files; elsewhere use ``default_paths``.
 
     Returns a list of sources for ``load_image``/``predict``: ``Upload`` bytes (which keep their
-    file names) on Colab, the given paths elsewhere. If nothing is uploaded, the defaults are
-    used, so "Run all" never stalls on an empty list.
+    file names) on Colab, the given paths elsewhere. An upload that is not an image is left out
+    with a message saying why, so one wrong file does not stop the others; if no image is
+    uploaded, the defaults are used, so "Run all" never stalls on an empty list.
     """
-    from .photos import Upload
+    from .photos import ImageError, Upload, load_image
     paths = [Path(p) for p in ([default_paths] if isinstance(default_paths, (str, os.PathLike))
                                else default_paths)]
     if not on_colab():
         return paths
     from google.colab import files  # only exists on Colab
     uploaded = files.upload()  # {file name: bytes}
-    return [Upload(data, name) for name, data in uploaded.items()] or paths
+    photos = []
+    for name, data in uploaded.items():
+        try:
+            load_image(Upload(data, name))
+        except ImageError as e:
+            print(f"left out: {e}")
+            continue
+        photos.append(Upload(data, name))
+    return photos or paths
 
 
 def keep_runs_on_drive(run_dir: str | Path, keep: bool = True) -> str:

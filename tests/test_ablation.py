@@ -122,6 +122,35 @@ def test_quick_command_writes_a_record_with_rows_and_summary(cifar_folder, tmp_p
     assert record["budget"]["epochs"] == 1 and record["machine"]["cpu_flags"]
 
 
+def test_an_interrupted_command_resumes_without_training_again(cifar_folder, tmp_path,
+                                                              one_thread, monkeypatch, capsys):
+    root = cifar_folder(tmp_path / "data", n_per_batch=220)
+    out = tmp_path / "ablation.json"
+    argv = ["bench", "ablation", "--quick", "--seeds", "0", "--device", "cpu", "--data-root",
+            str(root), "--variants", "fast", "no TTA", "no early crops", "--out", str(out)]
+    trained = []
+
+    def interrupted_fit(cfg, *args, **kwargs):
+        if trained:                                 # the second training is "interrupted"
+            raise KeyboardInterrupt
+        trained.append(cfg)
+        return fit(cfg, *args, **kwargs)
+
+    monkeypatch.setattr("cifar_lib.train.fit", interrupted_fit)
+    assert main(argv) == 130                                      # Ctrl-C's exit status
+    progress = tmp_path / "ablation.progress.json"
+    saved = json.loads(progress.read_text())["runs"]
+    assert [r["variant"] for r in saved] == ["fast", "no TTA"]   # both from the one training
+    assert main(argv) == 1 and "--resume" in capsys.readouterr().err  # not overwritten
+    trained.clear()
+    monkeypatch.setattr("cifar_lib.train.fit", lambda cfg, *a, **k: trained.append(cfg) or
+                        fit(cfg, *a, **k))
+    assert main([*argv, "--resume"]) == 0
+    assert [c.crop_epochs for c in trained] == [0]   # only "no early crops" was trained
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[:2] == saved and not progress.exists()
+
+
 def test_shipped_airbench94_record_covers_every_variant_over_several_seeds():
     record = ablation.read_record("airbench94")
     assert record["benchmark"] == "ablation" and not record["quick"]

@@ -237,16 +237,20 @@ def test_upload_or_paths_without_colab(monkeypatch):
     assert upload_or_paths("c.jpg") == [Path("c.jpg")]
 
 
-def test_upload_or_paths_on_colab(monkeypatch):
+def test_upload_or_paths_on_colab(monkeypatch, capsys):
     colab = types.ModuleType("google.colab")
-    colab.files = types.SimpleNamespace(upload=lambda: {"cat.png": b"\x89PNG..."})
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, format="PNG")
+    colab.files = types.SimpleNamespace(upload=lambda: {"cat.png": png.getvalue(),
+                                                         "notes.txt": b"not a photo"})
     google = types.ModuleType("google")
     google.colab = colab
     monkeypatch.setitem(sys.modules, "google", google)
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     assert notebook.on_colab()
-    got = upload_or_paths(["default.jpg"])
-    assert len(got) == 1 and got[0] == b"\x89PNG..." and got[0].name == "cat.png"
+    got = upload_or_paths(["default.jpg"])   # the text file is left out, the photo kept
+    assert len(got) == 1 and got[0] == png.getvalue() and got[0].name == "cat.png"
+    assert "notes.txt is not an image" in capsys.readouterr().out
     colab.files = types.SimpleNamespace(upload=lambda: {})  # nothing uploaded: the defaults
     assert upload_or_paths(["default.jpg"]) == [Path("default.jpg")]
 

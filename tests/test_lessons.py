@@ -287,7 +287,7 @@ def test_estimate_times_each_crop_size_of_a_schedule_once(synthetic_root, monkey
 def test_the_lessons_hand_written_loop_is_fit_bit_for_bit(synthetic_root):
     train, test = load_cifar10(synthetic_root)
     cfg = configure("original", device="cpu", epochs=1, batch_size=32, train_subset=128,
-                    eval_every=0)
+                    eval_every=0, val_fraction=0)  # as in 01: fit trains on the same 128 images
     seed_everything(cfg.seed)
     net = build_model(cfg.model)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)

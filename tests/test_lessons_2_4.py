@@ -44,7 +44,7 @@ def test_steps_come_in_order_and_end_in_the_model_input():
 
 def test_shapes_dtypes_and_ranges_after_each_step():
     photo = sample_images()[0]
-    steps = dict(preprocessing_steps(photo, mean=MEAN, std=STD))
+    steps = dict(preprocessing_steps(photo, method="center_crop", mean=MEAN, std=STD))
     w, h = load_image(photo).size
     for name in ("decoded", "exif_transpose", "rgb", "shrink", "crop", "resize"):
         assert isinstance(steps[name], Image.Image), name
@@ -83,7 +83,8 @@ def test_exif_rotated_photo_is_transposed(tmp_path):
     assert steps["exif_transpose"].size == (20, 40)     # as meant: portrait
     r, _, b = steps["exif_transpose"].getpixel((10, 5))
     assert r > 200 and b < 60                            # the red (left) half is now on top
-    assert steps["crop"].size == (20, 20)
+    assert steps["crop"].size == (20, 40)               # squash (the default) keeps it all
+    assert dict(preprocessing_steps(f, method="center_crop"))["crop"].size == (20, 20)
     assert torch.equal(steps["to_tensor"], to_model_input(f))
 
 

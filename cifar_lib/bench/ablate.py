@@ -1,10 +1,12 @@
 """Ablation: what each trick of a recipe buys (``cifar_lib.ablation``), as a benchmark.
 
     python -m cifar_lib bench ablation [--recipe fast] [--seeds 0 1 2] [--epochs N]
-        [--widths A B C] [--variants ...] [--quick] [--out FILE.json]
+        [--widths A B C] [--variants ...] [--quick] [--out FILE.json] [--resume]
 
 Every variant trains at the recipe's full budget by default: hours on a CPU. The record goes
-to ``cifar_lib/records/ablation_<recipe>.json``, where lesson 01_train reads it.
+to ``cifar_lib/records/ablation_<recipe>.json``, where lesson 01_train reads it. After each run
+the rows so far go to ``<record>.progress.json``; ``--resume`` continues from there if they were
+measured with the same recipe, budget, variants, seeds and machine (``records.load_progress``).
 """
 from __future__ import annotations
 
@@ -20,7 +22,15 @@ from ..ablation import (
     summarize,
 )
 from ..data import add_data_args, load_cifar10
-from .records import print_table, settings, write_record
+from ..files import json_safe, write_json
+from .records import (
+    load_progress,
+    machine_fingerprint,
+    print_table,
+    progress_path,
+    settings,
+    write_record,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 1 epoch of 1,024 images at widths 8 16 16")
     p.add_argument("--out", help="JSON record (default cifar_lib/records/ablation_RECIPE.json)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from <record>.progress.json")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -46,13 +58,23 @@ def main(args: argparse.Namespace) -> int:
     extra = dict(QUICK) if args.quick else {}
     if args.quick:
         budget = dict(epochs=extra.pop("epochs"), widths=extra.pop("widths"))
+    out = args.out or record_path(args.recipe)
+    progress = progress_path(out)
+    expected = {"recipe": args.recipe, "budget": {**budget, **extra}, "device": args.device,
+                "variants": args.variants, "seeds": args.seeds, "machine": machine_fingerprint()}
+    expected = json_safe(expected)  # as JSON holds it, so that a saved one compares equal
+    done = load_progress(progress, expected, args.resume)
+    if done:
+        print(f"resuming: {len(done)} row(s) already measured in {progress}")
     rows = run(train, test, recipe=args.recipe, variants=args.variants, seeds=args.seeds,
-               device=args.device, progress=not args.quick, **budget, **extra)
+               device=args.device, progress=not args.quick, done=done,
+               on_row=lambda rows: write_json(progress, {"fingerprint": expected, "runs": rows}),
+               **budget, **extra)
     summary = summarize(rows)
     print_table(summary, SUMMARY_COLUMNS)
-    out = args.out or record_path(args.recipe)
     write_record(out, rows, benchmark="ablation", command=args.command_line,
                  settings=settings(args), recipe=args.recipe, budget={**budget, **extra},
                  quick=args.quick, summary=summary)
+    progress.unlink(missing_ok=True)
     print(f"record written to {out}")
     return 0

@@ -48,7 +48,15 @@ from ..recipes import configure, get_recipe
 from ..speed.clock import synced_clock
 from ..speed.loaders import original_pipeline
 from ..train import fit, seed_everything
-from .records import environment, print_table, settings, write_record
+from .records import (  # noqa: F401  (ResumeError: raised from here too)
+    ResumeError,
+    load_progress,
+    machine_fingerprint,
+    print_table,
+    progress_path,
+    settings,
+    write_record,
+)
 
 TARGET = 0.64
 GOAL = 94.0                       # % test accuracy (mean over seeds) the recipes race to
@@ -145,50 +153,16 @@ def summarize(rows: list[dict], goal: float = GOAL) -> dict:
             "time_to_goal": seconds if mean is not None and mean >= goal else None}
 
 
-def progress_path(out) -> Path:
-    """Where an unfinished run of the benchmark keeps its rows: ``<record>.progress.json``."""
-    out = Path(out)
-    return out.with_name(out.stem + ".progress.json")
-
-
 def fingerprint(recipe: str, anchor: str, device: torch.device, quick: bool,
                 precision: str | None = None) -> dict:
     """What rows must share to be compared: both recipes' settings (with ``precision`` when
     forced), the device, and the CPU, its flags, torch's threads and version (and the GPU)."""
-    env = environment()
-    machine = {k: env[k] for k in ("cpu", "cpu_flags", "torch_threads", "torch", "gpu")}
+    machine = machine_fingerprint()
     recipes = {name: configure(name, quick=quick, precision=precision).to_dict()
                for name in (recipe, anchor)}
     # as JSON holds it (tuples become lists), so that a saved fingerprint compares equal
     return json_safe({"recipes": recipes, "device": str(device), "quick": quick,
                       "machine": machine})
-
-
-class ResumeError(UsageError):
-    """Progress from an interrupted run that cannot be continued as asked; says what to do."""
-
-
-def load_progress(path, expected: dict, resume: bool) -> list[dict]:
-    """The rows an interrupted run measured, to continue with ``--resume``. Without it, an
-    existing progress file is an error rather than lost hours; with it, progress measured
-    under a different ``fingerprint`` is an error naming what differs."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    saved = read_json(path)
-    if not resume:
-        raise ResumeError(f"an interrupted run left {len(saved['runs'])} measured run(s) in "
-                          f"{path}: add --resume to continue it (make bench-train "
-                          "BENCH_ARGS=--resume), or delete that file to start over")
-    found = saved["fingerprint"]
-    differ = [k for k in expected if found.get(k) != expected[k]]
-    differ += [f"machine.{k}" for k in expected["machine"]
-               if "machine" in differ and found["machine"].get(k) != expected["machine"][k]]
-    if differ:
-        raise ResumeError(f"cannot resume {path}: it was measured with a different "
-                          f"{', '.join(differ)}; rows measured apart would not compare. Delete it "
-                          "to start over here")
-    return saved["runs"]
 
 
 def run_order(n_recipe: int, n_anchor: int) -> list[tuple[str, int]]:

@@ -10,12 +10,14 @@ import argparse
 import datetime
 import os
 import platform
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 
 from ..device import cpu_flag_names, cpu_has_native_bf16, cpu_model, read_cpuinfo
-from ..files import json_safe, write_json
+from ..errors import UsageError
+from ..files import json_safe, read_json, write_json
 from ..provenance import code_version
 from ..records import Column, markdown_table, read_record  # noqa: F401  (benchmarks read too)
 
@@ -77,3 +79,50 @@ def print_table(rows: Sequence[dict],
                 columns: Sequence[str] | Mapping[str, Column] | None = None) -> None:
     """Print ``markdown_table(rows, columns)``."""
     print(markdown_table(rows, columns))
+
+
+# ----------------------------------------------------------------------------- resuming
+# A benchmark of many hour-long runs keeps its rows in ``<record>.progress.json`` after each
+# run; ``--resume`` continues from there only if the rows were measured alike.
+
+def machine_fingerprint() -> dict:
+    """What timings depend on and rows must share to be compared: the CPU, its flags, torch's
+    threads and version, and the GPU."""
+    env = environment()
+    return {k: env[k] for k in ("cpu", "cpu_flags", "torch_threads", "torch", "gpu")}
+
+
+def progress_path(out) -> Path:
+    """Where an unfinished run of the benchmark keeps its rows: ``<record>.progress.json``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".progress.json")
+
+
+class ResumeError(UsageError):
+    """Progress from an interrupted run that cannot be continued as asked; says what to do."""
+
+
+def load_progress(path, expected: dict, resume: bool) -> list[dict]:
+    """The rows an interrupted run measured, to continue with ``--resume``. Without it, an
+    existing progress file is an error rather than lost hours; with it, progress measured
+    under a fingerprint other than ``expected`` (a dict of what rows must share, with a
+    "machine" entry from ``machine_fingerprint``) is an error naming what differs."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    saved = read_json(path)
+    if not resume:
+        raise ResumeError(f"an interrupted run left {len(saved['runs'])} measured run(s) in "
+                          f"{path}: add --resume to continue it (with make: BENCH_ARGS=--resume), "
+                          "or delete that file to start over")
+    found = saved["fingerprint"]
+    differ = [k for k in expected if found.get(k) != expected[k]]
+    differ += [f"machine.{k}" for k in expected["machine"]
+               if "machine" in differ and found["machine"].get(k) != expected["machine"][k]]
+    if differ:
+        raise ResumeError(f"cannot resume {path}: it was measured with a different "
+                          f"{', '.join(differ)}; rows measured apart would not compare. Delete it "
+                          "to start over here")
+    return saved["runs"]
+
+
