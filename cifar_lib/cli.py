@@ -117,10 +117,8 @@ def _cmd_train(args) -> int:
         print(f"test accuracy {m['test_acc']:.2%}{tta} after {m['epochs']} epochs "
               f"({m['train_seconds']:.0f} s training); run saved in {args.run_dir}")
         if cfg.val_fraction:  # a finished run comes calibrated, on the images it held out
-            from .calibration import calibrate_run
-            from .train import split_for
-            _print_calibration(calibrate_run(args.run_dir, split_for(cfg, train)[1], test,
-                                             device=cfg.device))
+            _calibrate(args.run_dir, cfg.val_fraction, train, test, device=cfg.device,
+                       progress=not args.no_progress)
             from .ood import fit_run
             d = fit_run(args.run_dir, train)
             print(f"'none of these' below {d.score} score {d.threshold:.4g}: chosen to keep "
@@ -178,9 +176,8 @@ def _add_calibrate(sub) -> None:
 
 
 def _cmd_calibrate(args) -> int:
-    from .calibration import calibrate_run
     from .checkpoint import load_run
-    from .data import load_cifar10, split_validation, validation_size
+    from .data import load_cifar10
     lm = load_run(args.run_dir, args.device)  # a missing run fails before the data load
     fraction = lm.config.get("val_fraction", 0)
     if not fraction:
@@ -188,12 +185,17 @@ def _cmd_calibrate(args) -> int:
                           f"so no image is left to calibrate on: train it again with the "
                           f"default val_fraction")
     train, test = load_cifar10(args.data_root, download=args.download)
-    validation = split_validation(train, validation_size(len(train), fraction))[1]
-    _print_calibration(calibrate_run(lm, validation, test, progress=not args.no_progress))
+    _calibrate(lm, fraction, train, test, device=args.device, progress=not args.no_progress)
     return 0
 
 
-def _print_calibration(c) -> None:
+def _calibrate(run, val_fraction: float, train, test, *, device: str, progress: bool) -> None:
+    """Calibrate ``run`` on the validation split it held out of ``train`` (``val_fraction``),
+    measure it on ``test``, and print what was chosen."""
+    from .calibration import calibrate_run
+    from .data import split_validation, validation_size
+    validation = split_validation(train, validation_size(len(train), val_fraction))[1]
+    c = calibrate_run(run, validation, test, device=device, progress=progress)
     print(f"temperature T={c.temperature:.3f}, fitted on {c.fitted_on}, TTA level "
           f"{c.tta_level}")
     if c.report_images:
