@@ -46,6 +46,9 @@ VARIANTS: dict[str, dict[str, tuple[str, dict]]] = {
         "whole batches": ("micro-batches (each step of 2,000 computed at once)",
                           {"micro_batch": None}),
         NO_TTA: ("test-time augmentation (same training as 'fast')", {"tta_level": 0}),
+        # Not a trick but its price: the validation split that calibration needs.
+        "no validation split": ("holding out 5,000 validation images (all 50,000 train)",
+                                {"val_fraction": 0.0}),
     },
     "airbench94": {
         "airbench94": ("nothing: every trick", {}),

@@ -286,17 +286,14 @@ def _add_ship(sub) -> None:
 
 
 def _cmd_ship(args) -> int:
-    import torch
-
     from .data import load_cifar10
     from .device import cpu_has_native_bf16, cpu_model
     from .pretrained import describe, ship
     train, test = load_cifar10(args.data_root, download=args.download)
-    machine = (f"{cpu_model()} ({'native bf16' if cpu_has_native_bf16() else 'no native bf16'}, "
-               f"{torch.get_num_threads()} threads)")
+    # the CPU that trained the run is this one; its thread count is not recorded in the run
+    machine = f"{cpu_model()} ({'native bf16' if cpu_has_native_bf16() else 'no native bf16'})"
     folder = ship(args.run_dir, args.name, command=args.trained_by, train_split=train,
-                  test_split=test,
-                  machine=machine)
+                  test_split=test, machine=machine)
     print(f"shipped in {folder}\n{describe(args.name)}")
     return 0
 

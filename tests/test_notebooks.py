@@ -204,7 +204,9 @@ def colab(wheel, tmp_path_factory, cifar10):  # cifar10: the notebooks read the 
     env.pop("MPLBACKEND", None)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "--nbval-lax", "--nbval-current-env", "--rootdir", str(base),
-                           *prepared], cwd=base, env=env, capture_output=True, text=True)
+                           "--durations=15", *prepared],
+                          cwd=base, env=env, capture_output=True, text=True)
+    (base / "nbval.log").write_text(proc.stdout)   # the slowest cells are listed at its end
     return proc, base, site, drive
 
 
