@@ -233,6 +233,7 @@ held_out = validation_size(len(train), model.config["val_fraction"])  # as fit h
 trained_on, validation = split_validation(train, held_out)
 print(f"held out of training: {len(validation):,} validation images "
       f"(trained on the other {len(trained_on):,})")
+validation = validation.subset(500 if quick else None)      # quick: the first 500 of them
 logits_val = predict_logits(model.model, validation.images, model.mean, model.std,
                             tta_level=model.tta_level)      # 5,000 × 10, the run's own TTA
 logits_test = predict_logits(model.model, test.images, model.mean, model.std,

@@ -9,6 +9,15 @@ import torch
 
 from cifar_lib.data import FOLDER, TEST_FILES, TRAIN_FILES, DataError, load_cifar10, write_batch
 
+# Under pytest-xdist (`make test` runs one worker per core) each worker gets its share of the
+# cores, for torch here and, through OMP_NUM_THREADS, for the kernels and commands it starts:
+# threads beyond the cores wait for each other and make every step many times slower.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _SHARE = max(1, (os.cpu_count() or 1) // _WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(_SHARE)
+    torch.set_num_threads(_SHARE)
+
 
 def make_cifar_folder(root, n_per_batch: int = 40, seed: int = 0):
     """Write a tiny CIFAR-10 (5 train batches + test batch + meta) under root/cifar-10-batches-py.

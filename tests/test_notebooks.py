@@ -129,15 +129,35 @@ def test_drop_widget_outputs_keeps_everything_else(tmp_path):
     assert [o.output_type for o in outputs] == ["stream"] and "94%" in outputs[0].text
 
 
+# A lesson in miniature for the sweep (the real lessons run under papermill in the Colab test
+# below): a parameters cell, a short training, its results recorded as the lessons record them.
+MINI_LESSON = [
+    ("parameters", 'recipe = "original"\nquick = False\nrun_dir = "runs/x"'),
+    ("", "import torch\n"
+         "from cifar_lib import CifarSplit, configure, fit\n"
+         "from cifar_lib.notebook import record\n"
+         "data = CifarSplit(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8),\n"
+         "                  torch.arange(64) % 10)\n"
+         "cfg = configure(recipe, epochs=1, batch_size=32, device='cpu', eval_every=0)\n"
+         "record({'test_acc': fit(cfg, data, data, progress=False).metrics['test_acc']})")]
+
+
 def test_sweep_collects_results_and_survives_a_failing_run(tmp_path):
-    rows = sweep({"recipe": ["original", "no_such_recipe"]}, tmp_path,
-                 {"quick": True, "compare_original": False}, notebook_dir=NOTEBOOK_DIR)
+    lesson = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(src, metadata={"tags": [tag]} if tag else {})
+        for tag, src in MINI_LESSON])
+    lesson.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+    nbformat.write(lesson, tmp_path / "mini.ipynb")
+    out = tmp_path / "sweep"
+    rows = sweep({"recipe": ["original", "no_such_recipe"]}, out, {"quick": True},
+                 notebook="mini", notebook_dir=tmp_path)
     assert [r["status"] for r in rows] == ["ok", "failed"]
     assert "no_such_recipe" in rows[1]["error"]
-    with open(tmp_path / "sweep.csv") as f:
+    with open(out / "sweep.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 2 and 0 <= float(table[0]["test_acc"]) <= 1
-    assert (tmp_path / "sweep.png").stat().st_size > 0
+    assert (out / "sweep.png").stat().st_size > 0
 
 
 # ----------------------------------------------------------------------------- Colab
@@ -159,6 +179,7 @@ PHOTOS = ROOT / "cifar_lib" / "sample_images"
 # Cells that a default run skips, exercised here (quick versions).
 EXTRA_PARAMETERS = {"01_train": {"rerun_ablation": True}}
 ON_DRIVE = {"01_train": True, "02_benchmark": False, "03_evaluate": False, "04_real_images": True}
+PARALLEL = (("01_train", "02_benchmark", "04_real_images"), ("03_evaluate",))
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +207,7 @@ def colab(wheel, tmp_path_factory, cifar10):  # cifar10: the notebooks read the 
     base = tmp_path_factory.mktemp("colab")
     site, drive = base / "site-packages", base / "drive"
     site.mkdir()  # exists before the kernels start, like Colab's site-packages
-    prepared = []
+    prepared = {}
     for name in NOTEBOOKS:
         folder = base / name  # fresh and empty but for the notebook itself
         folder.mkdir()
@@ -195,18 +216,29 @@ def colab(wheel, tmp_path_factory, cifar10):  # cifar10: the notebooks read the 
                             prepare_only=True, kernel_name="python3",
                             parameters={"quick": True, "keep_on_drive": ON_DRIVE[name],
                                         **EXTRA_PARAMETERS.get(name, {})})
-        prepared.append(str(target))
+        prepared[name] = str(target)
     env = {**os.environ, INSTALL_ENV: str(wheel),
            # what `pip install` in the setup cell does with it: into `site`, no dependencies
            "PIP_TARGET": str(site), "PIP_NO_DEPS": "1", "PIP_UPGRADE": "1",
            "PYTHONPATH": os.pathsep.join([str(site), str(STUB)]),
            "COLAB_DRIVE_MOUNTPOINT": str(drive), "COLAB_STUB_UPLOADS": str(PHOTOS)}
     env.pop("MPLBACKEND", None)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "--nbval-lax", "--nbval-current-env", "--rootdir", str(base),
-                           "--durations=15", *prepared],
-                          cwd=base, env=env, capture_output=True, text=True)
-    (base / "nbval.log").write_text(proc.stdout)   # the slowest cells are listed at its end
+    # Two nbval runs side by side, each on its share of the cores: 04 reads the run 01 keeps on
+    # Drive, so they run in order; 02 and 03 need nothing from the others (03 takes longest).
+    threads = max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 2) // 2)
+    runs = []
+    for i, group in enumerate(PARALLEL):
+        log = base / f"nbval-{i}.log"          # the slowest cells are listed at its end
+        with open(log, "w") as out:
+            runs.append((log, subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                 "--nbval-current-env", "--rootdir", str(base), "--durations=15",
+                 *[prepared[name] for name in group]],
+                cwd=base, env={**env, "OMP_NUM_THREADS": str(threads)}, stdout=out,
+                stderr=subprocess.STDOUT, text=True)))
+    codes = [p.wait() for _, p in runs]
+    proc = subprocess.CompletedProcess("nbval", max(codes),
+                                       "\n".join(log.read_text() for log, _ in runs))
     return proc, base, site, drive
 
 

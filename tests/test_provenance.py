@@ -15,8 +15,9 @@ from cifar_lib.provenance import PACKAGE, code_version
 from cifar_lib.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-RECORDS = sorted([*ROOT.glob("benchmarks/results/*.json"),
-                  *ROOT.glob("cifar_lib/records/*.json")])
+RECORDS = sorted(p for p in [*ROOT.glob("benchmarks/results/*.json"),
+                             *ROOT.glob("cifar_lib/records/*.json")]
+                 if not p.name.endswith(".progress.json"))  # a benchmark still running
 PREFIX = ["python", "-m", "cifar_lib"]
 # Records whose command cannot run today, each with the reason; kept for their numbers.
 NOT_RERUNNABLE = {

@@ -33,7 +33,7 @@ from ..models import count_parameters
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 1024)
 
 
-QUICK_BATCH_SIZES = (1, 32, 256)
+QUICK_BATCH_SIZES = (1, 8, 64)
 
 
 BASELINE = "no_grad"
