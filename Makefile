@@ -36,10 +36,10 @@ constraints: install  ## write what .venv holds into CONSTRAINTS
 	  echo "# cifar_lib). CI and make install use them; users keep pyproject's ranges."; \
 	  $(PY) -m pip freeze --all --exclude-editable | grep -v -i '^cifar[_-]lib'; } > $(CONSTRAINTS)
 
-# One worker per core (pytest-xdist); a file's tests stay together, so that a module's
+# One worker per logical CPU (pytest-xdist); a file's tests stay together, so that a module's
 # fixtures (the Colab run of the lessons, the torchrun jobs) are made once.
 test: install  ## the whole test suite (what CI runs)
-	$(PY) -m pytest -q --durations=10 -n auto --dist loadfile
+	$(PY) -m pytest -q --durations=10 -n logical --dist loadfile
 
 train: install  ## the main job: train the fast recipe into runs/fast, calibrated
 	$(PY) -m cifar_lib train --recipe fast --run-dir runs/fast
