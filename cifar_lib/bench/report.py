@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..records import markdown_table
+from ..recipes import get_recipe
 
 # Where the records are, relative to the repository root. The lessons' records are looked up in
 # each folder in turn (the first holding the file wins), so a folder can move without a gap.
@@ -406,7 +407,25 @@ def breakdown_table(root: Path = ROOT) -> str:
     if path is None:
         return _placeholder("breakdown", str(RESULTS / "breakdown.json"))
     record = _read(path)
-    return markdown_table(record["rows"]) + _caption(record)
+    recipes = list(dict.fromkeys(r["recipe"] for r in record["rows"]))
+    cells: dict[str, dict] = {}    # part → {recipe: "ms (share)"}, one row per part
+    for r in record["rows"]:
+        share = f" ({r['share']:.0%})" if r["share"] is not None else ""
+        cells.setdefault(r["part"], {"part": r["part"]})[r["recipe"]] = (
+            f"{r['ms_per_step']:,.0f}{share}")
+    totals = {"part": "a whole training step"}
+    for name in recipes:
+        step = sum(r["ms_per_step"] for r in record["rows"]
+                   if r["recipe"] == name and r["share"] is not None)
+        totals[name] = f"{step:,.0f}"
+    columns = {"part": "part", **{f"{name}: ms per step (share)": name for name in recipes}}
+    rows = [*cells.values(), totals]
+    return markdown_table(rows, {k: (lambda r, v=v: r.get(v, "")) for k, v in columns.items()}) \
+        + _caption(record, f"; {record['settings'].get('steps')} whole-image steps of each "
+                           f"recipe after {record['settings'].get('warmup')} untimed, "
+                           f"{record['machine']['torch_threads']} threads; a step is "
+                           + ", ".join(f"{get_recipe(n).batch_size:,} images for {n}"
+                                       for n in recipes))
 
 
 def _placeholder(benchmark: str, where: str) -> str:
