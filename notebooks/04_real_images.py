@@ -322,16 +322,16 @@ pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.pro
 # %% [markdown]
 # What it still gets wrong:
 #
-# - **A giraffe can pass for a deer.** In the record, at the 95% threshold every score lets
-#   (almost) all of the giraffe's views through, on both models measured (the giraffe rows):
-#   its logits are large and one-sided, which MSP and energy reward, and its features are near
-#   the deer's. Whether this run's detector flags the photo is in the predictions above; one
-#   photo is no evidence either way.
-# - **Known classes in unfamiliar framing are flagged.** The porch scene, the herd and the eagle
-#   on a shore are nothing like a centred CIFAR-10 object, and a detector fitted on CIFAR-10
-#   calls them "none of these". It measures "unlike the training images", not "not one of the
-#   ten classes"; for a photo of the wrong class that looks like the training images (the
-#   giraffe), it has nothing to go on.
+# - **A giraffe can pass for a deer.** Compare the giraffe rows of the two models in the
+#   record: the six-class model lets most of its views through whatever the score; the fast
+#   model catches them with energy and the feature scores rather than with MSP, which rewards
+#   large one-sided logits. Whether this run's detector flags the photo is in the predictions
+#   above; one photo is no evidence either way.
+# - **Known classes in unfamiliar framing can be flagged.** A whole scene (a dog on a porch
+#   beside a bicycle, a herd in a landscape) is nothing like a centred CIFAR-10 object, and a
+#   detector fitted on CIFAR-10 may call it "none of these" (the table above says which photos
+#   this run flags). It measures "unlike the training images", not "not one of the ten
+#   classes": a photo of a wrong class that looks like the training images passes.
 # - **Unknown classes that resemble known ones are hard.** On the held-out classes (frogs,
 #   horses, ships, trucks against six classes that include deer, automobiles and airplanes) the
 #   best score is far from perfect, and most unknowns still pass at 95% TPR.
