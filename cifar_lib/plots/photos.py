@@ -96,7 +96,8 @@ def plot_open_set(record: dict, metric: str = "auroc") -> Figure:
     for i, s in enumerate(scores):
         ax.bar(x + (i - (len(scores) - 1) / 2) * width,
                [value.get((m, u, s), np.nan) for m, u in groups], width, label=s)
-    ax.set_xticks(x, [f"{m}\n{u}" for m, u in groups], fontsize=8)
+    # "corrupted (severity 5)" on two lines, so that neighbouring labels do not run together
+    ax.set_xticks(x, [f"{m}\n{u.replace(' (', chr(10) + '(')}" for m, u in groups], fontsize=8)
     if metric == "auroc":
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         ax.set_ylabel("AUROC (1 = perfect, 0.5 = chance)")
