@@ -199,7 +199,7 @@ def test_an_interrupted_train_benchmark_resumes_without_running_anything_twice(
 
     monkeypatch.setattr(bench_train, "train_once", interrupted_after_two)
     assert main(argv) == 130  # interrupted during its third run
-    progress = bench_train.progress_path(out)
+    progress = records.progress_path(out)
     assert progress.name == "train.progress.json" and not out.exists()
     saved = json.loads(progress.read_text())["runs"]
     assert [(r["recipe"], r["seed"]) for r in saved] == ran == [("fast", 0),
@@ -210,12 +210,12 @@ def test_an_interrupted_train_benchmark_resumes_without_running_anything_twice(
     expected = bench_train.fingerprint("fast", "airbench94", torch.device("cpu"), True)
     other = json.loads(json.dumps(expected))
     other["recipes"]["airbench94"]["epochs"] += 1
-    with pytest.raises(bench_train.ResumeError, match="different recipes"):
-        bench_train.load_progress(progress, other, resume=True)
+    with pytest.raises(records.ResumeError, match="different recipes"):
+        records.load_progress(progress, other, resume=True)
     other = json.loads(json.dumps(expected))
     other["machine"]["torch_threads"] += 1
-    with pytest.raises(bench_train.ResumeError, match="machine, machine.torch_threads"):
-        bench_train.load_progress(progress, other, resume=True)
+    with pytest.raises(records.ResumeError, match="machine, machine.torch_threads"):
+        records.load_progress(progress, other, resume=True)
     # --resume measures only the missing run and writes the whole record, then drops progress.
     ran.clear()
     assert main(argv + ["--resume"]) == 0

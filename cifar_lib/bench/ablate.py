@@ -6,7 +6,7 @@
 Every variant trains at the recipe's full budget by default: hours on a CPU. The record goes
 to ``cifar_lib/records/ablation_<recipe>.json``, where lesson 01_train reads it. After each run
 the rows so far go to ``<record>.progress.json``; ``--resume`` continues from there if they were
-measured with the same recipe, budget, variants, seeds and machine (``records.load_progress``).
+measured with the same recipe, budget, variants, seeds and machine (``records.Progress``).
 """
 from __future__ import annotations
 
@@ -22,15 +22,7 @@ from ..ablation import (
     summarize,
 )
 from ..data import add_data_args, load_cifar10
-from ..files import json_safe, write_json
-from .records import (
-    load_progress,
-    machine_fingerprint,
-    print_table,
-    progress_path,
-    settings,
-    write_record,
-)
+from .records import Progress, machine_fingerprint, print_table, settings, write_record
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,22 +51,17 @@ def main(args: argparse.Namespace) -> int:
     if args.quick:
         budget = dict(epochs=extra.pop("epochs"), widths=extra.pop("widths"))
     out = args.out or record_path(args.recipe)
-    progress = progress_path(out)
-    expected = {"recipe": args.recipe, "budget": {**budget, **extra}, "device": args.device,
-                "variants": args.variants, "seeds": args.seeds, "machine": machine_fingerprint()}
-    expected = json_safe(expected)  # as JSON holds it, so that a saved one compares equal
-    done = load_progress(progress, expected, args.resume)
-    if done:
-        print(f"resuming: {len(done)} row(s) already measured in {progress}")
+    progress = Progress(out, {"recipe": args.recipe, "budget": {**budget, **extra},
+                              "device": args.device, "variants": args.variants,
+                              "seeds": args.seeds, "machine": machine_fingerprint()}, args.resume)
     rows = run(train, test, recipe=args.recipe, variants=args.variants, seeds=args.seeds,
-               device=args.device, progress=not args.quick, done=done,
-               on_row=lambda rows: write_json(progress, {"fingerprint": expected, "runs": rows}),
-               **budget, **extra)
+               device=args.device, progress=not args.quick, done=progress.done,
+               on_row=progress.save, **budget, **extra)
     summary = summarize(rows)
     print_table(summary, SUMMARY_COLUMNS)
     write_record(out, rows, benchmark="ablation", command=args.command_line,
                  settings=settings(args), recipe=args.recipe, budget={**budget, **extra},
                  quick=args.quick, summary=summary)
-    progress.unlink(missing_ok=True)
+    progress.finish()
     print(f"record written to {out}")
     return 0

@@ -41,22 +41,14 @@ import torch.nn.functional as F
 from ..data import CifarSplit, add_data_args, load_cifar10
 from ..device import cpu_has_native_bf16, select_device
 from ..errors import UsageError
-from ..files import json_safe, read_json, write_json
+from ..files import json_safe
 from ..inference import accuracy, predict_logits
 from ..models import build_model
 from ..recipes import configure, get_recipe
 from ..speed.clock import synced_clock
 from ..speed.loaders import original_pipeline
 from ..train import fit, seed_everything
-from .records import (  # noqa: F401  (ResumeError: raised from here too)
-    ResumeError,
-    load_progress,
-    machine_fingerprint,
-    print_table,
-    progress_path,
-    settings,
-    write_record,
-)
+from .records import Progress, machine_fingerprint, print_table, settings, write_record
 
 TARGET = 0.64
 GOAL = 94.0                       # % test accuracy (mean over seeds) the recipes race to
@@ -186,7 +178,7 @@ def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device:
     """Both parts of the benchmark on one ``device`` ('auto': the best present); returns the
     record's fields, with every run's row under 'runs'. ``quick``: 512 training and 256 test
     images, one epoch each, the original pipeline without worker processes. ``done``: rows
-    already measured (from ``load_progress``), reused rather than run again; ``on_run``
+    already measured (``Progress.done``), reused rather than run again; ``on_run``
     receives all rows so far after each new run. ``precision``: forced on both recipes and the
     time-to-64% racer (None: each recipe's own; the original pipeline is fp32 as it ran)."""
     dev = select_device(device)
@@ -260,15 +252,11 @@ def _fmt(value, spec: str, unit: str = "", none: str = "never") -> str:
 def main(args: argparse.Namespace) -> int:
     dev = select_device(args.device)
     out = args.out or default_out(dev, args.precision)
-    progress = progress_path(out)
-    expected = fingerprint(args.recipe, args.anchor, dev, args.quick, args.precision)
-    done = load_progress(progress, expected, args.resume)
-    if done:
-        print(f"resuming: {len(done)} run(s) already measured in {progress}")
+    progress = Progress(out, fingerprint(args.recipe, args.anchor, dev, args.quick,
+                                         args.precision), args.resume)
     result = run(args.seeds, args.anchor_seeds, args.data_root, args.quick, str(dev),
-                 args.download, args.recipe, args.anchor, done=done,
-                 on_run=lambda rows: write_json(progress, {"fingerprint": expected, "runs": rows}),
-                 precision=args.precision)
+                 args.download, args.recipe, args.anchor, done=progress.done,
+                 on_run=progress.save, precision=args.precision)
     print_table(result["runs"], ["recipe", "seed", "test_acc", "test_acc_no_tta", "seconds",
                                  "images_per_second", "precision"])
     print()
@@ -286,7 +274,7 @@ def main(args: argparse.Namespace) -> int:
           f"ran {_fmt(t['original'], '.1f', ' s')}: "
           + (f"{t['speedup']:.1f}× sooner" if t["speedup"] else "no speed-up measured"))
     write_record(out, result.pop("runs"), benchmark="train", command=args.command_line,
-                 settings=settings(args), recipe_settings=expected["recipes"], **result)
-    progress.unlink(missing_ok=True)
+                 settings=settings(args), recipe_settings=progress.fingerprint["recipes"], **result)
+    progress.finish()
     print(f"record written to {out}")
     return 0

@@ -126,3 +126,25 @@ def load_progress(path, expected: dict, resume: bool) -> list[dict]:
     return saved["runs"]
 
 
+class Progress:
+    """The rows of a benchmark of many long runs, saved to ``<record>.progress.json`` after
+    each run, so that ``--resume`` continues an interrupted one (``load_progress``).
+
+    ``fingerprint``: what the rows must share (with a "machine" entry from
+    ``machine_fingerprint``). ``done``: the rows measured before, to reuse."""
+
+    def __init__(self, out, fingerprint: dict, resume: bool):
+        self.path = progress_path(out)
+        self.fingerprint = json_safe(fingerprint)  # as JSON holds it, so a saved one compares equal
+        self.done = load_progress(self.path, self.fingerprint, resume)
+        if self.done:
+            print(f"resuming: {len(self.done)} run(s) already measured in {self.path}")
+
+    def save(self, rows: Sequence[dict]) -> None:
+        write_json(self.path, {"fingerprint": self.fingerprint, "runs": list(rows)})
+
+    def finish(self) -> None:
+        """The record is written: its progress file goes."""
+        self.path.unlink(missing_ok=True)
+
+
