@@ -328,28 +328,33 @@ class LiveTrainingCurves:
 def plot_ablation_differences(summary: Sequence[dict], *, full: str = "fast",
                               full_label: str | None = None,
                               title: str = "what each trick buys") -> Figure:
-    """The ablation summary (``summarize`` rows: variant, test_acc_mean, test_acc_std, seeds)
-    as differences to the full recipe's accuracy (row ``full``), in points, each bar from 0 with
-    an error bar of ±sqrt(std² + std_full²) over seeds; a bar to the left means removing that
-    trick cost accuracy. The full recipe itself is not drawn; its accuracy is in the title."""
+    """The ablation summary (``summarize`` rows: variant, test_acc_mean, test_acc_std, seeds,
+    and optionally seconds_mean) as differences to the full recipe's accuracy (row ``full``), in
+    points, each bar from 0 with an error bar of ±sqrt(std² + std_full²) over seeds; a bar to
+    the left means removing that trick cost accuracy. With seconds, a second panel shows each
+    variant's training time as a multiple of the full recipe's: what the trick saves or costs
+    in time. The full recipe itself is not drawn; its accuracy is in the title."""
     base = next(r for r in summary if r["variant"] == full)
     rows = [r for r in summary if r["variant"] != full][::-1]
     diffs = [r["test_acc_mean"] - base["test_acc_mean"] for r in rows]
     errors = [math.hypot(r["test_acc_std"], base["test_acc_std"]) for r in rows]
-    fig = Figure(figsize=(8, 0.45 * len(rows) + 1.6), layout="constrained")
-    ax = fig.subplots()
+    timed = all(r.get("seconds_mean") for r in (base, *rows))
+    fig = Figure(figsize=(11 if timed else 8, 0.45 * len(rows) + 1.6), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True, width_ratios=(3, 1)) if timed else [fig.subplots()]
+    ax = axes[0]
     colours = ["tab:grey" if r["variant"] == "original" else
                "tab:red" if d < 0 else "tab:blue" for r, d in zip(rows, diffs)]
     ax.barh([r["variant"] for r in rows], diffs, xerr=errors, color=colours, alpha=0.8,
             capsize=3)
     ax.axvline(0, color="black", linewidth=1)
-    for y, (d, e) in enumerate(zip(diffs, errors)):
-        ax.text(d + (e + 0.3 if d >= 0 else -e - 0.3), y, f"{d:+.2f}", va="center",
-                ha="left" if d >= 0 else "right", fontsize=8)
     low = min([0.0, *[d - e for d, e in zip(diffs, errors)]])
     high = max([0.0, *[d + e for d, e in zip(diffs, errors)]])
-    pad = 0.15 * (high - low or 1)
+    pad = 0.2 * (high - low or 1)  # room for the labels
     ax.set_xlim(low - pad, high + pad)
+    for y, (d, e) in enumerate(zip(diffs, errors)):
+        gap = e + 0.02 * (high - low or 1)
+        ax.text(d + (gap if d >= 0 else -gap), y, f"{d:+.2f}", va="center",
+                ha="left" if d >= 0 else "right", fontsize=8)
     seeds = max((r["seeds"] for r in summary), default=1)
     ax.set_xlabel(f"difference to the full recipe's test accuracy, points (mean of {seeds} "
                   f"seed{'s' if seeds > 1 else ''} ± spread)")
@@ -357,4 +362,14 @@ def plot_ablation_differences(summary: Sequence[dict], *, full: str = "fast",
     ax.set_title(f"{title}: {name} with every trick reached {base['test_acc_mean']:.2f}%; "
                  f"each bar removes one", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
+    if timed:
+        ratios = [r["seconds_mean"] / base["seconds_mean"] for r in rows]
+        axes[1].barh(range(len(rows)), ratios, color="tab:grey", alpha=0.7)
+        axes[1].axvline(1, color="black", linewidth=1)
+        for y, ratio in enumerate(ratios):
+            axes[1].text(ratio, y, f" {ratio:.2f}×", va="center", fontsize=8)
+        axes[1].set_xlim(0, 1.25 * max([1.0, *ratios]))
+        axes[1].set_xlabel("training time ÷ full recipe's")
+        axes[1].set_title("time", fontsize=10)
+        axes[1].grid(alpha=0.3, axis="x")
     return fig
