@@ -187,3 +187,22 @@ def test_the_readme_table_shows_each_shipped_model_from_its_own_files():
         acc = metrics.get("test_acc_tta", metrics["test_acc"])
         assert f"| {name} (the shipped model) | {100 * acc:.2f}% (1 seed) |" in built
         assert f"{metrics['train_images']:,}" in built
+
+
+def test_the_readme_says_what_the_validation_split_costs_once_the_fast_ablation_exists(tmp_path):
+    root = _copy_docs(tmp_path)
+    path = root / report.LESSON_RECORDS[0] / "ablation_fast.json"
+    path.unlink(missing_ok=True)
+    assert "No record yet" in report.tables(root)["validation"]
+    summary = [{"variant": v, "removed": "…", "seeds": 3, "test_acc_mean": acc,
+                "test_acc_std": 0.1, "test_acc_min": acc - 0.1, "vs_base": 0.0,
+                "seconds_mean": 400.0}
+               for v, acc in (("fast", 93.61), ("no Muon", 92.7), ("no validation split", 94.07))]
+    path.write_text(json.dumps({"benchmark": "ablation", "date": "2030-01-02T00:00:00+00:00",
+                                "machine": {"cpu": "Some CPU"}, "settings": {"seeds": [0, 1, 2]},
+                                "rows": [], "summary": summary}))
+    table = report.tables(root)["validation"]
+    assert "| 45,000 images, 5,000 held out for validation (the default) | 93.61% ± 0.10 | 3 |" \
+        in table
+    assert "| all 50,000 images | 94.07% ± 0.10 | 3 |" in table
+    assert "no Muon" not in table and "README.md: validation" in report.stale(root)
