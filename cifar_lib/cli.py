@@ -43,8 +43,9 @@ def _add_train(sub) -> None:
                        description="Train a recipe on CIFAR-10; writes checkpoint.pt, "
                                    "history.json and metrics.json into --run-dir.")
     p.add_argument("--recipe", default="fast",
-                   help="'fast' (default, ~94%%), 'airbench94' (the published recipe it races), "
-                        "'short' (~85%%, for slow machines), 'tiny' (~64%% in one epoch), "
+                   help="'fast' (default), 'airbench94' (the published recipe it races), "
+                        "'short' (for slow machines), 'tiny' (the original's accuracy in one "
+                        "epoch), "
                         "'race64' (64%% as soon as possible) or 'original' (the original "
                         "notebook: SimpleCNN, Adam, 2 epochs)")
     p.add_argument("--run-dir", default="runs/default", help="output folder (default: runs/default)")

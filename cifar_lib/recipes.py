@@ -3,12 +3,12 @@ and overrides into a ``TrainConfig`` (used by the command line, the notebooks, t
 and the tests).
 
 - ``original``: the original notebook's recipe: SimpleCNN, Adam 1e-3, batch 128, two epochs.
-- ``airbench94``: Keller Jordan's airbench94 with its published hyperparameters, about 94% in
-  ten epochs: the anchor that ``fast`` is raced against.
+- ``airbench94``: Keller Jordan's airbench94 with its published hyperparameters (94% in ten
+  epochs, as published): the anchor that ``fast`` is raced against.
 - ``fast``: the course's own recipe, the default: airbench94's network trained with Muon, early
   small crops and colour jitter (written out below, field by field, and in lesson 01).
-- ``short``: airbench94 narrowed and cut to four epochs, for slow machines (about 85%).
-- ``tiny``: airbench94 narrowed to the original's accuracy (about 64%) in one epoch.
+- ``short``: airbench94 narrowed and cut to four epochs, for slow machines.
+- ``tiny``: airbench94 narrowed to reach the original's accuracy in one epoch.
 - ``race64``: the Muon recipe sized to reach 64% as soon as possible (the time-to-64% race).
 
 Every recipe holds out the same 5,000 training images as a validation split (``val_fraction``):
@@ -45,12 +45,12 @@ RECIPES: dict[str, TrainConfig] = {
         bias_lr_scale=64.0,      # BatchNorm/whitening biases need a far larger step to matter
         schedule="triangle",     # short warm-up, then linear decay: most progress in few steps
         label_smoothing=0.2,     # soft targets: better calibrated, less over-confident logits
-        lookahead=True,          # weight averaging: a free ~0.2–0.3 points at the end
+        lookahead=True,          # weight averaging: the weights drift less at the end
         whiten_bias_epochs=3,    # the whitening bias helps early, then only adds noise
         flip="alternating",      # each image both ways every two epochs, no repeats by chance
         translate=2,             # random ±2-pixel shifts: the main regulariser
         mean=CIFAR10_MEAN_STD[0], std=CIFAR10_MEAN_STD[1],
-        tta_level=2,             # mirror + 1-pixel shifts at test time: ~+0.5 points
+        tta_level=2,             # mirror + 1-pixel shifts at test time
         precision="auto",        # bf16 on Ampere+ GPUs and native-bf16 CPUs, fp16 on older GPUs
         channels_last="auto",    # the memory layout fast convolution kernels want (not on MPS)
     ),
