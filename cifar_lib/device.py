@@ -132,3 +132,28 @@ def cpu_model() -> str:
         return name
     import platform
     return platform.processor() or platform.machine()
+
+
+# glibc's malloc serves every large block (activations, gradients: megabytes each) with a fresh
+# mmap and returns it to the kernel when it is freed, so each CPU training step maps, faults in
+# and zeroes the same memory again. Telling malloc to keep freed memory for reuse removes that
+# kernel work; the price is that the process holds on to its peak memory until it exits.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's malloc.h
+
+
+def keep_freed_memory(libc=None) -> bool:
+    """On Linux with glibc, make malloc keep freed memory for reuse (no mmap for large blocks,
+    no trimming of the heap); True when applied, False elsewhere (macOS, Windows, musl), where
+    nothing changes. Process-wide and for the rest of the process: ``fit`` calls it for CPU
+    training; a library import does not. ``libc``: for tests, a stand-in with ``mallopt``."""
+    if libc is None:
+        import ctypes
+        import platform
+        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+            return False
+        libc = ctypes.CDLL(None)
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    # mallopt returns 1 on success; the trim threshold is an int, so its largest value.
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

@@ -39,6 +39,7 @@ from .config import ConfigError, TrainConfig
 from .data import CifarSplit, split_validation, validation_size
 from .device import (
     autocast_dtype,
+    keep_freed_memory,
     precision_name,
     select_device,
     sync,
@@ -201,6 +202,8 @@ def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
     channels_last = use_channels_last(device, cfg.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
+    else:
+        keep_freed_memory()  # no page faults for memory each step frees and allocates again
     seed_everything(cfg.seed)
     model = build_model(cfg.model, **cfg.model_kwargs)
     if isinstance(model, AirbenchNet) and model.whitening is not None:
