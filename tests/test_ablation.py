@@ -112,10 +112,12 @@ def test_quick_command_writes_a_record_with_rows_and_summary(cifar_folder, tmp_p
     root = cifar_folder(tmp_path / "data", n_per_batch=220)  # 1,100 ≥ the quick 1,024 images
     out = tmp_path / "ablation.json"
     argv = ["bench", "ablation", "--quick", "--seeds", "0", "--device", "cpu", "--data-root",
-            str(root), "--variants", "fast", "no TTA", "no early crops", "--out", str(out)]
+            str(root), "--variants", "fast", "no TTA", "no early crops", "--out", str(out),
+            "--note", "two at a time"]
     assert main(argv) == 0
     record = json.loads(out.read_text())
     assert record["benchmark"] == "ablation" and record["quick"] is True
+    assert record["note"] == "two at a time"
     assert record["recipe"] == "fast"
     assert [r["variant"] for r in record["rows"]] == ["fast", "no TTA", "no early crops"]
     assert [r["variant"] for r in record["summary"]] == ["fast", "no TTA", "no early crops"]

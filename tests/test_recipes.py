@@ -77,3 +77,14 @@ def test_fast_is_one_flat_config_and_every_recipe_holds_out_the_same_validation_
     assert '"fast": TrainConfig(' in source  # written out, not a chain of .replace calls
     assert {cfg.val_fraction for cfg in RECIPES.values()} == {0.1}
     assert list(RECIPES)[:3] == ["original", "airbench94", "fast"]
+
+
+def test_the_docs_and_lessons_use_only_current_recipe_names():
+    from cifar_lib.recipes import RENAMED
+    docs = [ROOT / "README.md", ROOT / "benchmarks" / "README.md",
+            *sorted((ROOT / "notebooks").glob("*.py"))]  # not HISTORY.md: it is the history
+    for path in docs:
+        text = path.read_text()
+        for old in RENAMED:
+            if old != "seed":  # "seed" is also the random seed
+                assert f"`{old}`" not in text and f'"{old}"' not in text, (path.name, old)

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="JSON record (default cifar_lib/records/ablation_RECIPE.json)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from <record>.progress.json")
+    p.add_argument("--note", help="how the runs were made, kept in the record and shown with "
+                                  "it (e.g. two at a time, one per core)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -61,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
     print_table(summary, SUMMARY_COLUMNS)
     write_record(out, rows, benchmark="ablation", command=args.command_line,
                  settings=settings(args), recipe=args.recipe, budget={**budget, **extra},
-                 quick=args.quick, summary=summary)
+                 quick=args.quick, summary=summary, **({"note": args.note} if args.note else {}))
     progress.finish()
     print(f"record written to {out}")
     return 0
