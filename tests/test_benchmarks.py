@@ -226,3 +226,6 @@ def test_an_interrupted_train_benchmark_resumes_without_running_anything_twice(
     assert record["rows"][0] == saved[0] and record["rows"][1] == saved[1]
     assert record["recipe_settings"] == expected["recipes"]  # the quick runs' own settings
     assert record["recipe_settings"]["fast"]["brightness"] == 0.1399
+    # a race trains on every training image, as airbench does: it chooses nothing
+    assert record["recipe_settings"]["fast"]["val_fraction"] == 0
+    assert record["recipe_settings"]["airbench94"]["val_fraction"] == 0
