@@ -141,11 +141,18 @@ def cpu_model() -> str:
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's malloc.h
 
 
+KEEP_FREED_MEMORY = "CIFAR_LIB_KEEP_FREED_MEMORY"  # set to 0 to leave malloc as it is
+
+
 def keep_freed_memory(libc=None) -> bool:
     """On Linux with glibc, make malloc keep freed memory for reuse (no mmap for large blocks,
-    no trimming of the heap); True when applied, False elsewhere (macOS, Windows, musl), where
-    nothing changes. Process-wide and for the rest of the process: ``fit`` calls it for CPU
-    training; a library import does not. ``libc``: for tests, a stand-in with ``mallopt``."""
+    no trimming of the heap); True when applied, False elsewhere (macOS, Windows, musl) or when
+    $CIFAR_LIB_KEEP_FREED_MEMORY is 0, where nothing changes. Process-wide and for the rest of
+    the process: ``fit`` calls it for CPU training; a library import does not. ``libc``: for
+    tests, a stand-in with ``mallopt``."""
+    import os
+    if os.environ.get(KEEP_FREED_MEMORY, "1") == "0":
+        return False
     if libc is None:
         import ctypes
         import platform

@@ -222,6 +222,12 @@ def test_keep_freed_memory_turns_off_mmap_and_trimming():
     assert dev.keep_freed_memory(object()) is False          # no mallopt: not glibc
 
 
+def test_keep_freed_memory_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("CIFAR_LIB_KEEP_FREED_MEMORY", "0")
+    libc = _Libc()
+    assert dev.keep_freed_memory(libc) is False and libc.calls == []
+
+
 def test_keep_freed_memory_ends_the_page_faults_of_reallocating(tmp_path):
     # Process-wide, so measured in a fresh process: allocate and free a 64 MB tensor ten
     # times; with glibc's defaults each allocation is a fresh mmap that faults every page in.

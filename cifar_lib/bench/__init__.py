@@ -9,6 +9,8 @@
 - ``throughput`` (throughput.py): training images/s of recipes on the CPU and on each GPU.
 - ``robustness`` (corrupt.py): accuracy under common corruptions, model by model.
 - ``breakdown`` (breakdown.py): where a training step's time goes, from torch.profiler.
+- ``allocator`` (allocator.py): CPU training steps with malloc as it is and keeping freed
+  memory (``device.keep_freed_memory``), side by side.
 - ``open-set`` (open_set.py): "none of these" scores (``cifar_lib.ood``) against unknown
   classes, corrupted and synthetic images and an out-of-class photo.
 - ``report`` (report.py): not a measurement: rebuilds the docs' result tables from the records.
@@ -21,6 +23,7 @@ date).
 """
 from . import (
               ablate,
+              allocator,
               breakdown,
               corrupt,
               inference_speed,
@@ -33,4 +36,5 @@ from . import (
 
 BENCHMARKS = {"ablation": ablate, "data": pipeline, "train": race,
               "inference": inference_speed, "throughput": throughput, "robustness": corrupt,
-              "breakdown": breakdown, "report": report, "open-set": open_set}
+              "breakdown": breakdown, "report": report, "open-set": open_set,
+              "allocator": allocator}
