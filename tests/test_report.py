@@ -206,3 +206,24 @@ def test_the_readme_says_what_the_validation_split_costs_once_the_fast_ablation_
         in table
     assert "| all 50,000 images | 94.07% ± 0.10 | 3 |" in table
     assert "no Muon" not in table and "README.md: validation" in report.stale(root)
+
+
+def test_the_allocator_table_shows_medians_and_the_speedup(tmp_path):
+    root = _copy_docs(tmp_path)
+    path = root / report.RESULTS / "allocator.json"
+    path.unlink(missing_ok=True)
+    assert "No record yet" in report.tables(root)["allocator"]
+    rows = [{"recipe": "fast", "allocator": a, "round": i, "images_per_s": ips,
+             "seconds_per_step": 1.0, "minor_page_faults": faults, "system_seconds": sys_s}
+            for i, (a, ips, faults, sys_s) in enumerate([
+                ("as it is", 700.0, 900_000, 3.0), ("kept", 760.0, 100_000, 0.2),
+                ("as it is", 720.0, 910_000, 3.1), ("kept", 770.0, 110_000, 0.3),
+                ("as it is", 710.0, 920_000, 3.2), ("kept", 780.0, 120_000, 0.4)])]
+    path.write_text(json.dumps({"benchmark": "allocator", "date": "2030-01-02T00:00:00+00:00",
+                                "machine": {"cpu": "Some CPU", "torch_threads": 2},
+                                "settings": {"rounds": 3, "steps": 10, "warmup": 3},
+                                "speedup": {"fast": 770.0 / 710.0}, "rows": rows}))
+    table = report.tables(root)["allocator"]
+    assert "| fast | as it is | 710 | 910,000 | 3.1 |  |" in table
+    assert "| fast | kept | 770 | 110,000 | 0.3 | 1.085× |" in table
+    assert "benchmarks/README.md: allocator" in report.stale(root)

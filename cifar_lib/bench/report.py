@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The docs and the blocks each must hold.
 DOCS = {
     "benchmarks/README.md": ("train", "time-to-64", "data", "inference", "throughput",
-                             "ablation", "robustness", "open-set", "breakdown"),
+                             "ablation", "robustness", "open-set", "breakdown", "allocator"),
     "README.md": ("validation", "results"),
 }
 
@@ -447,6 +447,31 @@ def breakdown_table(root: Path = ROOT) -> str:
                                        for n in recipes))
 
 
+def allocator_table(root: Path = ROOT) -> str:
+    """Per recipe and allocator: median images/s, page faults and system seconds per process,
+    and the speed-up of keeping freed memory."""
+    path = _lesson_record(root, "allocator.json")
+    if path is None:
+        return _placeholder("allocator", str(RESULTS / "allocator.json"))
+    record = _read(path)
+    rows = []
+    for recipe, speedup in record["speedup"].items():
+        for allocator in ("as it is", "kept"):
+            runs = [r for r in record["rows"]
+                    if r["recipe"] == recipe and r["allocator"] == allocator]
+            rows.append({
+                "recipe": recipe, "malloc": allocator,
+                "images/s (median)": f"{statistics.median(r['images_per_s'] for r in runs):,.0f}",
+                "page faults per process": f"{statistics.median(r['minor_page_faults'] for r in runs):,.0f}",
+                "system seconds per process": f"{statistics.median(r['system_seconds'] for r in runs):.1f}",
+                "speed-up": f"{speedup:.3f}×" if allocator == "kept" else ""})
+    s = record["settings"]
+    return markdown_table(rows) + _caption(
+        record, f"; {s['rounds']} rounds of {s['warmup']} untimed + {s['steps']} timed steps "
+                f"in a fresh process per allocator, {record['machine']['torch_threads']} "
+                f"threads; a process times every recipe, so its page faults are all of them")
+
+
 def _placeholder(benchmark: str, where: str) -> str:
     return (f"*No record yet: `python -m cifar_lib bench {benchmark}` measures it and writes "
             f"`{where}`.*")
@@ -456,7 +481,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "train": train_table, "time-to-64": time_to_64_table, "data": data_table,
     "inference": inference_table, "throughput": throughput_table, "ablation": ablation_table,
     "robustness": robustness_table, "open-set": open_set_table, "breakdown": breakdown_table,
-    "results": results_table, "validation": validation_table,
+    "results": results_table, "validation": validation_table, "allocator": allocator_table,
 }
 
 
