@@ -144,6 +144,20 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's mall
 KEEP_FREED_MEMORY = "CIFAR_LIB_KEEP_FREED_MEMORY"  # set to 0 to leave malloc as it is
 
 
+def _glibc() -> bool:
+    import platform
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def cpu_malloc() -> str:
+    """How CPU training allocates memory in this environment, for benchmark records: "keeps
+    freed memory" (glibc, the default), or "as it is" ($CIFAR_LIB_KEEP_FREED_MEMORY=0, or not
+    glibc)."""
+    import os
+    kept = _glibc() and os.environ.get(KEEP_FREED_MEMORY, "1") != "0"
+    return "keeps freed memory" if kept else "as it is"
+
+
 def keep_freed_memory(libc=None) -> bool:
     """On Linux with glibc, make malloc keep freed memory for reuse (no mmap for large blocks,
     no trimming of the heap); True when applied, False elsewhere (macOS, Windows, musl) or when
@@ -155,8 +169,7 @@ def keep_freed_memory(libc=None) -> bool:
         return False
     if libc is None:
         import ctypes
-        import platform
-        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        if not _glibc():
             return False
         libc = ctypes.CDLL(None)
     mallopt = getattr(libc, "mallopt", None)

@@ -253,3 +253,15 @@ def test_keep_freed_memory_ends_the_page_faults_of_reallocating(tmp_path):
         faults[mode] = int(out[1])
     assert faults["default"] > 10 * 16_000  # 64 MB is 16,384 pages of 4 kB, each time
     assert faults["keep"] < 3 * 16_384  # at most the first allocations' pages
+
+
+def test_records_say_how_cpu_training_allocates(monkeypatch):
+    from cifar_lib.bench.records import machine_fingerprint
+    monkeypatch.setattr(dev, "_glibc", lambda: True)
+    assert dev.cpu_malloc() == "keeps freed memory"
+    assert machine_fingerprint()["cpu_malloc"] == "keeps freed memory"
+    monkeypatch.setenv("CIFAR_LIB_KEEP_FREED_MEMORY", "0")
+    assert machine_fingerprint()["cpu_malloc"] == "as it is"
+    monkeypatch.delenv("CIFAR_LIB_KEEP_FREED_MEMORY")
+    monkeypatch.setattr(dev, "_glibc", lambda: False)  # macOS, Windows, musl
+    assert dev.cpu_malloc() == "as it is"

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..device import cpu_flag_names, cpu_has_native_bf16, cpu_model, read_cpuinfo
+from ..device import cpu_flag_names, cpu_has_native_bf16, cpu_malloc, cpu_model, read_cpuinfo
 from ..errors import UsageError
 from ..files import json_safe, read_json, write_json
 from ..provenance import code_version
@@ -45,7 +45,8 @@ def environment() -> dict:
     return {"cifar_lib": code_version(), "cpu": cpu_model(), "cpu_id": cpu_id(),
             "cpu_flags": cpu_flags(),
             "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "cpu_malloc": cpu_malloc(),
+            "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -87,9 +88,10 @@ def print_table(rows: Sequence[dict],
 
 def machine_fingerprint() -> dict:
     """What timings depend on and rows must share to be compared: the CPU, its flags, torch's
-    threads and version, and the GPU."""
+    threads, how CPU training allocates memory, torch's version, and the GPU."""
     env = environment()
-    return {k: env[k] for k in ("cpu", "cpu_flags", "torch_threads", "torch", "gpu")}
+    return {k: env[k] for k in ("cpu", "cpu_flags", "torch_threads", "cpu_malloc", "torch",
+                                "gpu")}
 
 
 def progress_path(out) -> Path:
