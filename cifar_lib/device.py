@@ -1,6 +1,9 @@
 """Pick the device to run on: CUDA, then Apple MPS, then CPU."""
 from __future__ import annotations
 
+import os
+import platform
+
 import torch
 
 
@@ -130,7 +133,6 @@ def cpu_model() -> str:
     name = read_cpuinfo().get("model name")
     if name:
         return name
-    import platform
     return platform.processor() or platform.machine()
 
 
@@ -139,13 +141,10 @@ def cpu_model() -> str:
 # and zeroes the same memory again. Telling malloc to keep freed memory for reuse removes that
 # kernel work; the price is that the process holds on to its peak memory until it exits.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's malloc.h
-
-
 KEEP_FREED_MEMORY = "CIFAR_LIB_KEEP_FREED_MEMORY"  # set to 0 to leave malloc as it is
 
 
 def _glibc() -> bool:
-    import platform
     return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
@@ -153,7 +152,6 @@ def cpu_malloc() -> str:
     """How CPU training allocates memory in this environment, for benchmark records: "keeps
     freed memory" (glibc, the default), or "as it is" ($CIFAR_LIB_KEEP_FREED_MEMORY=0, or not
     glibc)."""
-    import os
     kept = _glibc() and os.environ.get(KEEP_FREED_MEMORY, "1") != "0"
     return "keeps freed memory" if kept else "as it is"
 
@@ -164,7 +162,6 @@ def keep_freed_memory(libc=None) -> bool:
     $CIFAR_LIB_KEEP_FREED_MEMORY is 0, where nothing changes. Process-wide and for the rest of
     the process: ``fit`` calls it for CPU training; a library import does not. ``libc``: for
     tests, a stand-in with ``mallopt``."""
-    import os
     if os.environ.get(KEEP_FREED_MEMORY, "1") == "0":
         return False
     if libc is None:
