@@ -189,9 +189,9 @@ def test_the_readme_table_shows_each_shipped_model_from_its_own_files():
         assert f"{metrics['train_images']:,}" in built
 
 
-def test_the_readme_says_what_the_validation_split_costs_once_the_fast_ablation_exists(tmp_path):
+def test_the_readme_says_what_the_validation_split_costs_once_measured(tmp_path):
     root = _copy_docs(tmp_path)
-    path = root / report.LESSON_RECORDS[0] / "ablation_fast.json"
+    path = root / report.RESULTS / "validation_split.json"
     path.unlink(missing_ok=True)
     assert "No record yet" in report.tables(root)["validation"]
     summary = [{"variant": v, "removed": "…", "seeds": 3, "test_acc_mean": acc,
