@@ -229,3 +229,20 @@ def test_an_interrupted_train_benchmark_resumes_without_running_anything_twice(
     # a race trains on every training image, as airbench does: it chooses nothing
     assert record["recipe_settings"]["fast"]["val_fraction"] == 0
     assert record["recipe_settings"]["airbench94"]["val_fraction"] == 0
+
+
+def test_a_resumed_benchmark_keeps_the_rows_it_has_not_reached_yet(tmp_path):
+    fingerprint = {"recipe": "fast", "machine": {"cpu": "Some CPU"}}
+    first = records.Progress(tmp_path / "record.json", fingerprint, resume=False)
+    measured = [{"variant": "a", "seed": 1}, {"variant": "b", "seed": 2}]
+    first.save(measured)
+    resumed = records.Progress(tmp_path / "record.json", fingerprint, resume=True)
+    assert resumed.done == measured
+    new = {"variant": "c", "seed": 0}
+    resumed.save([new])  # seed 0 comes first: the resumed run has reached none of the others
+    saved = json.loads(first.path.read_text())["runs"]
+    assert saved == [new, *measured]
+    resumed.save([new, measured[0]])  # no row twice once it is reached
+    assert json.loads(first.path.read_text())["runs"] == [new, measured[0], measured[1]]
+    resumed.finish()
+    assert not first.path.exists()

@@ -143,7 +143,10 @@ class Progress:
             print(f"resuming: {len(self.done)} run(s) already measured in {self.path}")
 
     def save(self, rows: Sequence[dict]) -> None:
-        write_json(self.path, {"fingerprint": self.fingerprint, "runs": list(rows)})
+        """Save the rows so far, and every row measured before that a resumed run has not
+        reached yet (a benchmark visits rows in its own order, not in the order measured)."""
+        pending = [r for r in self.done if r not in rows]
+        write_json(self.path, {"fingerprint": self.fingerprint, "runs": [*rows, *pending]})
 
     def finish(self) -> None:
         """The record is written: its progress file goes."""
