@@ -144,16 +144,20 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's mall
 KEEP_FREED_MEMORY = "CIFAR_LIB_KEEP_FREED_MEMORY"  # set to 0 to leave malloc as it is
 
 
-def _glibc() -> bool:
+def has_glibc() -> bool:
+    """True on Linux with glibc, whose malloc ``keep_freed_memory`` tunes."""
     return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+def _keeping_wanted() -> bool:
+    return os.environ.get(KEEP_FREED_MEMORY, "1") != "0"
 
 
 def cpu_malloc() -> str:
     """How CPU training allocates memory in this environment, for benchmark records: "keeps
     freed memory" (glibc, the default), or "as it is" ($CIFAR_LIB_KEEP_FREED_MEMORY=0, or not
     glibc)."""
-    kept = _glibc() and os.environ.get(KEEP_FREED_MEMORY, "1") != "0"
-    return "keeps freed memory" if kept else "as it is"
+    return "keeps freed memory" if has_glibc() and _keeping_wanted() else "as it is"
 
 
 def keep_freed_memory(libc=None) -> bool:
@@ -162,11 +166,11 @@ def keep_freed_memory(libc=None) -> bool:
     $CIFAR_LIB_KEEP_FREED_MEMORY is 0, where nothing changes. Process-wide and for the rest of
     the process: ``fit`` calls it for CPU training; a library import does not. ``libc``: for
     tests, a stand-in with ``mallopt``."""
-    if os.environ.get(KEEP_FREED_MEMORY, "1") == "0":
+    if not _keeping_wanted():
         return False
     if libc is None:
         import ctypes
-        if not _glibc():
+        if not has_glibc():
             return False
         libc = ctypes.CDLL(None)
     mallopt = getattr(libc, "mallopt", None)

@@ -3,13 +3,13 @@ what the kernel did for each (never its timings)."""
 from __future__ import annotations
 
 import json
-import platform
 
 import pytest
 
 from cifar_lib.cli import main
+from cifar_lib.device import has_glibc
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+pytestmark = pytest.mark.skipif(not has_glibc(),
                                 reason="keeping freed memory is a glibc malloc setting")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import io
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -241,7 +240,7 @@ def test_keep_freed_memory_ends_the_page_faults_of_reallocating(tmp_path):
         "for _ in range(10):\n"
         "    torch.ones(16 * 2**20)\n"
         "print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n")
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not dev.has_glibc():
         pytest.skip("mallopt is glibc's")
     faults = {}
     for mode in ("default", "keep"):
@@ -257,11 +256,11 @@ def test_keep_freed_memory_ends_the_page_faults_of_reallocating(tmp_path):
 
 def test_records_say_how_cpu_training_allocates(monkeypatch):
     from cifar_lib.bench.records import machine_fingerprint
-    monkeypatch.setattr(dev, "_glibc", lambda: True)
+    monkeypatch.setattr(dev, "has_glibc", lambda: True)
     assert dev.cpu_malloc() == "keeps freed memory"
     assert machine_fingerprint()["cpu_malloc"] == "keeps freed memory"
     monkeypatch.setenv("CIFAR_LIB_KEEP_FREED_MEMORY", "0")
     assert machine_fingerprint()["cpu_malloc"] == "as it is"
     monkeypatch.delenv("CIFAR_LIB_KEEP_FREED_MEMORY")
-    monkeypatch.setattr(dev, "_glibc", lambda: False)  # macOS, Windows, musl
+    monkeypatch.setattr(dev, "has_glibc", lambda: False)  # macOS, Windows, musl
     assert dev.cpu_malloc() == "as it is"

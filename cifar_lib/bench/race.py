@@ -152,7 +152,7 @@ def summarize(rows: list[dict], goal: float = GOAL) -> dict:
 def fingerprint(recipe: str, anchor: str, device: torch.device, quick: bool,
                 precision: str | None = None) -> dict:
     """What rows must share to be compared: both recipes' settings (with ``precision`` when
-    forced), the device, and the CPU, its flags, torch's threads and version (and the GPU)."""
+    forced), the device, and the machine (``records.machine_fingerprint``)."""
     machine = machine_fingerprint()
     recipes = {name: configure(name, quick=quick, precision=precision, **PROTOCOL).to_dict()
                for name in (recipe, anchor)}
