@@ -169,3 +169,10 @@ def test_missing_record_names_the_command(monkeypatch, tmp_path):
     monkeypatch.setattr(ablation, "record_path", lambda recipe: tmp_path / "none.json")
     with pytest.raises(FileNotFoundError, match="bench ablation"):
         ablation.read_record("fast")
+
+
+def test_difference_error_is_the_spread_of_a_difference_between_two_runs():
+    # the plot's error bars and the lesson's "within their error bars" both use it
+    assert ablation.difference_error({"test_acc_std": 0.3}, {"test_acc_std": 0.4}) == \
+        pytest.approx(0.5)
+    assert ablation.difference_error({"test_acc_std": 0.0}, {"test_acc_std": 0.0}) == 0.0
