@@ -54,7 +54,7 @@ SEEDS = [0, 1, 2, 3, 4]
 QUICK_TRAIN, QUICK_TEST = 512, 256
 
 
-def _subsets(quick: bool) -> dict:
+def quick_subsets(quick: bool) -> dict:
     """The ``configure`` overrides that shrink the data for --quick (none otherwise)."""
     return dict(train_subset=QUICK_TRAIN, test_subset=QUICK_TEST) if quick else {}
 
@@ -66,10 +66,10 @@ def machine_kind(device: torch.device) -> str:
     return "cpu-bf16" if cpu_has_native_bf16() else "cpu-fp32"
 
 
-def default_out(device: torch.device, precision: str | None = None) -> str:
-    """``train_<kind>.json``; ``train_<kind>_<precision>.json`` when the precision is forced."""
+def default_out(device: torch.device, precision: str | None = None, name: str = "train") -> str:
+    """``<name>_<kind>.json``; ``<name>_<kind>_<precision>.json`` when the precision is forced."""
     forced = f"_{precision}" if precision else ""
-    return f"benchmarks/results/train_{machine_kind(device)}{forced}.json"
+    return f"benchmarks/results/{name}_{machine_kind(device)}{forced}.json"
 
 
 def train_once(recipe: str, seed: int, train: CifarSplit, test: CifarSplit,
@@ -78,7 +78,7 @@ def train_once(recipe: str, seed: int, train: CifarSplit, test: CifarSplit,
     from loaded data to that accuracy). ``precision``: None for the recipe's own."""
     # eval_every=0: evaluate once, at the end (with the recipe's TTA).
     cfg = configure(recipe, quick=quick, seed=seed, eval_every=0, device=str(device),
-                    precision=precision, **PROTOCOL, **_subsets(quick))
+                    precision=precision, **PROTOCOL, **quick_subsets(quick))
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     t0 = synced_clock(device)
     m = fit(cfg, train, test, progress=not quick).metrics

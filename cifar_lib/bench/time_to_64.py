@@ -33,15 +33,13 @@ from ..recipes import configure, get_recipe
 from ..speed.clock import synced_clock
 from ..speed.loaders import original_pipeline
 from ..train import fit, seed_everything
-from .race import PROTOCOL, machine_kind
+from .race import PROTOCOL, QUICK_TEST, QUICK_TRAIN, default_out, machine_kind, quick_subsets
 from .records import print_table, settings, write_record
 
 TARGET = 0.64
 RACER = "race64"
 SEEDS = [0, 1, 2]
 ORIGINAL_MAX_EPOCHS = 6  # the original reaches 64% in its second epoch; stop well after
-# --quick: a smoke test of the whole benchmark, not a measurement.
-QUICK_TRAIN, QUICK_TEST = 512, 256
 
 
 def time_to(history: list[dict], target: float = TARGET) -> float | None:
@@ -95,7 +93,7 @@ def race_once(seed: int, train: CifarSplit, test: CifarSplit, device: torch.devi
               quick: bool = False, precision: str | None = None) -> list[dict]:
     """One seed: the racer's row, then the original's (recipe, seed, time_to_64 in seconds or
     None, test_acc in % at that epoch, epochs, started, history)."""
-    small = dict(train_subset=QUICK_TRAIN, test_subset=QUICK_TEST) if quick else {}
+    small = quick_subsets(quick)
     now = lambda: datetime.datetime.now().astimezone().isoformat(timespec="seconds")  # noqa: E731
     started = now()
     cfg = configure(RACER, quick=quick, seed=seed, device=str(device), precision=precision,
@@ -138,11 +136,6 @@ def run(seeds=SEEDS, root=None, quick: bool = False, device: str = "auto",
             "rows": rows}
 
 
-def default_out(device: torch.device, precision: str | None = None) -> str:
-    forced = f"_{precision}" if precision else ""
-    return f"benchmarks/results/time_to_64_{machine_kind(device)}{forced}.json"
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=SEEDS,
                    help="one run of each side per seed (default 0 1 2)")
@@ -153,7 +146,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "native); the original is fp32, as it ran")
     add_data_args(p)
     p.add_argument("--quick", action="store_true",
-                   help=f"smoke test: one epoch on {QUICK_TRAIN} training / {QUICK_TEST} test "
+                   help=f"smoke test: one epoch on {QUICK_TRAIN:,} training / {QUICK_TEST} test "
                         f"images")
     p.add_argument("--out", default=None,
                    help="JSON record (default benchmarks/results/time_to_64_<kind>.json; "
@@ -162,7 +155,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     dev = select_device(args.device)
-    out = args.out or default_out(dev, args.precision)
+    out = args.out or default_out(dev, args.precision, "time_to_64")
     result = run(args.seeds, args.data_root, args.quick, str(dev), args.download,
                  args.precision)
     print_table(result["rows"], ["recipe", "seed", "time_to_64", "test_acc", "epochs",
