@@ -14,6 +14,7 @@ lesson 01_train can show them on Colab.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Callable, Sequence
@@ -168,6 +169,12 @@ def summarize(rows: Sequence[dict], base: str | None = None) -> list[dict]:
                     "vs_base": means[v] - means[base] if base in means else None,
                     "seconds_mean": statistics.mean(r["seconds"] for r in rs)})
     return out
+
+
+def difference_error(row: dict, base: dict) -> float:
+    """The error bar of a summary ``row``'s difference to ``base``: ±sqrt(std² + std_base²), the
+    spread over seeds of the difference between one run of each. A difference inside it is noise."""
+    return math.hypot(row["test_acc_std"], base["test_acc_std"])
 
 
 SUMMARY_COLUMNS = {

@@ -12,7 +12,7 @@ from cifar_lib import ablation
 from cifar_lib.cli import main
 from cifar_lib.data import load_cifar10
 from cifar_lib.models import AirbenchNet, Whitening, build_model
-from cifar_lib.recipes import configure
+from cifar_lib.recipes import configure, get_recipe
 from cifar_lib.train import fit
 
 
@@ -153,11 +153,13 @@ def test_an_interrupted_command_resumes_without_training_again(cifar_folder, tmp
     assert rows[:2] == saved and not progress.exists()
 
 
-def test_shipped_airbench94_record_covers_every_variant_over_several_seeds():
-    record = ablation.read_record("airbench94")
+def test_shipped_fast_record_covers_every_variant_at_the_full_budget():
+    record = ablation.read_record("fast")
     assert record["benchmark"] == "ablation" and not record["quick"]
-    assert [r["variant"] for r in record["summary"]] == list(ablation.VARIANTS["airbench94"])
-    assert all(r["seeds"] >= 2 for r in record["summary"])
+    assert [r["variant"] for r in record["summary"]] == list(ablation.VARIANTS["fast"])
+    assert all(r["seeds"] >= 3 for r in record["summary"])
+    assert {r["epochs"] for r in record["rows"]} == {get_recipe("fast").epochs}
+    assert not record["budget"].get("widths")  # the recipe's own network
     assert record["machine"]["cpu"] and "native_bf16" in record["machine"]["cpu_flags"]
     # The summary is the rows' summary (nobody edited one without the other).
     assert record["summary"] == json.loads(json.dumps(ablation.summarize(record["rows"])))
@@ -167,3 +169,10 @@ def test_missing_record_names_the_command(monkeypatch, tmp_path):
     monkeypatch.setattr(ablation, "record_path", lambda recipe: tmp_path / "none.json")
     with pytest.raises(FileNotFoundError, match="bench ablation"):
         ablation.read_record("fast")
+
+
+def test_difference_error_is_the_spread_of_a_difference_between_two_runs():
+    # the plot's error bars and the lesson's "within their error bars" both use it
+    assert ablation.difference_error({"test_acc_std": 0.3}, {"test_acc_std": 0.4}) == \
+        pytest.approx(0.5)
+    assert ablation.difference_error({"test_acc_std": 0.0}, {"test_acc_std": 0.0}) == 0.0

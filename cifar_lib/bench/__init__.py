@@ -3,8 +3,8 @@
 - ``ablation`` (ablate.py): a recipe with each trick removed in turn, over seeds.
 - ``data`` (pipeline.py): the input pipeline, ours against the original notebook's
   torchvision ``DataLoader``.
-- ``train`` (race.py): ``fast`` against the airbench94 anchor over seeds, side by side, and
-  the time-to-64% race.
+- ``train`` (race.py): ``fast`` against the airbench94 anchor over seeds, side by side.
+- ``time-to-64`` (time_to_64.py): ``race64`` against the original notebook's pipeline, to 64%.
 - ``inference`` (inference_speed.py): inference throughput and latency per batch size.
 - ``throughput`` (throughput.py): training images/s of recipes on the CPU and on each GPU.
 - ``robustness`` (corrupt.py): accuracy under common corruptions, model by model.
@@ -32,9 +32,10 @@ from . import (
               race,
               report,
               throughput,
+              time_to_64,
 )
 
 BENCHMARKS = {"ablation": ablate, "data": pipeline, "train": race,
               "inference": inference_speed, "throughput": throughput, "robustness": corrupt,
               "breakdown": breakdown, "report": report, "open-set": open_set,
-              "allocator": allocator}
+              "allocator": allocator, "time-to-64": time_to_64}

@@ -1,20 +1,17 @@
-"""Training: a recipe against the airbench94 anchor, and the race to the original's 64%.
+"""Training: a recipe against the airbench94 anchor, over seeds, side by side.
 
     python -m cifar_lib bench train [--recipe fast] [--seeds 0 1 2 3 4]
                                     [--anchor-seeds 0 1 2 3 4] [--device auto] [--precision P]
                                     [--quick] [--resume]
 
-1. Recipe against anchor: ``--recipe`` (default ``fast``) once per seed and the anchor
-   (``airbench94``, airbench94's published hyperparameters) once per anchor seed, the anchor's
-   runs spread evenly among the recipe's (``run_order``) so that a slow spell on a shared
-   machine falls on both; full data, test accuracy with TTA on all 10,000 test images;
-   ``seconds`` is the wall time from loaded data to that final accuracy. ``time_ratio`` is the
-   recipe's mean seconds over the anchor's, on the same device, threads and precision rules.
-2. Time to 64%: ``race64`` (the Muon recipe sized for 64%) against the original
-   notebook's pipeline exactly as it ran (SimpleCNN, Adam 1e-3, batch 128, fp32, torchvision
-   DataLoader with ToTensor + Normalize, each batch copied to the device), side by side in this
-   run, on the same device. Both count training time only (on a GPU, synchronised before the
-   clock is read), evaluated at the end of each epoch: the same rule for both.
+``--recipe`` (default ``fast``) once per seed and the anchor (``airbench94``, airbench94's
+published hyperparameters) once per anchor seed, the anchor's runs spread evenly among the
+recipe's (``run_order``) so that a slow spell on a shared machine falls on both; full data, test
+accuracy with TTA on all 10,000 test images; ``seconds`` is the wall time from loaded data to
+that final accuracy. ``time_ratio`` is the recipe's mean seconds over the anchor's, on the same
+device, threads and precision rules. (The race to the original notebook's 64% is its own
+benchmark, ``time_to_64``.)
+
 Prints a markdown table and writes a JSON record, by default one per kind of machine
 (``benchmarks/results/train_<kind>.json``, kind: cuda, mps, cpu-bf16 or cpu-fp32), because CPU
 times depend above all on whether the CPU has native bf16. ``--precision fp32`` races both
@@ -36,33 +33,28 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..data import CifarSplit, add_data_args, load_cifar10
 from ..device import cpu_has_native_bf16, select_device
 from ..errors import UsageError
 from ..files import json_safe
-from ..inference import accuracy, predict_logits
-from ..models import build_model
-from ..recipes import configure, get_recipe
+from ..recipes import configure
 from ..speed.clock import synced_clock
-from ..speed.loaders import original_pipeline
-from ..train import fit, seed_everything
+from ..train import fit
 from .records import Progress, machine_fingerprint, print_table, settings, write_record
 
-TARGET = 0.64
 # CIFAR-10's benchmark protocol, as airbench races: train on all 50,000 training images, test on
 # the 10,000 test images. (A run for use holds out a validation split for calibration; a race
 # chooses nothing, so it holds out nothing.)
 PROTOCOL = {"val_fraction": 0.0}
 GOAL = 94.0                       # % test accuracy (mean over seeds) the recipes race to
-RECIPE, ANCHOR, RACER = "fast", "airbench94", "race64"
+RECIPE, ANCHOR = "fast", "airbench94"
 SEEDS = [0, 1, 2, 3, 4]
 # --quick: a smoke test of the whole benchmark, not a measurement (one epoch of small subsets).
 QUICK_TRAIN, QUICK_TEST = 512, 256
 
 
-def _subsets(quick: bool) -> dict:
+def quick_subsets(quick: bool) -> dict:
     """The ``configure`` overrides that shrink the data for --quick (none otherwise)."""
     return dict(train_subset=QUICK_TRAIN, test_subset=QUICK_TEST) if quick else {}
 
@@ -74,49 +66,10 @@ def machine_kind(device: torch.device) -> str:
     return "cpu-bf16" if cpu_has_native_bf16() else "cpu-fp32"
 
 
-def default_out(device: torch.device, precision: str | None = None) -> str:
-    """``train_<kind>.json``; ``train_<kind>_<precision>.json`` when the precision is forced."""
+def default_out(device: torch.device, precision: str | None = None, name: str = "train") -> str:
+    """``<name>_<kind>.json``; ``<name>_<kind>_<precision>.json`` when the precision is forced."""
     forced = f"_{precision}" if precision else ""
-    return f"benchmarks/results/train_{machine_kind(device)}{forced}.json"
-
-
-def time_to(history: list[dict], target: float = TARGET) -> float | None:
-    """Training seconds at the end of the first epoch whose test accuracy reaches ``target``."""
-    for row in history:
-        if row.get("test_acc", 0.0) >= target:
-            return row["train_seconds"]
-    return None
-
-
-def original_as_ran(test: CifarSplit, root=None, device: str | torch.device = "cpu",
-                    max_epochs: int = 6, workers: int = 2, limit: int | None = None,
-                    seed: int = 0) -> list[dict]:
-    """The original notebook's training loop, unchanged in substance, on ``device``: batches
-    from ``original_pipeline`` copied to the device one by one, fp32. Stops once 64% is reached.
-
-    Returns per-epoch rows: epoch, train_seconds (cumulative, training only), test_acc (0..1).
-    """
-    device = torch.device(device)
-    cfg = get_recipe("original")  # SimpleCNN, Adam 1e-3, batch 128, mean/std 0.5
-    seed_everything(seed)
-    loader = original_pipeline(root, cfg.batch_size, workers, limit)
-    model = build_model(cfg.model, **cfg.model_kwargs).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history, train_seconds = [], 0.0
-    for epoch in range(max_epochs):
-        model.train()
-        t0 = synced_clock(device)
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            optimizer.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            optimizer.step()
-        train_seconds += synced_clock(device) - t0
-        acc = accuracy(predict_logits(model, test.images, cfg.mean, cfg.std), test.labels)
-        history.append({"epoch": epoch + 1, "train_seconds": train_seconds, "test_acc": acc})
-        if acc >= TARGET:
-            break
-    return history
+    return f"benchmarks/results/{name}_{machine_kind(device)}{forced}.json"
 
 
 def train_once(recipe: str, seed: int, train: CifarSplit, test: CifarSplit,
@@ -125,7 +78,7 @@ def train_once(recipe: str, seed: int, train: CifarSplit, test: CifarSplit,
     from loaded data to that accuracy). ``precision``: None for the recipe's own."""
     # eval_every=0: evaluate once, at the end (with the recipe's TTA).
     cfg = configure(recipe, quick=quick, seed=seed, eval_every=0, device=str(device),
-                    precision=precision, **PROTOCOL, **_subsets(quick))
+                    precision=precision, **PROTOCOL, **quick_subsets(quick))
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     t0 = synced_clock(device)
     m = fit(cfg, train, test, progress=not quick).metrics
@@ -179,12 +132,11 @@ def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device:
         download: bool = False, recipe: str = RECIPE, anchor: str = ANCHOR,
         done: Sequence[dict] = (), on_run: Callable[[list[dict]], None] | None = None,
         precision: str | None = None) -> dict:
-    """Both parts of the benchmark on one ``device`` ('auto': the best present); returns the
-    record's fields, with every run's row under 'runs'. ``quick``: 512 training and 256 test
-    images, one epoch each, the original pipeline without worker processes. ``done``: rows
-    already measured (``Progress.done``), reused rather than run again; ``on_run``
-    receives all rows so far after each new run. ``precision``: forced on both recipes and the
-    time-to-64% racer (None: each recipe's own; the original pipeline is fp32 as it ran)."""
+    """The race on one ``device`` ('auto': the best present); returns the record's fields, with
+    every run's row under 'runs'. ``quick``: 512 training and 256 test images, one epoch each.
+    ``done``: rows already measured (``Progress.done``), reused rather than run again;
+    ``on_run`` receives all rows so far after each new run. ``precision``: forced on both
+    recipes (None: each recipe's own)."""
     dev = select_device(device)
     train, test = load_cifar10(root, download=download)
     measured = {(r["recipe"], r["seed"]): r for r in done}
@@ -201,23 +153,13 @@ def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device:
         rows.append(row)
         runs.append(row)
     ours, theirs = summarize(our_rows), summarize(their_rows)
-    small = _subsets(quick)
-    racer = fit(configure(RACER, quick=quick, device=str(dev), precision=precision, **PROTOCOL,
-                          **small),
-                train, test, progress=False).history
-    original = original_as_ran(test.subset(small.get("test_subset")), root, dev,
-                               max_epochs=1 if quick else 6, workers=0 if quick else 2,
-                               limit=small.get("train_subset"))
-    racer_t64, original_t64 = time_to(racer), time_to(original)
     return {
         **ours, "device": str(dev), "machine_kind": machine_kind(dev),
         "anchor": theirs,
         "time_ratio": (ours["seconds_mean"] / theirs["seconds_mean"]
                        if ours["seconds_mean"] and theirs["seconds_mean"] else None),
         "goal": GOAL,
-        "time_to_64": {"recipe": RACER, "racer": racer_t64, "original": original_t64,
-                       "speedup": original_t64 / racer_t64 if racer_t64 and original_t64 else None},
-        "racer_history": racer, "original_history": original, "runs": runs,
+        "runs": runs,
         "quick": quick, "precision_forced": precision,
     }
 
@@ -274,10 +216,6 @@ def main(args: argparse.Namespace) -> int:
     forced = f", {args.precision} forced" if args.precision else ""
     print(f"time ratio {args.recipe} / {args.anchor}: {_fmt(result['time_ratio'], '.3f')} "
           f"on {result['device']} ({result['machine_kind']}{forced})")
-    t = result["time_to_64"]
-    print(f"time to 64%: {t['recipe']} {_fmt(t['racer'], '.1f', ' s')}, original recipe as it "
-          f"ran {_fmt(t['original'], '.1f', ' s')}: "
-          + (f"{t['speedup']:.1f}× sooner" if t["speedup"] else "no speed-up measured"))
     write_record(out, result.pop("runs"), benchmark="train", command=args.command_line,
                  settings=settings(args), recipe_settings=progress.fingerprint["recipes"], **result)
     progress.finish()

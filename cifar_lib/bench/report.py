@@ -198,35 +198,40 @@ def train_table(root: Path = ROOT) -> str:
         "precision": "precision", "date": "date"})
 
 
-def _reached(history: list[dict], target: float = 0.64) -> tuple[float, float] | None:
-    for row in history:
-        if row["test_acc"] >= target:
-            return row["train_seconds"], 100 * row["test_acc"]
-    return None
+def time_to_64_records(root: Path = ROOT) -> list[dict]:
+    """The current races to 64% (``time_to_64_*.json`` in ``RESULTS``), in file-name order."""
+    return [_read(p) for p in sorted((root / RESULTS).glob("time_to_64_*.json"))]
 
 
 def time_to_64_table(root: Path = ROOT) -> str:
-    """Each current race's second part: the small racer against the original pipeline."""
-    rows = []
-    for record in train_records(root):
-        t = record.get("time_to_64")
-        if not t:
-            continue
-        racer = _reached(record.get("racer_history", []))
-        original = _reached(record.get("original_history", []))
-        rows.append({
-            "racer": recipe_name(t["recipe"]),
-            "racer_at": f"{t['racer']:.1f} s ({racer[1]:.2f}%)" if racer else "not reached",
-            "original_at": f"{t['original']:.1f} s ({original[1]:.2f}%)" if original
-            else "not reached",
-            "speedup": f"{t['speedup']:.1f}×" if t.get("speedup") else "",
-            "machine": machine(record), "precision": precision(record), "date": date(record)})
+    """Each race to 64%: the racer's and the original's mean time to 64% over seeds (with the
+    accuracy at that epoch), the speed-up, machine, the racer's precision, date."""
+    def reached(record: dict, side: str) -> str:
+        mean = record[side]["mean"]
+        if mean is None:
+            return "not reached by every seed"
+        runs = [r for r in record["rows"] if r["recipe"] == (record["recipe"]
+                                                              if side == "racer" else side)]
+        times = [r["time_to_64"] for r in runs]
+        spread = f" (range {min(times):.1f}–{max(times):.1f})" if len(times) > 1 else ""
+        accs = statistics.mean(r["test_acc"] for r in runs)
+        return f"{mean:.1f} s{spread}, at {accs:.2f}%"
+
+    rows = [{"racer": recipe_name(record["recipe"]), "seeds": _seeds(record["racer"]["seeds"]),
+             "racer_at": reached(record, "racer"), "original_at": reached(record, "original"),
+             "speedup": f"{record['speedup']:.1f}×" if record.get("speedup") else "",
+             "machine": machine(record),
+             "precision": precision({**record, "rows": [r for r in record["rows"]
+                                                        if r["recipe"] != "original"]}),
+             "date": date(record)}
+            for record in time_to_64_records(root)]
     if not rows:
-        return _placeholder("train", "benchmarks/results/train_<kind>.json")
+        return _placeholder("time-to-64", "benchmarks/results/time_to_64_<kind>.json")
     return markdown_table(rows, {
-        "racer": "racer", "racer reaches 64% after": "racer_at",
-        "the original pipeline reaches 64% after": "original_at", "sooner": "speedup",
-        "machine": "machine", "precision": "precision", "date": "date"})
+        "racer": "racer", "seeds (each side)": "seeds",
+        "racer reaches 64% after (mean)": "racer_at",
+        "the original pipeline reaches 64% after (mean)": "original_at", "sooner": "speedup",
+        "machine": "machine", "racer's precision": "precision", "date": "date"})
 
 
 SHIPPED = Path("cifar_lib/pretrained_runs")
@@ -338,14 +343,16 @@ def throughput_table(root: Path = ROOT) -> str:
 
 
 def ablation_table(root: Path = ROOT) -> str:
-    """The ablation of ``fast`` (or a sentence saying it is not measured yet), then the
-    ablation of ``airbench94``, each from its shipped record."""
+    """The ablation of ``fast`` (or a sentence saying it is not measured yet), then of any
+    other recipe whose record ships beside it, each from its record."""
+    folder = root / LESSON_RECORDS[0]
+    others = sorted(p.stem.removeprefix("ablation_") for p in folder.glob("ablation_*.json")
+                    if not p.name.endswith(".progress.json"))
     parts = []
-    for recipe in ("fast", "airbench94"):
-        name = f"ablation_{recipe}.json"
-        path = _lesson_record(root, name)
-        if path is None:
-            parts.append(_placeholder("ablation", str(LESSON_RECORDS[0] / name))
+    for recipe in ["fast", *(r for r in others if r != "fast")]:
+        path = folder / f"ablation_{recipe}.json"
+        if not path.is_file():
+            parts.append(_placeholder("ablation", str(LESSON_RECORDS[0] / path.name))
                          + f" (`--recipe {recipe}`)")
             continue
         record = _read(path)

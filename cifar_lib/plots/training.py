@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..ablation import difference_error
 from .common import class_name, hwc, show
 
 
@@ -330,14 +331,14 @@ def plot_ablation_differences(summary: Sequence[dict], *, full: str = "fast",
                               title: str = "what each trick buys") -> Figure:
     """The ablation summary (``summarize`` rows: variant, test_acc_mean, test_acc_std, seeds,
     and optionally seconds_mean) as differences to the full recipe's accuracy (row ``full``), in
-    points, each bar from 0 with an error bar of ±sqrt(std² + std_full²) over seeds; a bar to
+    points, each bar from 0 with its error bar (``ablation.difference_error``); a bar to
     the left means removing that trick cost accuracy. With seconds, a second panel shows each
     variant's training time as a multiple of the full recipe's: what the trick saves or costs
     in time. The full recipe itself is not drawn; its accuracy is in the title."""
     base = next(r for r in summary if r["variant"] == full)
     rows = [r for r in summary if r["variant"] != full][::-1]
     diffs = [r["test_acc_mean"] - base["test_acc_mean"] for r in rows]
-    errors = [math.hypot(r["test_acc_std"], base["test_acc_std"]) for r in rows]
+    errors = [difference_error(r, base) for r in rows]
     timed = all(r.get("seconds_mean") for r in (base, *rows))
     fig = Figure(figsize=(11 if timed else 8, 0.45 * len(rows) + 1.6), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True, width_ratios=(3, 1)) if timed else [fig.subplots()]
