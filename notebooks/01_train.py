@@ -914,15 +914,20 @@ print("within their error bars, nothing measurable at this budget:", ", ".join(n
 plot_ablation_differences(summary, full=shown_recipe, full_label=shown_recipe)
 
 # %% [markdown]
-# Read each bar with its error bar: a difference smaller than the spread over seeds is noise,
-# and one seed has no spread at all. Read the time panel with it: a trick can be kept for the
-# time it saves rather than the accuracy it adds. The early small crops are such a trade
-# (whole images throughout cost more time), and "no TTA" trains exactly as the full recipe
-# does: test-time augmentation costs only evaluation time. Tricks that regularise (flips,
-# shifts, jitter) pay only once training runs long enough for the network to start memorising
-# its training images, so at a short budget they can even cost a little. One row is a price,
-# not a trick: "no validation split" trains on all 50,000 images instead of holding 5,000 out
-# for choosing the temperature and thresholds (lesson 03), and shows what those images cost.
+# Read each bar with its error bar: a difference inside it is noise at three seeds, so the rows
+# listed above as within their error bars bought nothing this ablation can measure (a smaller
+# effect may still be there). Tricks that regularise (flips, shifts, jitter) pay once a run is
+# long enough for the network to start memorising its training images; ten epochs is short, so
+# here they buy little, and they cost no time either.
+#
+# Read the time panel with it: a trick can be kept for the time it saves rather than the
+# accuracy it adds. The early small crops are such a trade: whole images throughout reach a
+# higher accuracy, at more time per run; the crops are how `fast` keeps its time down.
+# "whole batches" is the micro-batch row: the same result in expectation, in a little more
+# time. "no TTA" trains exactly as the full recipe does: test-time augmentation costs only
+# evaluation time. One row is a price, not a trick: "no validation split" trains on all 50,000
+# images instead of holding 5,000 out for choosing the temperature and thresholds (lesson 03),
+# and shows what those images cost.
 #
 # With `rerun_ablation = True` the next cell measures a cheap ablation of `fast` on this
 # machine (one seed, one epoch, a narrower network: minutes on a CPU, seconds on a GPU). One
