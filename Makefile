@@ -50,8 +50,8 @@ run-notebooks: install  ## run the four notebooks in order with papermill into b
 sweep: install  ## papermill sweep of 01_train over GRID="name=v1,v2 ..." into build/sweep
 	$(PY) -m cifar_lib sweep --out build/sweep --grid $(GRID) $(NB_PARAMS)
 
-sync: install  ## regenerate each .ipynb from its .py, keeping the outputs
-	$(VENV)/bin/jupytext --update --to ipynb notebooks/[0-9]*.py
+sync: install  ## regenerate each .ipynb from its .py, keeping the outputs (and the .py's cell tags)
+	$(PY) tools/sync_notebooks.py
 
 bench-data: install  ## data pipeline: ours vs torchvision DataLoader (JSON in benchmarks/results)
 	$(PY) -m cifar_lib bench data

@@ -62,6 +62,18 @@ def test_output_checks_are_cell_tags(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
+def test_each_pair_holds_the_same_cells_and_tags(name):
+    """The .ipynb that Colab opens and nbval checks is its .py, cell for cell: the same sources
+    and the same tags (a tag lost in the .ipynb is an output check nbval silently skips)."""
+    source = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+    committed = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    assert [(c.cell_type, c.source) for c in committed.cells] == \
+        [(c.cell_type, c.source) for c in source.cells], f"{name}: run `make sync`"
+    assert [sorted(c.metadata.get("tags", [])) for c in committed.cells] == \
+        [sorted(c.metadata.get("tags", [])) for c in source.cells], f"{name}: tags differ"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
 def test_committed_notebooks_carry_outputs_of_a_real_run(name):
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -205,8 +217,9 @@ def colab(wheel, tmp_path_factory, cifar10):  # cifar10: the notebooks read the 
     """Run the four notebooks Colab-style under nbval; returns (pytest result, folders)."""
     import papermill as pm
     base = tmp_path_factory.mktemp("colab")
-    site, drive = base / "site-packages", base / "drive"
-    site.mkdir()  # exists before the kernels start, like Colab's site-packages
+    sites, drive = [base / f"site-packages-{i}" for i in range(len(PARALLEL))], base / "drive"
+    for site in sites:
+        site.mkdir()  # exists before the kernels start, like Colab's site-packages
     prepared = {}
     for name in NOTEBOOKS:
         folder = base / name  # fresh and empty but for the notebook itself
@@ -218,9 +231,8 @@ def colab(wheel, tmp_path_factory, cifar10):  # cifar10: the notebooks read the 
                                         **EXTRA_PARAMETERS.get(name, {})})
         prepared[name] = str(target)
     env = {**os.environ, INSTALL_ENV: str(wheel),
-           # what `pip install` in the setup cell does with it: into `site`, no dependencies
-           "PIP_TARGET": str(site), "PIP_NO_DEPS": "1", "PIP_UPGRADE": "1",
-           "PYTHONPATH": os.pathsep.join([str(site), str(STUB)]),
+           # what `pip install` in the setup cell does with it: no dependencies
+           "PIP_NO_DEPS": "1", "PIP_UPGRADE": "1",
            "COLAB_DRIVE_MOUNTPOINT": str(drive), "COLAB_STUB_UPLOADS": str(PHOTOS)}
     env.pop("MPLBACKEND", None)
     # Two nbval runs side by side, each on its share of the cores: 04 reads the run 01 keeps on
@@ -229,17 +241,22 @@ def colab(wheel, tmp_path_factory, cifar10):  # cifar10: the notebooks read the 
     runs = []
     for i, group in enumerate(PARALLEL):
         log = base / f"nbval-{i}.log"          # the slowest cells are listed at its end
+        # each lane installs into its own site-packages: two pip installs into one folder at
+        # once can collide (and on Colab every notebook has a runtime of its own anyway)
+        lane_site = sites[i]
+        lane_env = {**env, "PIP_TARGET": str(lane_site),
+                    "PYTHONPATH": os.pathsep.join([str(lane_site), str(STUB)])}
         with open(log, "w") as out:
             runs.append((log, subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
                  "--nbval-current-env", "--rootdir", str(base), "--durations=15",
                  *[prepared[name] for name in group]],
-                cwd=base, env={**env, "OMP_NUM_THREADS": str(threads)}, stdout=out,
+                cwd=base, env={**lane_env, "OMP_NUM_THREADS": str(threads)}, stdout=out,
                 stderr=subprocess.STDOUT, text=True)))
     codes = [p.wait() for _, p in runs]
     proc = subprocess.CompletedProcess("nbval", max(codes),
                                        "\n".join(log.read_text() for log, _ in runs))
-    return proc, base, site, drive
+    return proc, base, sites, drive
 
 
 def test_every_lesson_runs_on_colab_and_nbval_agrees(colab):
@@ -248,8 +265,9 @@ def test_every_lesson_runs_on_colab_and_nbval_agrees(colab):
 
 
 def test_setup_cell_installed_the_package_from_the_install_target(colab):
-    _, _, site, _ = colab
-    assert (site / "cifar_lib" / "pretrained_runs" / "fast" / "checkpoint.pt").is_file()
+    _, _, sites, _ = colab
+    for site in sites:
+        assert (site / "cifar_lib" / "pretrained_runs" / "fast" / "checkpoint.pt").is_file()
 
 
 def test_drive_is_mounted_only_where_asked_and_keeps_the_run(colab):
