@@ -26,7 +26,6 @@ still compares like with like. Each row says when it started.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import statistics
 from pathlib import Path
@@ -41,7 +40,7 @@ from ..files import json_safe
 from ..recipes import configure
 from ..speed.clock import synced_clock
 from ..train import fit
-from .records import Progress, machine_fingerprint, print_table, settings, write_record
+from .records import Progress, machine_fingerprint, now, print_table, settings, write_record
 
 # CIFAR-10's benchmark protocol, as airbench races: train on all 50,000 training images, test on
 # the 10,000 test images. (A run for use holds out a validation split for calibration; a race
@@ -79,7 +78,7 @@ def train_once(recipe: str, seed: int, train: CifarSplit, test: CifarSplit,
     # eval_every=0: evaluate once, at the end (with the recipe's TTA).
     cfg = configure(recipe, quick=quick, seed=seed, eval_every=0, device=str(device),
                     precision=precision, **PROTOCOL, **quick_subsets(quick))
-    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    started = now()
     t0 = synced_clock(device)
     m = fit(cfg, train, test, progress=not quick).metrics
     seconds = synced_clock(device) - t0

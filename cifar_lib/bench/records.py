@@ -58,13 +58,18 @@ def settings(args: argparse.Namespace) -> dict:
             if k not in ("command", "benchmark", "command_line", "debug")}
 
 
+def now() -> str:
+    """The local time with its UTC offset, to the second: how records date what they measure."""
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
 def make_record(rows: Sequence[dict], *, benchmark: str = "", command: str | None = None,
                 settings: dict | None = None, **extra) -> dict:
     """The JSON-ready record: benchmark name, date, command (as typed; None from a notebook),
     machine, settings, ``extra`` fields, rows."""
     return json_safe({
         "benchmark": benchmark,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "date": now(),
         "command": command, "machine": environment(), "settings": settings or {},
         **extra, "rows": list(rows)})
 

@@ -210,11 +210,10 @@ def time_to_64_table(root: Path = ROOT) -> str:
         mean = record[side]["mean"]
         if mean is None:
             return "not reached by every seed"
-        runs = [r for r in record["rows"] if r["recipe"] == (record["recipe"]
-                                                              if side == "racer" else side)]
-        times = [r["time_to_64"] for r in runs]
+        times = record[side]["times"]
         spread = f" (range {min(times):.1f}–{max(times):.1f})" if len(times) > 1 else ""
-        accs = statistics.mean(r["test_acc"] for r in runs)
+        name = record["recipe"] if side == "racer" else side
+        accs = statistics.mean(r["test_acc"] for r in record["rows"] if r["recipe"] == name)
         return f"{mean:.1f} s{spread}, at {accs:.2f}%"
 
     rows = [{"racer": recipe_name(record["recipe"]), "seeds": _seeds(record["racer"]["seeds"]),

@@ -19,7 +19,6 @@ forced; kind as in ``race.machine_kind``).
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 
 import torch
@@ -34,7 +33,7 @@ from ..speed.clock import synced_clock
 from ..speed.loaders import original_pipeline
 from ..train import fit, seed_everything
 from .race import PROTOCOL, QUICK_TEST, QUICK_TRAIN, default_out, machine_kind, quick_subsets
-from .records import print_table, settings, write_record
+from .records import now, print_table, settings, write_record
 
 TARGET = 0.64
 RACER = "race64"
@@ -42,12 +41,15 @@ SEEDS = [0, 1, 2]
 ORIGINAL_MAX_EPOCHS = 6  # the original reaches 64% in its second epoch; stop well after
 
 
+def first_reaching(history: list[dict], target: float = TARGET) -> dict | None:
+    """The row of the first epoch whose test accuracy reaches ``target`` (None: no epoch did)."""
+    return next((row for row in history if row.get("test_acc", 0.0) >= target), None)
+
+
 def time_to(history: list[dict], target: float = TARGET) -> float | None:
     """Training seconds at the end of the first epoch whose test accuracy reaches ``target``."""
-    for row in history:
-        if row.get("test_acc", 0.0) >= target:
-            return row["train_seconds"]
-    return None
+    row = first_reaching(history, target)
+    return None if row is None else row["train_seconds"]
 
 
 def original_as_ran(test: CifarSplit, root=None, device: str | torch.device = "cpu",
@@ -82,10 +84,12 @@ def original_as_ran(test: CifarSplit, root=None, device: str | torch.device = "c
 
 
 def _row(recipe: str, seed: int, history: list[dict], started: str, **extra) -> dict:
-    reached = time_to(history)
-    last = next((h for h in history if h["test_acc"] >= TARGET), history[-1])
-    return {"recipe": recipe, "seed": seed, "time_to_64": reached,
-            "test_acc": 100 * last["test_acc"], "epochs": last["epoch"],
+    """A run's row: its time to 64% and the accuracy and epoch it got there (else its last)."""
+    reached = first_reaching(history)
+    shown = reached or history[-1]
+    return {"recipe": recipe, "seed": seed,
+            "time_to_64": None if reached is None else reached["train_seconds"],
+            "test_acc": 100 * shown["test_acc"], "epochs": shown["epoch"],
             "started": started, **extra, "history": history}
 
 
@@ -94,7 +98,6 @@ def race_once(seed: int, train: CifarSplit, test: CifarSplit, device: torch.devi
     """One seed: the racer's row, then the original's (recipe, seed, time_to_64 in seconds or
     None, test_acc in % at that epoch, epochs, started, history)."""
     small = quick_subsets(quick)
-    now = lambda: datetime.datetime.now().astimezone().isoformat(timespec="seconds")  # noqa: E731
     started = now()
     cfg = configure(RACER, quick=quick, seed=seed, device=str(device), precision=precision,
                     **PROTOCOL, **small)
@@ -113,10 +116,10 @@ def summarize(rows: list[dict]) -> dict:
     and the speed-up, the original's mean over the racer's."""
     sides = {}
     for name in (RACER, "original"):
-        times = [r["time_to_64"] for r in rows if r["recipe"] == name]
+        runs = [r for r in rows if r["recipe"] == name]
+        times = [r["time_to_64"] for r in runs]
         reached = all(t is not None for t in times) and times
-        sides[name] = {"seeds": [r["seed"] for r in rows if r["recipe"] == name],
-                       "times": times,
+        sides[name] = {"seeds": [r["seed"] for r in runs], "times": times,
                        "mean": statistics.mean(times) if reached else None}
     racer, original = sides[RACER]["mean"], sides["original"]["mean"]
     return {"racer": sides[RACER], "original": sides["original"],
