@@ -14,6 +14,7 @@ from cifar_lib.cli import main
     ("aten::native_batch_norm", "batchnorm forward"),
     ("aten::native_batch_norm_backward", "batchnorm backward"),
     ("aten::gelu", "activation forward"), ("GeluBackward0", "activation backward"),
+    ("aten::silu", "activation forward"), ("SiluBackward0", "activation backward"),
     ("aten::max_pool2d_with_indices", "pooling forward"), ("aten::add_", "other forward")])
 def test_operators_are_sorted_by_kind_and_direction(op, kind):
     assert kind_of(op) == kind

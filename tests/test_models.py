@@ -20,6 +20,29 @@ def test_every_registered_model_maps_images_to_ten_logits(name):
     assert build_model(name)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+def test_strided_whitening_quarters_every_later_layer_and_silu_replaces_every_gelu():
+    x = torch.randn(2, 3, 32, 32)
+    plain = build_model("airbench", widths=(8, 16, 32))
+    strided = build_model("airbench", widths=(8, 16, 32), whiten_stride=2, activation="silu")
+    first_group = lambda m: torch.nn.Sequential(*list(m)[:3])  # noqa: E731
+    assert first_group(plain)(x).shape == (2, 8, 15, 15)
+    assert first_group(strided)(x).shape == (2, 8, 8, 8)
+    assert strided(x).shape == (2, 10)
+    kinds = lambda m: {type(layer) for layer in m.modules()}  # noqa: E731
+    assert torch.nn.GELU in kinds(plain) and torch.nn.SiLU not in kinds(plain)
+    assert torch.nn.SiLU in kinds(strided) and torch.nn.GELU not in kinds(strided)
+    # the same count of activations: one after the whitening, two per group
+    count = lambda m, t: sum(isinstance(layer, t) for layer in m.modules())  # noqa: E731
+    assert count(strided, torch.nn.SiLU) == count(plain, torch.nn.GELU) == 7
+
+
+@pytest.mark.parametrize("kwargs, message", [({"activation": "swish"}, "swish.*gelu, silu"),
+                                             ({"whiten_stride": 3}, "whiten_stride must be 1")])
+def test_unknown_activation_or_stride_is_refused_with_the_valid_ones(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("airbench", **kwargs)
+
+
 def test_unknown_model_name_lists_the_valid_ones():
     with pytest.raises(UnknownModelError, match="resnet.*airbench, simple_cnn"):
         build_model("resnet")

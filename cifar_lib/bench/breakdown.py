@@ -32,7 +32,7 @@ DEFAULT_OUT = "benchmarks/results/breakdown.json"
 PARTS = ("augmentation", "forward+backward", "optimizer")
 # Operator name fragments → kind, checked in order (backward kernels carry "backward").
 KINDS = (("conv", ("conv",)), ("batchnorm", ("batch_norm",)),
-         ("activation", ("gelu", "relu")), ("pooling", ("pool",)))
+         ("activation", ("gelu", "silu", "relu")), ("pooling", ("pool",)))
 
 
 def kind_of(op: str) -> str:
