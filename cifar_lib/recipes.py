@@ -87,9 +87,12 @@ RECIPES["short"] = RECIPES["airbench94"].replace(model_kwargs={"widths": (32, 64
 # airbench94 sized for the original's 64% instead of 94%: an eighth of the widths, one epoch.
 RECIPES["tiny"] = RECIPES["airbench94"].replace(model_kwargs={"widths": (16, 32, 32)},
                                                 epochs=1, batch_size=256, tta_level=0)
-# Muon sized to reach 64% as soon as possible: narrow, one pass over 20,000 training images.
+# Muon sized to reach 64% as soon as possible: one pass over 20,000 training images. The
+# whitening steps 2 pixels, so the network sees 16×16 instead of 31×31 and each layer does a
+# quarter of the work; twice the widths buy back the accuracy.
 RECIPES["race64"] = RECIPES["fast"].replace(
-    model_kwargs={"widths": (16, 32, 64)}, epochs=1, batch_size=250, micro_batch=None,
+    model_kwargs={"widths": (32, 64, 128), "whiten_stride": 2},
+    epochs=1, batch_size=250, micro_batch=None,
     crop_epochs=0, brightness=0.0, contrast=0.0, tta_level=0, tta_fraction=1.0,
     whiten_bias_epochs=1, train_subset=20_000)
 
