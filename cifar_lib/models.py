@@ -95,15 +95,15 @@ def make_activation(name: str) -> nn.Module:
 class ConvGroup(nn.Sequential):
     """conv3×3 → max-pool 2 → BN → act → conv3×3 → BN → act (spatial size halves)."""
 
-    def __init__(self, c_in: int, c_out: int, bn_momentum: float, act: str = "gelu"):
+    def __init__(self, c_in: int, c_out: int, bn_momentum: float, activation: str = "gelu"):
         def bn():
             norm = nn.BatchNorm2d(c_out, momentum=bn_momentum, eps=1e-12)
             norm.weight.requires_grad_(False)  # airbench: a learnable scale only slows things down
             return norm
         super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2), bn(),
-                         make_activation(act),
+                         make_activation(activation),
                          nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), bn(),
-                         make_activation(act))
+                         make_activation(activation))
         for conv in (self[0], self[4]):  # identity-like start: gradients flow from step one
             nn.init.dirac_(conv.weight.data[: conv.in_channels])
 

@@ -89,7 +89,7 @@ RECIPES["tiny"] = RECIPES["airbench94"].replace(model_kwargs={"widths": (16, 32,
                                                 epochs=1, batch_size=256, tta_level=0)
 # Muon sized to reach 64% as soon as possible: one pass over 20,000 training images. The
 # whitening steps 2 pixels, so the network sees 16×16 instead of 31×31 and each layer does a
-# quarter of the work; twice the widths buy back the accuracy.
+# quarter of the work; wider layers buy back the accuracy.
 RECIPES["race64"] = RECIPES["fast"].replace(
     model_kwargs={"widths": (32, 64, 128), "whiten_stride": 2},
     epochs=1, batch_size=250, micro_batch=None,

@@ -25,6 +25,7 @@ VARIANTS = {
         model_kwargs={**NOW, **SILU}, train_subset=18_000, batch_size=200),
 }
 SEEDS = [0, 1, 2, 3, 4, 5]
+PRECISIONS = ("bf16", "fp32")
 BEFORE = next(iter(VARIANTS))
 
 
@@ -32,7 +33,7 @@ def screen() -> list[dict]:
     """One row per precision, seed and variant (in that nesting: variants take turns)."""
     train, test = load_cifar10()
     rows = []
-    for precision in ("bf16", "fp32"):
+    for precision in PRECISIONS:
         for seed in SEEDS:
             for name, kw in VARIANTS.items():
                 cfg = configure("race64", seed=seed, precision=precision, **PROTOCOL, **kw)
@@ -51,7 +52,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     """Per variant and precision: its time over the old race64's, seed by seed (mean, and the
     median, which one slow spell cannot move), and its test accuracy (mean, lowest)."""
     summary = []
-    for precision in ("bf16", "fp32"):
+    for precision in PRECISIONS:
         base = {r["seed"]: r["train_seconds"] for r in rows
                 if r["precision"] == precision and r["variant"] == BEFORE}
         for name in VARIANTS:
@@ -72,7 +73,7 @@ if __name__ == "__main__":
         print(row)
     write_record(sys.argv[1], rows, benchmark="screen",
                  command="python tools/screen_race64.py " + sys.argv[1],
-                 settings={"recipe": "race64", "seeds": SEEDS, "val_fraction": 0},
+                 settings={"recipe": "race64", "seeds": SEEDS, **PROTOCOL},
                  note="race64's variants, one pass each over its training images, taking turns "
                       "seed by seed so that a slow spell falls on all; train_seconds at the end "
                       "of the only epoch; test accuracy on all 10,000 test images without TTA. "
