@@ -13,7 +13,7 @@ from torch import nn
 
 
 class SimpleCNN(nn.Module):
-    """Seed CNN: three 3×3 conv (3→32→64→128) + ReLU + 2×2 max-pool, then 2048→256→10.
+    """The original notebook's CNN: three 3×3 conv (3→32→64→128) + ReLU + 2×2 max-pool, then 2048→256→10.
 
     Input float N×3×32×32 → logits N×10.
     """
@@ -81,7 +81,7 @@ def patch_covariance(images: torch.Tensor) -> torch.Tensor:
     return patches.T @ patches / len(patches)
 
 
-# airbench's GELU, and the SiLU of the CIFAR-10 speedrun record (a few % cheaper on a CPU).
+# airbench's GELU, and the SiLU of the CIFAR-10 speedrun record.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"gelu": nn.GELU, "silu": nn.SiLU}
 
 

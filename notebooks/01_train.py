@@ -39,8 +39,8 @@
 # networks](https://kellerjordan.github.io/posts/muon/)); its colour jitter comes from the
 # [CIFAR-10 speedrun](https://github.com/hiverge/cifar10-speedrun).
 #
-# Training the fast recipe takes minutes on a GPU; on a CPU, from several minutes to about an
-# hour, depending on the CPU and its bf16 support; the cell before training measures yours. On
+# Training the fast recipe takes minutes on a GPU and much longer on a CPU, depending on the
+# CPU and its bf16 support; the cell before training measures yours. On
 # Colab, ask for a GPU (*Runtime → Change runtime type → GPU*), and set `keep_on_drive = True`
 # to keep the trained run on Google Drive for the next lessons (each notebook gets a fresh
 # runtime); without it, lessons 02–04 use the fast model that ships with `cifar_lib`.
@@ -516,7 +516,7 @@ print("the same as cifar_lib's orthogonalize:", torch.equal(newton_schulz(g), or
 # %% tags=["nbval-check-output"]
 import numpy as np
 
-from cifar_lib.train import lr_multiplier
+from cifar_lib.train import lr_multiplier, split_for
 
 
 def decay(step: int, steps: int) -> float:
@@ -524,7 +524,8 @@ def decay(step: int, steps: int) -> float:
     return float(np.interp(step, [0, steps], [1.0, 0.0]))
 
 
-steps_per_epoch = len(train) // fast.batch_size  # 25 steps of 2,000 images
+# fit trains on what the validation split leaves, in whole batches
+steps_per_epoch = len(split_for(fast, train)[0]) // fast.batch_size
 total_steps = fast.epochs * steps_per_epoch
 print("decay is cifar_lib's lr_multiplier at every step:",
       all(decay(s, total_steps) == lr_multiplier(fast, s, total_steps) for s in range(total_steps)))
@@ -980,8 +981,8 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 # 3. **Which trick is worth most at full size?** In the cell that calls `configure(recipe, ...)`,
 #    add one of `label_smoothing=0.0`, `flip=None`, `translate=0`, `tta_level=0`,
 #    `crop_epochs=0` or `brightness=0, contrast=0`, and train the fast recipe. Which costs the
-#    most accuracy at the full size and 10 epochs? Which saves time? Compare with the ablation,
-#    measured on airbench94 and a narrower net.
+#    most accuracy at the full size and 10 epochs? Which saves time? Compare with the ablation
+#    table above.
 # 4. **Break the fast loop's agreement, then explain it.** In `optimizer_step`, delete the
 #    renormalisation line `p.mul_(len(p) ** 0.5 / p.norm())` and run the training step and its
 #    check again: it prints False. Put it back, and instead change `newton_schulz`'s default

@@ -221,7 +221,7 @@ timed.pivot_table(index=["device", "batch_size"], columns="variant", values="med
 # ## Speed-ups, each against the plain model (`no_grad`, fp32) in the same run
 # `speedup` > 1 is faster. `grad_enabled` shows what forgetting `torch.no_grad()` costs.
 # `autocast` depends on the hardware more than anything else here: a CPU with native bf16
-# (AVX512-BF16 or AMX) runs bf16 faster than fp32, while on a CPU without it bf16 is emulated
+# arithmetic runs bf16 faster than fp32, while on a CPU without it bf16 is emulated
 # and runs *slower*; the cell below says which kind this machine is, and the table shows what
 # bf16 does here. That is why `cifar_lib` uses bf16 on a CPU only where the CPU has it, and
 # picks fp16 or bf16 on a GPU by its compute capability.

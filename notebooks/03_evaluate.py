@@ -134,9 +134,9 @@ print(f"{report.info['model']} from {run}, TTA level {report.info['tta_level']}:
       f"accuracy {report.accuracy:.2%} on {report.n:,} test images (95% CI {low:.2%} – {high:.2%})")
 
 # %% [markdown]
-# `01_train` measured its accuracy under the bf16 autocast it trained with; here the model runs
-# in float32, so the two can differ by a few hundredths of a percent: rounding, not a different
-# model.
+# `01_train` measured its accuracy in the precision it trained with (bf16 autocast where the
+# CPU or GPU has it natively); here the model runs in float32, so the two can differ by a few
+# hundredths of a percent: rounding, not a different model.
 #
 # ## Per class
 # Precision: of the images predicted as this class, how many are? Recall (= per-class

@@ -26,7 +26,7 @@
 # - how to *choose* that preprocessing: by measuring it on photos whose class you know;
 # - top-k predictions with calibrated probabilities, and a "not confident" threshold chosen to
 #   keep a stated accuracy on held-out images, not a round number;
-# - what the network looks at in a photo (Grad-CAM), and why a dog in a porch scene is a cat;
+# - what the network looks at in a photo (Grad-CAM), and why a dog in a porch scene is not seen as a dog;
 # - that bad files (not an image, truncated, absurdly large) give one clear error each.
 #
 # On Colab you can upload your own photos; elsewhere the sample photos are used.
@@ -58,7 +58,7 @@ keep_on_drive = False     # on Colab: run folders on Google Drive (where 01_trai
 image_paths = None        # photos to classify (None: the sample photos shipped with cifar_lib)
 upload = True             # on Colab: offer an upload button (ignored elsewhere)
 top_k = 3                 # how many classes to show per photo
-method = None             # photo → 32×32: "squash", "center_crop", "multi_crop" (None: the measured best)
+method = None             # photo → 32×32: "squash", "center_crop", "multi_crop" (None: "squash", the original's way)
 threshold = None          # "not confident" below this top probability (None: the run's calibrated one)
 device = "auto"           # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda" or "mps"
 data_root = None          # folder containing cifar-10-batches-py (None: $CIFAR10_ROOT or ~/.cache)
@@ -98,8 +98,8 @@ print("photos:", [getattr(p, "name", str(p)) for p in photos])
 # 3. **rgb**: three 8-bit channels whatever the file had (greyscale, a palette, transparency
 #    composited onto white, CMYK, 16 bits);
 # 4. **shrink**: longest side at most 1,024 pixels (plenty for 32×32, and fast);
-# 5. **crop**: the part of the photo that is kept. With "squash" (the default, chosen by the
-#    measurement below) that is all of it, stretched into a square by the resize; with
+# 5. **crop**: the part of the photo that is kept. With "squash" (the default, as in the original
+#    notebook) that is all of it, stretched into a square by the resize; with
 #    "center_crop" it is the largest centred square, which keeps shapes but may cut the object;
 # 6. **resize**: to 32×32 with an antialiasing (Lanczos) filter, which averages the pixels it
 #    drops instead of picking some;
@@ -259,10 +259,11 @@ if known:
 # the time above it; that promise holds for images like those. On photos it flags the scenes
 # more often than the close-ups: a strict threshold trades answers for reliability.
 # But none of the ten classes is
-# a giraffe, and the model still calls it a deer with a high, "confident" probability:
-# calibration makes the probabilities honest on the kind of images it was fitted on; it does
-# not make the model notice an image of none of its classes. A softmax probability says how the ten classes
-# compare with each other, not whether the photo belongs to any of them.
+# a giraffe, and the model still gives "deer" a high probability (above); whether that clears
+# the threshold depends on the photo. Calibration makes the probabilities honest on the kind
+# of images it was fitted on; it does not make the model notice an image of none of its
+# classes. A softmax probability says how the ten classes compare with each other, not whether
+# the photo belongs to any of them.
 
 # %%
 pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.probability, 3),

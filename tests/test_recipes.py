@@ -63,12 +63,19 @@ def test_short_is_the_budget_the_airbench94_ablation_measured():
 
 
 @pytest.mark.parametrize("old, new", [("seed", "original"), ("fast_micro", "fast"),
-                                      ("fast_muon_crop", "fast"), ("fast_short", "short"),
-                                      ("fast_small", "tiny"), ("muon_small", "race64")])
+                                      ("fast_short", "short"), ("fast_small", "tiny")])
 def test_a_former_name_is_refused_naming_the_current_one(old, new):
     with pytest.raises(ConfigError, match=f"recipe '{old}' is now called '{new}'"):
         get_recipe(old)
     with pytest.raises(ConfigError, match=f"--recipe {new}"):
+        configure(old)
+
+
+@pytest.mark.parametrize("old, new", [("fast_muon", "fast"), ("fast_muon_crop", "fast"),
+                                      ("muon_small", "race64")])
+def test_a_retired_recipe_is_refused_without_calling_its_successor_the_same(old, new):
+    with pytest.raises(ConfigError, match=f"recipe '{old}' no longer exists; '{new}' serves its "
+                                          f"purpose with other settings: use --recipe {new}"):
         configure(old)
 
 
@@ -80,11 +87,11 @@ def test_fast_is_one_flat_config_and_every_recipe_holds_out_the_same_validation_
 
 
 def test_the_docs_and_lessons_use_only_current_recipe_names():
-    from cifar_lib.recipes import RENAMED
+    from cifar_lib.recipes import RENAMED, REPLACED
     docs = [ROOT / "README.md", ROOT / "benchmarks" / "README.md",
             *sorted((ROOT / "notebooks").glob("*.py"))]  # not HISTORY.md: it is the history
     for path in docs:
         text = path.read_text()
-        for old in RENAMED:
+        for old in [*RENAMED, *REPLACED]:
             if old != "seed":  # "seed" is also the random seed
                 assert f"`{old}`" not in text and f'"{old}"' not in text, (path.name, old)

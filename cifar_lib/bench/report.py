@@ -44,7 +44,6 @@ RECIPE_NAMES = {
     "fast_micro": "fast",
     "fast_short": "short",
     "fast_small": "tiny",
-    "muon_small": "race64",
 }
 ABLATION_NAMES = {"original": "the original recipe"}
 ANCHOR = "airbench94"
