@@ -80,6 +80,9 @@ class BatchIterator:
     crop_size: when set (an attribute, like ``epoch``: training changes it between epochs), each
     image of the epoch is cut to a random crop_size×crop_size window after flipping and shifting:
     smaller images, fewer FLOPs per step, for models that accept any size (airbench).
+    keep: when set (an attribute too: a bool CPU tensor, one per image), an epoch takes only
+    the images marked True, in the order it would take them anyway; ``order`` then holds the
+    epoch's images (this rank's, on the device): batch k is ``order[k·B : (k+1)·B]``.
     brightness, contrast: random colour jitter (0 = off): each image's normalised values get a
     shift uniform in ±brightness, then a scale uniform in 1 ± contrast (see ``jitter``).
     drop_last: drop the final partial batch (training wants equal-size steps) or keep it
@@ -109,6 +112,8 @@ class BatchIterator:
         self.brightness, self.contrast = brightness, contrast
         self.crop_size: int | None = None
         self._crop_schedule = None  # epoch → crop size (None: whole images), from a config
+        self.keep: torch.Tensor | None = None  # bool per image: an epoch takes only these
+        self.order: torch.Tensor | None = None  # the epoch being iterated: its images, in order
 
     @classmethod
     def for_training(cls, split: CifarSplit, cfg, *, device: torch.device | str = "cpu",
@@ -132,8 +137,8 @@ class BatchIterator:
             self.crop_size = self._crop_schedule(epoch)
 
     def _per_rank(self) -> int:
-        return math.ceil(len(self.labels) / self.world) if not self.drop_last \
-            else len(self.labels) // self.world
+        n = len(self.labels) if self.keep is None else int(self.keep.sum())
+        return math.ceil(n / self.world) if not self.drop_last else n // self.world
 
     def __len__(self) -> int:
         n = self._per_rank()
@@ -163,6 +168,8 @@ class BatchIterator:
         """Indices of this rank's images for the current epoch (int64 on CPU)."""
         n = len(self.labels)
         order = torch.randperm(n, generator=self._generator(0)) if self.shuffle else torch.arange(n)
+        if self.keep is not None:  # the kept images, in the same shuffled order
+            order = order[self.keep[order]]
         return self._shard(order)
 
     def _flip_mask(self, idx: torch.Tensor) -> torch.Tensor:
@@ -212,7 +219,7 @@ class BatchIterator:
         jitters = self.jitter_draws()
         if jitters is not None:
             jitters = tuple(j.to(self.device) for j in jitters)
-        order = order.to(self.device)
+        order = self.order = order.to(self.device)  # batch k is order[k·B : (k+1)·B]
         self.epoch += 1
         for start in range(0, len(order), self.batch_size):
             sel = slice(start, start + self.batch_size)

@@ -59,6 +59,9 @@ class TrainConfig:
     lr_peak_at: float = 0.23             # ... rising to 1 at this fraction of training ...
     lr_end: float = 0.07                 # ... and falling to this at the end
     whiten_bias_epochs: int = 0          # whitening-layer bias trains only this many epochs
+    hardest_fraction: float = 1.0        # from epoch hardest_from_epoch on (0-based), each
+    hardest_from_epoch: int = 0          # epoch trains on this fraction of the images, those with
+                                         # the highest loss when last trained on (1: every image)
     # augmentation
     flip: str | None = None              # None, "random" or "alternating"
     translate: int = 0                   # max random shift in pixels (reflect-filled)
@@ -137,7 +140,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("epochs", "batch_size"):
         _check(_is_int(getattr(cfg, name)) and getattr(cfg, name) >= 1, name,
                "a whole number ≥ 1", getattr(cfg, name))
-    for name in ("whiten_bias_epochs", "translate", "eval_every", "seed", "crop_epochs"):
+    for name in ("whiten_bias_epochs", "translate", "eval_every", "seed", "crop_epochs",
+                 "hardest_from_epoch"):
         _check(_is_int(getattr(cfg, name)) and getattr(cfg, name) >= 0, name,
                "a whole number ≥ 0", getattr(cfg, name))
     for name in ("train_subset", "test_subset", "micro_batch"):
@@ -180,6 +184,8 @@ def validate(cfg: TrainConfig) -> None:
     _one_of("precision", cfg.precision, PRECISIONS)
     _one_of("channels_last", cfg.channels_last, CHANNELS_LAST)
     _one_of("tta_level", cfg.tta_level, (0, 1, 2))
+    _check(_is_number(cfg.hardest_fraction) and 0 < cfg.hardest_fraction <= 1,
+           "hardest_fraction", "in (0, 1]", cfg.hardest_fraction)
     _check(_is_number(cfg.tta_fraction) and 0 < cfg.tta_fraction <= 1, "tta_fraction",
            "in (0, 1]", cfg.tta_fraction)
     _check(isinstance(cfg.lookahead, bool), "lookahead", "True or False", cfg.lookahead)

@@ -60,6 +60,10 @@ class Context:
         """The mean of ``value`` over all processes."""
         return value
 
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of ``tensor`` over all processes (a new tensor)."""
+        return tensor.clone()
+
     def evaluate(self, model, split, **kwargs):
         """``inference.loss_and_accuracy(model, split, **kwargs)`` over the whole ``split``."""
         from .inference import loss_and_accuracy
@@ -87,6 +91,11 @@ class DataParallelContext(Context):
         t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
         return t.item() / self.world_size
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        torch.distributed.all_reduce(total)
+        return total
 
     def evaluate(self, model, split, **kwargs):
         from .checkpoint import unwrap

@@ -161,6 +161,37 @@ class Lookahead:
         return 0.95 ** 5 * (step / total_steps) ** 3
 
 
+class HardestImages:
+    """Each training image's loss when last trained on (float32 N, on the device; +inf until
+    seen), and the hardest ``fraction`` of the images by it: what an epoch trains on when
+    ``cfg.hardest_fraction`` < 1. The losses come from the steps' own logits, so choosing
+    costs no extra pass; they are a few steps stale, which is what makes them free."""
+
+    def __init__(self, n: int, fraction: float, device: torch.device):
+        self.loss = torch.full((n,), math.inf, device=device)
+        self.fraction = fraction
+        self._new = torch.zeros(2, n, device=device)  # this epoch's (losses, seen): merged later
+
+    @torch.no_grad()
+    def note(self, idx: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Images ``idx`` (int64 B) got ``logits`` (B×classes) for ``labels`` (int64 B)."""
+        self._new[0, idx] = F.cross_entropy(logits.float(), labels, reduction="none")
+        self._new[1, idx] = 1.0
+
+    def end_epoch(self, dist: distributed.Context) -> None:
+        """Take in the epoch's losses, every process's (each trained on its own images)."""
+        new = dist.sum(self._new)
+        seen = new[1] > 0
+        self.loss[seen] = new[0][seen]
+        self._new.zero_()
+
+    def keep(self) -> torch.Tensor:
+        """bool N (CPU): True for the ``fraction`` of the images with the highest loss."""
+        keep = torch.zeros(len(self.loss), dtype=torch.bool)
+        keep[self.loss.topk(int(self.fraction * len(self.loss))).indices.cpu()] = True
+        return keep
+
+
 def _check_finite(loss: float, epoch: int, step: int, cfg: TrainConfig) -> None:
     if not math.isfinite(loss):
         raise TrainingDiverged(
@@ -182,11 +213,9 @@ class Training:
     scaler: torch.amp.GradScaler
     batches: BatchIterator
     history: list[dict]
+    steps_per_epoch: int              # of an epoch over every image: the schedule's unit
+    hardest: HardestImages | None = None  # when epochs train on their hardest images only
     start_epoch: int = 0
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.batches)
 
     @property
     def total_steps(self) -> int:
@@ -221,9 +250,16 @@ def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
     if len(batches) == 0:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
                           f"images per process: lower batch_size or use more data")
+    hardest = None
+    if cfg.hardest_fraction < 1:
+        hardest = HardestImages(len(train), cfg.hardest_fraction, device)
+        if int(cfg.hardest_fraction * len(train)) // dist.world_size < cfg.batch_size:
+            raise ConfigError(f"hardest_fraction {cfg.hardest_fraction} of {len(train)} training "
+                              f"images is less than one batch of {cfg.batch_size} per process: "
+                              f"raise hardest_fraction or lower batch_size")
     return Training(cfg=cfg, device=device, amp_dtype=amp_dtype, dist=dist, model=model,
                     ddp_model=model, optimizer=optimizer, lookahead=lookahead, scaler=scaler,
-                    batches=batches, history=[])
+                    batches=batches, history=[], steps_per_epoch=len(batches), hardest=hardest)
 
 
 def restore(t: Training, ckpt_path: Path | None) -> None:
@@ -242,6 +278,11 @@ def restore(t: Training, ckpt_path: Path | None) -> None:
     torch.set_rng_state(ckpt["rng"].cpu())  # the CPU generator's state is a CPU tensor
     if ckpt.get("scaler"):
         t.scaler.load_state_dict(ckpt["scaler"])
+    if t.hardest is not None:
+        if ckpt.get("hardest_loss") is None:
+            raise CheckpointError(f"{ckpt_path} was not training on its hardest images: resume "
+                                  f"it with the settings it started with (hardest_fraction=1)")
+        t.hardest.loss = ckpt["hardest_loss"].to(t.device)
     t.start_epoch, t.history = ckpt["epoch"], list(ckpt["history"])
 
 
@@ -292,7 +333,12 @@ def _freeze_whitening_bias_after(t: Training, epoch: int) -> None:
 def train_one_epoch(t: Training, epoch: int, bar: tqdm) -> dict:
     """Every step of epoch ``epoch`` (0-based); returns its history row (loss, accuracy, time)."""
     t.batches.set_epoch(epoch)
+    if t.hardest is not None:
+        t.batches.keep = t.hardest.keep() if epoch >= t.cfg.hardest_from_epoch else None
     _freeze_whitening_bias_after(t, epoch)
+    # The schedule runs on whole epochs: an epoch of m < steps_per_epoch batches moves it as far
+    # as an epoch of every image, in m steps.
+    steps, m = t.steps_per_epoch, len(t.batches)
     t.ddp_model.train()
     # Reading a GPU number makes the CPU wait for the GPU: on CUDA the bar is updated once an
     # epoch; on a CPU, where it costs nothing, every 20 steps.
@@ -302,22 +348,27 @@ def train_one_epoch(t: Training, epoch: int, bar: tqdm) -> dict:
     correct = torch.zeros((), device=t.device, dtype=torch.long)
     seen = 0
     for i, (x, y) in enumerate(t.batches):
-        loss, logits = train_step(t, x, y, epoch * t.steps_per_epoch + i)
+        loss, logits = train_step(t, x, y, epoch * steps + i * steps // m)
+        if t.hardest is not None:
+            t.hardest.note(t.batches.order[i * len(y):(i + 1) * len(y)], logits, y)
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        if i % report_every == 0 or i == t.steps_per_epoch - 1:
+        if i % report_every == 0 or i == m - 1:
             running = loss_sum.item() / seen
             _check_finite(running, epoch, i, t.cfg)
             bar.set_postfix(epoch=epoch + 1, loss=f"{running:.3f}",
                             acc=f"{correct.item() / seen:.3f}")
-        bar.update(1)
+        bar.update((i + 1) * steps // m - i * steps // m)  # the schedule's steps, as fit counts
     if t.lookahead is not None and epoch == t.cfg.epochs - 1:
         t.lookahead.update(t.model, 1.0)  # finish on the averaged weights
+    if t.hardest is not None:
+        t.hardest.end_epoch(t.dist)
     sync(t.device)  # the epoch's time is its work, not the launch of its last kernels
     seconds = time.perf_counter() - t0
     dist = t.dist
-    return {"epoch": epoch + 1, "train_loss": dist.mean(loss_sum.item() / seen),
+    return {"epoch": epoch + 1, "images": seen * dist.world_size,
+            "train_loss": dist.mean(loss_sum.item() / seen),
             "train_acc": dist.mean(correct.item() / seen), "seconds": seconds,
             "train_seconds": (t.history[-1]["train_seconds"] if t.history else 0.0) + seconds,
             "images_per_second": seen * dist.world_size / seconds,
@@ -332,7 +383,8 @@ def save_progress(t: Training, ckpt_path: Path | None, classes, epochs_done: int
     cfg = t.cfg
     state = {} if final else dict(optimizer=t.optimizer.state_dict(),
                                   lookahead=t.lookahead.state if t.lookahead else None,
-                                  rng=torch.get_rng_state(), scaler=t.scaler.state_dict())
+                                  rng=torch.get_rng_state(), scaler=t.scaler.state_dict(),
+                                  hardest_loss=t.hardest.loss.cpu() if t.hardest else None)
     save_checkpoint(ckpt_path, t.model, model_name=cfg.model, model_kwargs=cfg.model_kwargs,
                     classes=classes, mean=cfg.mean, std=cfg.std, config=cfg.to_dict(),
                     epoch=epochs_done, history=t.history, **state)

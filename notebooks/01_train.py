@@ -697,6 +697,9 @@ KNOBS = {
     "lookahead": "a slowly averaged copy of the weights (airbench94 needs it; Muon does not)",
     "whiten_bias_epochs": "the whitening bias learns for this many epochs (its rate falling to "
                           "0 over them), then is frozen",
+    "hardest_fraction": "1: every epoch trains on every image (below 1: only on this share, "
+                        "those with the highest loss when last trained on) ...",
+    "hardest_from_epoch": "... from this epoch on, counting from 0",
     "flip": "`alternating`: every image mirrored in every other epoch",
     "translate": "random shifts of up to this many pixels, reflect-filled",
     "brightness": "a random shift of each image's normalised values, up to ± this",
@@ -1027,3 +1030,9 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 #    against the plain labels, where a confident right answer costs almost nothing, so it can
 #    fall well below the training loss.
 #    </details>
+# 7. **Skip the easy images.** In the cell that calls `configure(recipe, ...)`, add
+#    `hardest_fraction=0.6, hardest_from_epoch=3`: from the fourth epoch on, each epoch trains
+#    only on the 60% of the images whose loss was highest when last trained on (each step's
+#    own losses, so choosing costs nothing). How much time does it save, and how much accuracy
+#    does it cost? Compare with `epochs=7`, about the same work: which keeps more accuracy?
+#    (`benchmarks/HISTORY.md` has what was measured, and what a random 60% did.)

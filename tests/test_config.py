@@ -46,6 +46,8 @@ BAD_VALUES = [
     ("crop_size", (20, 24)),  # one size per crop epoch: the original recipe has none
     ("whiten_bias_epochs", -1),
     ("brightness", -0.1), ("brightness", 1.0), ("contrast", -0.1), ("contrast", 1.5),
+    ("hardest_fraction", 0), ("hardest_fraction", 1.5), ("hardest_fraction", math.nan),
+    ("hardest_from_epoch", -1), ("hardest_from_epoch", 1.5),
     ("muon_lr", 0.0),
     ("muon_momentum", 1.0),
     ("eval_every", -1),
@@ -107,7 +109,9 @@ def test_model_kwargs_the_model_cannot_be_built_with_are_a_config_error():
 @pytest.mark.parametrize("field, value", [("epochs", 1), ("translate", 0),
                                           ("label_smoothing", 0), ("lr_peak_at", 1.0),
                                           ("momentum", 0.0), ("train_subset", 1),
-                                          ("brightness", 0.0), ("contrast", 0.99)])
+                                          ("brightness", 0.0), ("contrast", 0.99),
+                                          ("hardest_fraction", 1.0),
+                                          ("hardest_fraction", 0.01)])
 def test_valid_edge_values_pass(field, value):
     assert getattr(configure("original", **{field: value}), field) == value
 

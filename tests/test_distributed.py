@@ -97,6 +97,10 @@ def jobs(root, tmp_path_factory):
                   d / "seed"], {}),
         **{recipe: ([WORKERS / "recipe_worker.py", root, d / recipe, recipe, repr(TINY)], {})
            for recipe in ("fast", "airbench94")},
+        # epochs 2 and 3 on the half of the images with the highest loss, chosen alike on both
+        # ranks from both ranks' losses
+        "fast_hardest": ([WORKERS / "recipe_worker.py", root, d / "fast_hardest", "fast",
+                          repr({**TINY, "hardest_fraction": 0.5, "hardest_from_epoch": 1})], {}),
         "bad_root": (["-m", "cifar_lib", "train", "--device", "cpu", "--data-root", d / "none",
                       "--run-dir", d / "bad"], {}),
         "crash": ([*failing, d / "crash"], {"TEST_FAILURE": "crash"}),
@@ -188,6 +192,21 @@ def test_data_parallel_recipe_keeps_ranks_in_sync(root, jobs, one_thread, recipe
                  progress=False)
     ddp_acc = json.loads((run / "metrics.json").read_text())["test_acc"]
     assert ddp_acc > 0.5 and abs(ddp_acc - single.metrics["test_acc"]) <= 0.15
+
+
+def test_data_parallel_training_on_the_hardest_images_keeps_ranks_in_sync(jobs):
+    d, started = jobs
+    run = d / "fast_hardest"
+    rc, out, err, _ = started["fast_hardest"].wait()
+    assert rc == 0, err[-3000:]
+    rank0, rank1 = (torch.load(run / f"rank{r}.pt") for r in range(2))
+    _close(rank0, rank1, rtol=0, atol=0)
+    kept0, kept1 = (torch.load(run / f"kept{r}.pt") for r in range(2))
+    assert len(kept0) == 2 and all(torch.equal(a, b) for a, b in zip(kept0, kept1))
+    n = json.loads((run / "metrics.json").read_text())["train_images"]
+    per_rank = lambda images: images // 2 // 32 * 32  # whole batches of 32 on each rank
+    history = json.loads((run / "history.json").read_text())
+    assert [h["images"] for h in history] == [2 * per_rank(n), *[2 * per_rank(n // 2)] * 2]
 
 
 def test_a_bad_argument_on_every_rank_fails_fast_with_the_one_line_error(jobs):

@@ -9,6 +9,7 @@ from cifar_lib.checkpoint import (CheckpointError, load_checkpoint, load_model, 
 from cifar_lib.data import load_cifar10
 from cifar_lib.models import build_model
 from cifar_lib.recipes import configure
+from cifar_lib.config import ConfigError
 from cifar_lib.train import TrainingDiverged, fit
 
 
@@ -192,9 +193,12 @@ def test_crash_mid_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
-@pytest.mark.parametrize("recipe", ["original", "fast"])
-def test_interrupted_then_resumed_run_equals_uninterrupted(data, tmp_path, recipe):
-    cfg = _tiny(recipe, epochs=3)
+@pytest.mark.parametrize("recipe, extra", [
+    ("original", {}), ("fast", {}),
+    # the losses that choose epoch 3's images must survive the interruption
+    ("fast", dict(hardest_fraction=0.5, hardest_from_epoch=1))])
+def test_interrupted_then_resumed_run_equals_uninterrupted(data, tmp_path, recipe, extra):
+    cfg = _tiny(recipe, epochs=3, **extra)
     full = fit(cfg, *data, run_dir=tmp_path / "full", progress=False)
 
     def interrupt_after_first_epoch(row):
@@ -234,3 +238,74 @@ def test_a_finished_run_of_the_same_settings_is_loaded_not_trained_again(data, t
     ckpt["optimizer"] = {}                                                # an unfinished run
     torch.save(ckpt, tmp_path / "run" / "checkpoint.pt")
     assert load_finished(cfg, tmp_path / "run") is None
+
+
+# ------------------------------------------------------------------ training on the hardest images
+
+def test_later_epochs_train_on_the_images_with_the_highest_last_loss(data, monkeypatch):
+    from cifar_lib import train as train_module
+    chosen, trained, real_keep, real_step = [], [], train_module.HardestImages.keep, \
+        train_module.train_step
+
+    def recording_keep(self):
+        keep = real_keep(self)
+        chosen.append((self.loss.clone(), keep))
+        return keep
+
+    def recording_step(t, x, y, step):
+        trained.append((step, t.batches.epoch - 1, t.batches.order.clone(), len(y)))
+        return real_step(t, x, y, step)
+    monkeypatch.setattr(train_module.HardestImages, "keep", recording_keep)
+    monkeypatch.setattr(train_module, "train_step", recording_step)
+    cfg = _tiny("fast", epochs=3, hardest_fraction=0.5, hardest_from_epoch=1)
+    result = fit(cfg, *data, progress=False)
+
+    n = result.metrics["train_images"]
+    k = n // 2
+    assert [h["images"] for h in result.history] == [n // 32 * 32, k // 32 * 32, k // 32 * 32]
+    assert len(chosen) == 2  # once for each of epochs 2 and 3
+    for (loss, keep), epoch in zip(chosen, (1, 2)):
+        assert keep.sum() == k
+        assert loss[keep].min() >= loss[~keep].max()  # the highest losses, not any k
+        assert keep[torch.isinf(loss)].all()  # an image no batch has taken yet counts as hardest
+        orders = [order for _, e, order, _ in trained if e == epoch]
+        assert set(orders[0].tolist()) == set(keep.nonzero().flatten().tolist())
+    # The schedule still spans whole epochs: each epoch's steps start at epoch × S and spread
+    # over its S schedule steps, so the learning rate decays to near 0 as on every image.
+    steps_per_epoch = n // 32
+    for epoch in range(3):
+        steps = [step for step, e, _, _ in trained if e == epoch]
+        assert steps[0] == epoch * steps_per_epoch
+        assert steps[-1] >= (epoch + 1) * steps_per_epoch - steps_per_epoch / len(steps) - 1
+
+
+def test_hardest_images_merge_every_processes_losses():
+    from cifar_lib.distributed import Context
+    from cifar_lib.train import HardestImages
+
+    class TwoRanks(Context):  # the other rank saw images 2 and 3
+        def sum(self, tensor):
+            other = torch.zeros_like(tensor)
+            other[0, 2], other[0, 3], other[1, 2], other[1, 3] = 5.0, 0.5, 1.0, 1.0
+            return tensor + other
+    hardest = HardestImages(4, 0.5, torch.device("cpu"))
+    hardest.note(torch.tensor([0, 1]), torch.tensor([[9.0, 0.0], [0.0, 9.0]]),
+                 torch.tensor([1, 1]))  # image 0 badly wrong, image 1 right
+    hardest.end_epoch(TwoRanks())
+    assert torch.isfinite(hardest.loss).all()
+    assert hardest.keep().tolist() == [True, False, True, False]  # losses ≈ 9, 0, 5, 0.5
+
+
+def test_a_hardest_fraction_smaller_than_a_batch_is_refused(data):
+    with pytest.raises(ConfigError, match="hardest_fraction 0.01 of .* less than one batch"):
+        fit(_tiny("fast", hardest_fraction=0.01), *data, progress=False)
+
+
+def test_resuming_with_hardest_images_a_run_started_without_is_refused(data, tmp_path):
+    def stop(row):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        fit(_tiny("fast", epochs=3), *data, run_dir=tmp_path, callbacks=[stop], progress=False)
+    with pytest.raises(CheckpointError, match="not training on its hardest images"):
+        fit(_tiny("fast", epochs=3, hardest_fraction=0.5), *data, run_dir=tmp_path, resume=True,
+            progress=False)
