@@ -4,12 +4,12 @@ from contextlib import nullcontext
 import pytest
 import torch
 
+from cifar_lib.config import ConfigError
 from cifar_lib.checkpoint import (CheckpointError, load_checkpoint, load_model, load_weights,
                                   save_checkpoint)
 from cifar_lib.data import load_cifar10
 from cifar_lib.models import build_model
 from cifar_lib.recipes import configure
-from cifar_lib.config import ConfigError
 from cifar_lib.train import TrainingDiverged, fit
 
 

@@ -8,14 +8,13 @@ archive/screen_fast_selection.json.
     CIFAR10_ROOT=../shared/data OMP_NUM_THREADS=1 taskset -c 0 \
         python tools/screen_fast_selection.py KEEP START [SEED] [hardest|random]
 
-No recipe selects images, so this screen patches ``BatchIterator.epoch_order`` (which images an
-epoch takes) and ``train_step`` (to note each image's loss and to map steps onto the schedule).
+"hardest" is the library's ``hardest_fraction`` / ``hardest_from_epoch``. The library has no
+random rule, so "random" patches ``BatchIterator.epoch_order`` (an epoch takes the first KEEP of
+its shuffled order) and ``train_step`` (to map the shorter epoch's steps onto the schedule, as
+``fit`` does for the hardest images).
 """
 import json
 import sys
-
-import torch
-import torch.nn.functional as F
 
 import cifar_lib.train as T
 from cifar_lib.batches import BatchIterator
@@ -25,42 +24,38 @@ from cifar_lib.recipes import configure
 keep, start = float(sys.argv[1]), int(sys.argv[2])
 seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 rule = sys.argv[4] if len(sys.argv) > 4 else "hardest"
-state = {"loss": None, "order": None}   # each image's last training loss; this epoch's order
-full_order = BatchIterator.epoch_order
 
 
-def epoch_order(self):
-    order = full_order(self)
-    if state["loss"] is None:
-        state["loss"] = torch.full((len(self.labels),), float("inf"))  # unseen: hardest
-    if self.epoch >= start:
-        k = int(keep * len(order))
-        if rule == "random":      # order is already shuffled: its first k are a random k
-            order = order[:k]
-        else:
-            threshold = state["loss"][order].kthvalue(len(order) - k + 1).values
-            order = order[state["loss"][order] >= threshold][:k]
-    state["order"] = order
-    return order
+def take_a_random_fraction() -> None:
+    """From epoch START on, each epoch trains on the first KEEP of its shuffled order."""
+    full_order, step_fn = BatchIterator.epoch_order, T.train_step
+    epoch_orders = {}
+
+    def epoch_order(self):
+        order = full_order(self)
+        if self.epoch >= start:
+            order = order[:int(keep * len(order))]
+        epoch_orders["now"] = order
+        return order
+
+    def train_step(t, x, y, step):
+        steps = t.steps_per_epoch                         # an epoch over every image
+        epoch, i = divmod(step, steps)
+        m = len(epoch_orders["now"]) // len(y)            # this epoch's batches
+        return step_fn(t, x, y, int(epoch * steps + i * steps / m))
+
+    BatchIterator.epoch_order, T.train_step = epoch_order, train_step
 
 
-BatchIterator.epoch_order = epoch_order
-step_fn = T.train_step
+selection = {}
+if rule == "random":
+    take_a_random_fraction()
+else:
+    selection = dict(hardest_fraction=keep, hardest_from_epoch=start)
 
-
-def train_step(t, x, y, step):
-    S = t.steps_per_epoch                       # whole-epoch batches: len() is unchanged
-    epoch, i = divmod(step, S)
-    m = len(state["order"]) // len(y)           # this epoch's batches
-    loss, logits = step_fn(t, x, y, int(epoch * S + i * S / m))
-    idx = state["order"][i * len(y):(i + 1) * len(y)]
-    state["loss"][idx] = F.cross_entropy(logits.float(), y, reduction="none").cpu()
-    return loss, logits
-
-
-T.train_step = train_step
 train, test = load_cifar10()
-run = T.fit(configure("fast", seed=seed, val_fraction=0), train, test, progress=False)
+run = T.fit(configure("fast", seed=seed, val_fraction=0, **selection), train, test,
+            progress=False)
 for h in run.history:
     print(h["epoch"], round(h["seconds"], 1), round(100 * h["test_acc"], 2), h["lr"],
           round(h["images_per_second"] * h["seconds"]))
