@@ -8,14 +8,13 @@ traceback of every error.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import shlex
 import sys
 
 from . import __version__
 from .checkpoint import CheckpointError
-from .config import ConfigError
+from .config import ConfigError, add_override_args
 from .course import NotebookFailed
 from .data import DataError, add_data_args
 from .device import DeviceError
@@ -65,23 +64,9 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --run-dir from its last epoch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--set", dest="overrides", metavar="FIELD=VALUE", action="append",
-                   type=_override, default=[],
-                   help="override any TrainConfig field, as a Python literal (repeatable, applied "
-                        "last), e.g. --set crop_epochs=3 --set label_smoothing=0.1; FIELD=None "
-                        "sets None where the field takes it (micro_batch=None: whole batches)")
+    add_override_args(p, "FIELD=None sets None where the field takes it (micro_batch=None: "
+                         "whole batches)")
     add_data_args(p)
-
-
-def _override(text: str) -> tuple[str, object]:
-    """'FIELD=VALUE' → (FIELD, VALUE as a Python literal, else the text itself)."""
-    field, sep, value = text.partition("=")
-    if not sep or not field.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE")
-    try:
-        return field.strip(), ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return field.strip(), value  # a bare word: a string such as flip=random
 
 
 def train_config(args):

@@ -6,6 +6,8 @@ it comes from, before any data is loaded or any time is spent.
 """
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -196,3 +198,23 @@ def validate(cfg: TrainConfig) -> None:
         _check(isinstance(value, (tuple, list)) and len(value) == 3
                and all(_is_number(v) for v in value), name, "three numbers (R, G, B)", value)
     _check(all(v > 0 for v in cfg.std), "std", "three numbers > 0", cfg.std)
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'FIELD=VALUE' → (FIELD, VALUE as a Python literal, else the text itself)."""
+    field, sep, value = text.partition("=")
+    if not sep or not field.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE")
+    try:
+        return field.strip(), ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return field.strip(), value  # a bare word: a string such as flip=random
+
+
+def add_override_args(parser: argparse.ArgumentParser, more_help: str = "") -> None:
+    """``--set FIELD=VALUE`` (repeatable) into ``args.overrides``, a list of (field, value)."""
+    parser.add_argument("--set", dest="overrides", metavar="FIELD=VALUE", action="append",
+                        type=parse_override, default=[],
+                        help="override any TrainConfig field, as a Python literal (repeatable, "
+                             "applied last), e.g. --set crop_epochs=3 --set label_smoothing=0.1"
+                             + (f"; {more_help}" if more_help else ""))

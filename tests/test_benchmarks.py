@@ -137,6 +137,27 @@ def test_train_benchmark_races_the_recipe_against_the_anchor(cifar10, tmp_path, 
 
 
 @pytest.mark.real_data
+def test_train_benchmark_races_a_variant_of_the_recipe(cifar10, tmp_path, one_thread):
+    out = tmp_path / "train.json"
+    argv = ["bench", "train", "--quick", "--seeds", "0", "--anchor-seeds", "0", "--device", "cpu",
+            "--set", "epochs=2", "--set", "label_smoothing=0.1", "--out", str(out)]
+    assert main(argv) == 0
+    record = json.loads(out.read_text())
+    # the raced recipe trains with the changes, the anchor as it is
+    assert [(r["recipe"], r["epochs"]) for r in record["rows"]] == [("fast", 2), ("airbench94", 1)]
+    assert record["recipe_settings"]["fast"]["label_smoothing"] == 0.1
+    assert record["recipe_settings"]["airbench94"]["label_smoothing"] == 0.2
+    assert record["settings"]["overrides"] == [["epochs", 2], ["label_smoothing", 0.1]]
+
+
+def test_train_benchmark_refuses_a_variant_of_its_own_anchor(capsys):
+    assert main(["bench", "train", "--quick", "--recipe", "fast", "--anchor", "fast",
+                 "--set", "epochs=2"]) != 0
+    err = capsys.readouterr().err
+    assert "also the anchor" in err and "--anchor" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.real_data
 def test_time_to_64_races_race64_against_the_original_seed_by_seed(cifar10, tmp_path, one_thread):
     out = tmp_path / "t64.json"
     argv = ["bench", "time-to-64", "--quick", "--seeds", "3", "4", "--device", "cpu", "--out",

@@ -1,6 +1,6 @@
 """Training: a recipe against the airbench94 anchor, over seeds, side by side.
 
-    python -m cifar_lib bench train [--recipe fast] [--seeds 0 1 2 3 4]
+    python -m cifar_lib bench train [--recipe fast] [--set FIELD=VALUE ...] [--seeds 0 1 2 3 4]
                                     [--anchor-seeds 0 1 2 3 4] [--device auto] [--precision P]
                                     [--quick] [--resume]
 
@@ -10,7 +10,8 @@ recipe's (``run_order``) so that a slow spell on a shared machine falls on both;
 accuracy with TTA on all 10,000 test images; ``seconds`` is the wall time from loaded data to
 that final accuracy. ``time_ratio`` is the recipe's mean seconds over the anchor's, on the same
 device, threads and precision rules. (The race to the original notebook's 64% is its own
-benchmark, ``time_to_64``.)
+benchmark, ``time_to_64``.) ``--set`` changes fields of the raced recipe only, to race a
+variant before it becomes a recipe; the record keeps both recipes' settings in full.
 
 Prints a markdown table and writes a JSON record, by default one per kind of machine
 (``benchmarks/results/train_<kind>.json``, kind: cuda, mps, cpu-bf16 or cpu-fp32), because CPU
@@ -37,6 +38,7 @@ from ..data import CifarSplit, add_data_args, load_cifar10
 from ..device import cpu_has_native_bf16, select_device
 from ..errors import UsageError
 from ..files import json_safe
+from ..config import add_override_args
 from ..recipes import configure
 from ..speed.clock import synced_clock
 from ..train import fit
@@ -72,12 +74,15 @@ def default_out(device: torch.device, precision: str | None = None, name: str = 
 
 
 def train_once(recipe: str, seed: int, train: CifarSplit, test: CifarSplit,
-               device: torch.device, quick: bool, precision: str | None = None) -> dict:
-    """One full run of ``recipe``: its row (test_acc with the recipe's TTA, in %, and seconds
-    from loaded data to that accuracy). ``precision``: None for the recipe's own."""
+               device: torch.device, quick: bool, precision: str | None = None,
+               overrides: dict | None = None) -> dict:
+    """One full run of ``recipe`` (with ``overrides`` of its fields): its row (test_acc with the
+    recipe's TTA, in %, and seconds from loaded data to that accuracy). ``precision``: None for
+    the recipe's own."""
     # eval_every=0: evaluate once, at the end (with the recipe's TTA).
     cfg = configure(recipe, quick=quick, seed=seed, eval_every=0, device=str(device),
                     precision=precision, **PROTOCOL, **quick_subsets(quick))
+    cfg = cfg.replace(**(overrides or {}))
     started = now()
     t0 = synced_clock(device)
     m = fit(cfg, train, test, progress=not quick).metrics
@@ -102,12 +107,15 @@ def summarize(rows: list[dict], goal: float = GOAL) -> dict:
 
 
 def fingerprint(recipe: str, anchor: str, device: torch.device, quick: bool,
-                precision: str | None = None) -> dict:
+                precision: str | None = None, overrides: dict | None = None) -> dict:
     """What rows must share to be compared: both recipes' settings (with ``precision`` when
-    forced), the device, and the machine (``records.machine_fingerprint``)."""
+    forced and ``overrides`` of the raced recipe), the device, and the machine
+    (``records.machine_fingerprint``)."""
     machine = machine_fingerprint()
-    recipes = {name: configure(name, quick=quick, precision=precision, **PROTOCOL).to_dict()
-               for name in (recipe, anchor)}
+    configs = {anchor: configure(anchor, quick=quick, precision=precision, **PROTOCOL),
+               recipe: configure(recipe, quick=quick, precision=precision, **PROTOCOL)
+               .replace(**(overrides or {}))}
+    recipes = {name: cfg.to_dict() for name, cfg in configs.items()}
     # as JSON holds it (tuples become lists), so that a saved fingerprint compares equal
     return json_safe({"recipes": recipes, "device": str(device), "quick": quick,
                       "machine": machine})
@@ -130,22 +138,23 @@ def run_order(n_recipe: int, n_anchor: int) -> list[tuple[str, int]]:
 def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device: str = "auto",
         download: bool = False, recipe: str = RECIPE, anchor: str = ANCHOR,
         done: Sequence[dict] = (), on_run: Callable[[list[dict]], None] | None = None,
-        precision: str | None = None) -> dict:
+        precision: str | None = None, overrides: dict | None = None) -> dict:
     """The race on one ``device`` ('auto': the best present); returns the record's fields, with
     every run's row under 'runs'. ``quick``: 512 training and 256 test images, one epoch each.
     ``done``: rows already measured (``Progress.done``), reused rather than run again;
     ``on_run`` receives all rows so far after each new run. ``precision``: forced on both
-    recipes (None: each recipe's own)."""
+    recipes (None: each recipe's own); ``overrides``: fields of ``recipe`` (not the anchor)."""
     dev = select_device(device)
     train, test = load_cifar10(root, download=download)
     measured = {(r["recipe"], r["seed"]): r for r in done}
     runs, our_rows, their_rows = [], [], []
-    parts = {"recipe": (recipe, seeds, our_rows), "anchor": (anchor, anchor_seeds, their_rows)}
+    parts = {"recipe": (recipe, seeds, our_rows, overrides),
+             "anchor": (anchor, anchor_seeds, their_rows, None)}
     for part, i in run_order(len(seeds), len(anchor_seeds)):  # noise falls on both alike
-        name, seed_list, rows = parts[part]
+        name, seed_list, rows, changes = parts[part]
         row = measured.get((name, seed_list[i]))
         if row is None:
-            row = train_once(name, seed_list[i], train, test, dev, quick, precision)
+            row = train_once(name, seed_list[i], train, test, dev, quick, precision, changes)
             measured[(name, seed_list[i])] = row
             if on_run:
                 on_run(list(measured.values()))
@@ -166,6 +175,7 @@ def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=RECIPE,
                    help=f"the recipe raced against the anchor (default {RECIPE})")
+    add_override_args(p, "the raced recipe only, not the anchor")
     p.add_argument("--anchor", default=ANCHOR,
                    help=f"the reference recipe, run beside it (default {ANCHOR})")
     p.add_argument("--seeds", type=int, nargs="+", default=SEEDS,
@@ -198,11 +208,15 @@ def _fmt(value, spec: str, unit: str = "", none: str = "never") -> str:
 def main(args: argparse.Namespace) -> int:
     dev = select_device(args.device)
     out = args.out or default_out(dev, args.precision)
+    overrides = dict(args.overrides)
+    if overrides and args.recipe == args.anchor:
+        raise UsageError(f"--set changes the raced recipe, and {args.recipe!r} is also the "
+                         f"anchor: race it against another --anchor")
     progress = Progress(out, fingerprint(args.recipe, args.anchor, dev, args.quick,
-                                         args.precision), args.resume)
+                                         args.precision, overrides), args.resume)
     result = run(args.seeds, args.anchor_seeds, args.data_root, args.quick, str(dev),
                  args.download, args.recipe, args.anchor, done=progress.done,
-                 on_run=progress.save, precision=args.precision)
+                 on_run=progress.save, precision=args.precision, overrides=overrides)
     print_table(result["runs"], ["recipe", "seed", "test_acc", "test_acc_no_tta", "seconds",
                                  "images_per_second", "precision"])
     print()
