@@ -71,22 +71,12 @@ def _add_train(sub) -> None:
 
 def train_config(args):
     """The ``TrainConfig`` that ``train`` runs with parsed ``args``: the recipe, its options,
-    then ``--set`` overrides, where FIELD=None really sets None (``configure`` reads None as
-    "the recipe's own", which suits the options left unset but not an explicit --set)."""
-    from .recipes import configure
+    then ``--set`` overrides (``recipes.configure_with``)."""
+    from .recipes import configure_with
     options = dict(seed=args.seed, device=args.device, model=args.model, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, precision=args.precision,
                    train_subset=args.train_subset, test_subset=args.test_subset)
-    overrides = dict(args.overrides)
-    nones = [field for field, value in overrides.items() if value is None]
-    cfg = configure(args.recipe, quick=args.quick,
-                    **{**options, **{k: v for k, v in overrides.items() if v is not None}})
-    if nones:
-        try:
-            cfg = cfg.replace(**dict.fromkeys(nones))
-        except (ConfigError, UnknownModelError) as e:  # ConfigError names the valid values
-            raise ConfigError(f"--set {'/'.join(nones)}=None is not allowed: {e}") from None
-    return cfg
+    return configure_with(args.recipe, args.overrides, quick=args.quick, **options)
 
 
 def _cmd_train(args) -> int:

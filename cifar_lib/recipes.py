@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from .batches import CIFAR10_MEAN_STD
 from .config import ConfigError, TrainConfig
+from .models import UnknownModelError
 
 # airbench94 states lr=11.5 and weight_decay=0.0153 per 1024 images for a summed loss, scaled
 # by 1024·(1 + 1/(1 − momentum)); for PyTorch's mean loss at batch 1024 that is lr ≈ 1.5 and a
@@ -165,6 +166,24 @@ def configure(recipe: str = "fast", *, quick: bool = False, **overrides) -> Trai
     elif overrides.get("epochs", cfg.epochs) != cfg.epochs and "crop_epochs" not in overrides:
         overrides.update(_crops_over(cfg, overrides["epochs"]))
     return cfg.replace(**overrides)
+
+
+def configure_with(recipe: str, sets, *, quick: bool = False, **options) -> TrainConfig:
+    """``configure(recipe, quick=quick, **options)`` with ``sets``, the command line's ``--set``
+    pairs (FIELD, VALUE), on top: applied as ``configure`` applies its overrides (a changed
+    ``epochs`` keeps the share of crop epochs), except that FIELD=None really sets None
+    (``configure`` reads None as "the recipe's own", which suits the options left unset but
+    not an explicit --set)."""
+    sets = dict(sets)
+    nones = [name for name, value in sets.items() if value is None]
+    cfg = configure(recipe, quick=quick,
+                    **{**options, **{k: v for k, v in sets.items() if v is not None}})
+    if nones:
+        try:
+            cfg = cfg.replace(**dict.fromkeys(nones))
+        except (ConfigError, UnknownModelError) as e:  # ConfigError names the valid values
+            raise ConfigError(f"--set {'/'.join(nones)}=None is not allowed: {e}") from None
+    return cfg
 
 
 def _crops_over(cfg: TrainConfig, epochs: int) -> dict:

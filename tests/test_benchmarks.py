@@ -146,6 +146,8 @@ def test_train_benchmark_races_a_variant_of_the_recipe(cifar10, tmp_path, one_th
     # the raced recipe trains with the changes, the anchor as it is
     assert [(r["recipe"], r["epochs"]) for r in record["rows"]] == [("fast", 2), ("airbench94", 1)]
     assert record["recipe_settings"]["fast"]["label_smoothing"] == 0.1
+    # as `train --set` applies them: 2 epochs keep fast's share of crop epochs (6 of 10)
+    assert record["recipe_settings"]["fast"]["crop_epochs"] == 1
     assert record["recipe_settings"]["airbench94"]["label_smoothing"] == 0.2
     assert record["settings"]["overrides"] == [["epochs", 2], ["label_smoothing", 0.1]]
 

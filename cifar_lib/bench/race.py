@@ -36,10 +36,10 @@ import torch
 
 from ..data import CifarSplit, add_data_args, load_cifar10
 from ..device import cpu_has_native_bf16, select_device
+from ..config import add_override_args
 from ..errors import UsageError
 from ..files import json_safe
-from ..config import add_override_args
-from ..recipes import configure
+from ..recipes import configure, configure_with
 from ..speed.clock import synced_clock
 from ..train import fit
 from .records import Progress, machine_fingerprint, now, print_table, settings, write_record
@@ -80,9 +80,9 @@ def train_once(recipe: str, seed: int, train: CifarSplit, test: CifarSplit,
     recipe's TTA, in %, and seconds from loaded data to that accuracy). ``precision``: None for
     the recipe's own."""
     # eval_every=0: evaluate once, at the end (with the recipe's TTA).
-    cfg = configure(recipe, quick=quick, seed=seed, eval_every=0, device=str(device),
-                    precision=precision, **PROTOCOL, **quick_subsets(quick))
-    cfg = cfg.replace(**(overrides or {}))
+    cfg = configure_with(recipe, overrides or {}, quick=quick, seed=seed, eval_every=0,
+                         device=str(device), precision=precision, **PROTOCOL,
+                         **quick_subsets(quick))
     started = now()
     t0 = synced_clock(device)
     m = fit(cfg, train, test, progress=not quick).metrics
@@ -112,10 +112,10 @@ def fingerprint(recipe: str, anchor: str, device: torch.device, quick: bool,
     forced and ``overrides`` of the raced recipe), the device, and the machine
     (``records.machine_fingerprint``)."""
     machine = machine_fingerprint()
-    configs = {anchor: configure(anchor, quick=quick, precision=precision, **PROTOCOL),
-               recipe: configure(recipe, quick=quick, precision=precision, **PROTOCOL)
-               .replace(**(overrides or {}))}
-    recipes = {name: cfg.to_dict() for name, cfg in configs.items()}
+    recipes = {anchor: configure(anchor, quick=quick, precision=precision, **PROTOCOL),
+               recipe: configure_with(recipe, overrides or {}, quick=quick, precision=precision,
+                                      **PROTOCOL)}
+    recipes = {name: cfg.to_dict() for name, cfg in recipes.items()}
     # as JSON holds it (tuples become lists), so that a saved fingerprint compares equal
     return json_safe({"recipes": recipes, "device": str(device), "quick": quick,
                       "machine": machine})
