@@ -350,7 +350,8 @@ def train_one_epoch(t: Training, epoch: int, bar: tqdm) -> dict:
     for i, (x, y) in enumerate(t.batches):
         loss, logits = train_step(t, x, y, epoch * steps + i * steps // m)
         if t.hardest is not None:
-            t.hardest.note(t.batches.order[i * len(y):(i + 1) * len(y)], logits, y)
+            B = t.batches.batch_size  # batch i is order[i·B : (i + 1)·B]
+            t.hardest.note(t.batches.order[i * B:(i + 1) * B], logits, y)
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
