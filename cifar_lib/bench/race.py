@@ -34,9 +34,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..config import add_override_args
 from ..data import CifarSplit, add_data_args, load_cifar10
 from ..device import cpu_has_native_bf16, select_device
-from ..config import add_override_args
 from ..errors import UsageError
 from ..files import json_safe
 from ..recipes import configure, configure_with
@@ -112,10 +112,10 @@ def fingerprint(recipe: str, anchor: str, device: torch.device, quick: bool,
     forced and ``overrides`` of the raced recipe), the device, and the machine
     (``records.machine_fingerprint``)."""
     machine = machine_fingerprint()
-    recipes = {anchor: configure(anchor, quick=quick, precision=precision, **PROTOCOL),
+    configs = {anchor: configure(anchor, quick=quick, precision=precision, **PROTOCOL),
                recipe: configure_with(recipe, overrides or {}, quick=quick, precision=precision,
                                       **PROTOCOL)}
-    recipes = {name: cfg.to_dict() for name, cfg in recipes.items()}
+    recipes = {name: cfg.to_dict() for name, cfg in configs.items()}
     # as JSON holds it (tuples become lists), so that a saved fingerprint compares equal
     return json_safe({"recipes": recipes, "device": str(device), "quick": quick,
                       "machine": machine})
