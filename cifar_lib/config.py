@@ -61,9 +61,10 @@ class TrainConfig:
     lr_peak_at: float = 0.23             # ... rising to 1 at this fraction of training ...
     lr_end: float = 0.07                 # ... and falling to this at the end
     whiten_bias_epochs: int = 0          # whitening-layer bias trains only this many epochs
-    hardest_fraction: float = 1.0        # from epoch hardest_from_epoch on (0-based), each
+    hardest_fraction: float | tuple = 1.0  # from epoch hardest_from_epoch on (0-based), each
     hardest_from_epoch: int = 0          # epoch trains on this fraction of the images, those with
-                                         # the highest loss when last trained on (1: every image)
+                                         # the highest loss when last trained on (1: every image);
+                                         # a tuple: one fraction per epoch from that epoch on
     # augmentation
     flip: str | None = None              # None, "random" or "alternating"
     translate: int = 0                   # max random shift in pixels (reflect-filled)
@@ -99,6 +100,14 @@ class TrainConfig:
         if epoch >= self.crop_epochs:
             return None
         return self.crop_size if _is_int(self.crop_size) else self.crop_size[epoch]
+
+    def hardest_fraction_at(self, epoch: int) -> float:
+        """The fraction of the images, the hardest, that 0-based ``epoch`` trains on."""
+        if epoch < self.hardest_from_epoch:
+            return 1.0
+        if _is_number(self.hardest_fraction):
+            return self.hardest_fraction
+        return self.hardest_fraction[epoch - self.hardest_from_epoch]
 
     def replace(self, **changes) -> "TrainConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -186,8 +195,13 @@ def validate(cfg: TrainConfig) -> None:
     _one_of("precision", cfg.precision, PRECISIONS)
     _one_of("channels_last", cfg.channels_last, CHANNELS_LAST)
     _one_of("tta_level", cfg.tta_level, (0, 1, 2))
-    _check(_is_number(cfg.hardest_fraction) and 0 < cfg.hardest_fraction <= 1,
-           "hardest_fraction", "in (0, 1]", cfg.hardest_fraction)
+    fractions = (cfg.hardest_fraction if isinstance(cfg.hardest_fraction, (tuple, list))
+                 else (cfg.hardest_fraction,))
+    later = cfg.epochs - cfg.hardest_from_epoch
+    _check(all(_is_number(f) and 0 < f <= 1 for f in fractions) and (
+           _is_number(cfg.hardest_fraction) or len(fractions) == later), "hardest_fraction",
+           f"in (0, 1], or one such number per epoch from hardest_from_epoch on ({later} of "
+           f"them)", cfg.hardest_fraction)
     _check(_is_number(cfg.tta_fraction) and 0 < cfg.tta_fraction <= 1, "tta_fraction",
            "in (0, 1]", cfg.tta_fraction)
     _check(isinstance(cfg.lookahead, bool), "lookahead", "True or False", cfg.lookahead)

@@ -164,12 +164,11 @@ class Lookahead:
 class HardestImages:
     """Each training image's loss when last trained on (float32 N, on the device; +inf until
     seen), and the hardest ``fraction`` of the images by it: what an epoch trains on when
-    ``cfg.hardest_fraction`` < 1. The losses come from the steps' own logits, so choosing
+    ``cfg.hardest_fraction_at(epoch)`` < 1. The losses come from the steps' own logits, so choosing
     costs no extra pass; they are a few steps stale, which is what makes them free."""
 
-    def __init__(self, n: int, fraction: float, device: torch.device):
+    def __init__(self, n: int, device: torch.device):
         self.loss = torch.full((n,), math.inf, device=device)
-        self.fraction = fraction
         self._new = torch.zeros(2, n, device=device)  # this epoch's (losses, seen): merged later
 
     @torch.no_grad()
@@ -185,10 +184,10 @@ class HardestImages:
         self.loss[seen] = new[0][seen]
         self._new.zero_()
 
-    def keep(self) -> torch.Tensor:
+    def keep(self, fraction: float) -> torch.Tensor:
         """bool N (CPU): True for the ``fraction`` of the images with the highest loss."""
         keep = torch.zeros(len(self.loss), dtype=torch.bool)
-        keep[self.loss.topk(int(self.fraction * len(self.loss))).indices.cpu()] = True
+        keep[self.loss.topk(int(fraction * len(self.loss))).indices.cpu()] = True
         return keep
 
 
@@ -251,12 +250,13 @@ def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
                           f"images per process: lower batch_size or use more data")
     hardest = None
-    if cfg.hardest_fraction < 1:
-        hardest = HardestImages(len(train), cfg.hardest_fraction, device)
-        if int(cfg.hardest_fraction * len(train)) // dist.world_size < cfg.batch_size:
-            raise ConfigError(f"hardest_fraction {cfg.hardest_fraction} of {len(train)} training "
-                              f"images is less than one batch of {cfg.batch_size} per process: "
-                              f"raise hardest_fraction or lower batch_size")
+    fewest = min(cfg.hardest_fraction_at(epoch) for epoch in range(cfg.epochs))
+    if fewest < 1:
+        hardest = HardestImages(len(train), device)
+        if int(fewest * len(train)) // dist.world_size < cfg.batch_size:
+            raise ConfigError(f"hardest_fraction {fewest} of {len(train)} training images is "
+                              f"less than one batch of {cfg.batch_size} per process: raise "
+                              f"hardest_fraction or lower batch_size")
     return Training(cfg=cfg, device=device, amp_dtype=amp_dtype, dist=dist, model=model,
                     ddp_model=model, optimizer=optimizer, lookahead=lookahead, scaler=scaler,
                     batches=batches, history=[], steps_per_epoch=len(batches), hardest=hardest)
@@ -334,7 +334,8 @@ def train_one_epoch(t: Training, epoch: int, bar: tqdm) -> dict:
     """Every step of epoch ``epoch`` (0-based); returns its history row (loss, accuracy, time)."""
     t.batches.set_epoch(epoch)
     if t.hardest is not None:
-        t.batches.keep = t.hardest.keep() if epoch >= t.cfg.hardest_from_epoch else None
+        fraction = t.cfg.hardest_fraction_at(epoch)
+        t.batches.keep = t.hardest.keep(fraction) if fraction < 1 else None
     _freeze_whitening_bias_after(t, epoch)
     # The schedule runs on whole epochs: an epoch of m < steps_per_epoch batches moves it as far
     # as an epoch of every image, in m steps.

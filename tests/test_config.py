@@ -330,3 +330,16 @@ def test_crop_size_is_one_size_or_one_per_crop_epoch():
     for bad in ((16, 20), (16, 20, 28, 32), (16, 20, 40), (16, 20.0, 24)):
         with pytest.raises(ConfigError, match=r"crop_size must be .*one per crop epoch \(3 of"):
             configure("fast", crop_epochs=3, crop_size=bad)
+
+
+def test_hardest_fraction_is_one_fraction_or_one_per_epoch_from_hardest_from_epoch():
+    fixed = configure("fast", epochs=5, hardest_fraction=0.6, hardest_from_epoch=2)
+    assert [fixed.hardest_fraction_at(e) for e in range(5)] == [1.0, 1.0, 0.6, 0.6, 0.6]
+    shrinking = configure("fast", epochs=5, hardest_fraction=(0.8, 0.6, 0.4),
+                          hardest_from_epoch=2)
+    assert [shrinking.hardest_fraction_at(e) for e in range(5)] == [1.0, 1.0, 0.8, 0.6, 0.4]
+    assert configure("fast", epochs=2, hardest_fraction=[1, 0.5]).hardest_fraction_at(1) == 0.5
+    for bad in ((0.8, 0.6), (0.8, 0.6, 0.4, 0.2), (0.8, 0.6, 0.0), (0.8, "0.6", 0.4)):
+        with pytest.raises(ConfigError, match=r"hardest_fraction must be .*one such number per "
+                                              r"epoch from hardest_from_epoch on \(3 of"):
+            configure("fast", epochs=5, hardest_fraction=bad, hardest_from_epoch=2)

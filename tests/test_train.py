@@ -247,8 +247,8 @@ def test_later_epochs_train_on_the_images_with_the_highest_last_loss(data, monke
     chosen, trained, real_keep, real_step = [], [], train_module.HardestImages.keep, \
         train_module.train_step
 
-    def recording_keep(self):
-        keep = real_keep(self)
+    def recording_keep(self, fraction):
+        keep = real_keep(self, fraction)
         chosen.append((self.loss.clone(), keep))
         return keep
 
@@ -279,6 +279,14 @@ def test_later_epochs_train_on_the_images_with_the_highest_last_loss(data, monke
         assert steps[-1] >= (epoch + 1) * steps_per_epoch - steps_per_epoch / len(steps) - 1
 
 
+def test_each_epoch_trains_on_its_own_share_of_the_hardest_images(data):
+    cfg = _tiny("fast", epochs=4, hardest_fraction=(0.5, 0.75, 1.0), hardest_from_epoch=1)
+    result = fit(cfg, *data, progress=False)
+    n = result.metrics["train_images"]
+    assert [h["images"] for h in result.history] == [
+        n // 32 * 32, n // 2 // 32 * 32, int(0.75 * n) // 32 * 32, n // 32 * 32]
+
+
 def test_hardest_images_merge_every_processes_losses():
     from cifar_lib.distributed import Context
     from cifar_lib.train import HardestImages
@@ -288,12 +296,12 @@ def test_hardest_images_merge_every_processes_losses():
             other = torch.zeros_like(tensor)
             other[0, 2], other[0, 3], other[1, 2], other[1, 3] = 5.0, 0.5, 1.0, 1.0
             return tensor + other
-    hardest = HardestImages(4, 0.5, torch.device("cpu"))
+    hardest = HardestImages(4, torch.device("cpu"))
     hardest.note(torch.tensor([0, 1]), torch.tensor([[9.0, 0.0], [0.0, 9.0]]),
                  torch.tensor([1, 1]))  # image 0 badly wrong, image 1 right
     hardest.end_epoch(TwoRanks())
     assert torch.isfinite(hardest.loss).all()
-    assert hardest.keep().tolist() == [True, False, True, False]  # losses ≈ 9, 0, 5, 0.5
+    assert hardest.keep(0.5).tolist() == [True, False, True, False]  # losses ≈ 9, 0, 5, 0.5
 
 
 def test_a_hardest_fraction_smaller_than_a_batch_is_refused(data):
