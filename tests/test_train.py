@@ -196,7 +196,8 @@ def test_crash_mid_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
 @pytest.mark.parametrize("recipe, extra", [
     ("original", {}), ("fast", {}),
     # the losses that choose epoch 3's images must survive the interruption
-    ("fast", dict(hardest_fraction=0.5, hardest_from_epoch=1))])
+    ("fast", dict(hardest_fraction=0.5, hardest_from_epoch=1)),
+    ("fast", dict(hardest_fraction=(0.5, 0.75), hardest_from_epoch=1))])
 def test_interrupted_then_resumed_run_equals_uninterrupted(data, tmp_path, recipe, extra):
     cfg = _tiny(recipe, epochs=3, **extra)
     full = fit(cfg, *data, run_dir=tmp_path / "full", progress=False)
