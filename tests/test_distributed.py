@@ -218,9 +218,11 @@ def test_a_bad_argument_on_every_rank_fails_fast_with_the_one_line_error(jobs):
 @pytest.mark.parametrize("failure", ["crash", "hang"])
 def test_a_failure_in_one_rank_stops_the_whole_job(jobs, failure):
     # A crash ends the job through torchrun, which stops the other ranks when one exits non-zero;
-    # a hang through the collective timeout (15 s here): either far sooner than the default 300 s.
+    # a hang through the collective timeout (15 s here). Either ends before the default timeout
+    # alone (300 s) could have: the seconds count from the job's start, and the start-up of all
+    # the module's jobs at once takes up to about 100 s on a slow 2-core machine.
     rc, out, err, seconds = jobs[1][failure].wait()
-    assert rc != 0 and seconds < distributed.DEFAULT_TIMEOUT_S / 3
+    assert rc != 0 and seconds < distributed.DEFAULT_TIMEOUT_S
     assert "test accuracy" not in out
     assert ("simulated crash on rank 1" if failure == "crash" else "Timed out") in err
 
