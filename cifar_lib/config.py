@@ -125,6 +125,11 @@ def _is_number(v) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
+def _each(value) -> tuple | list:
+    """A field that takes one value or one per epoch, as a sequence of its values."""
+    return value if isinstance(value, (tuple, list)) else (value,)
+
+
 def _check(ok: bool, name: str, rule: str, value) -> None:
     if not ok:
         raise ConfigError(f"{name} must be {rule}, got {value!r}")
@@ -181,7 +186,7 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("brightness", "contrast"):
         _check(_is_number(getattr(cfg, name)) and 0 <= getattr(cfg, name) < 1, name, "in [0, 1)",
                getattr(cfg, name))
-    sizes = cfg.crop_size if isinstance(cfg.crop_size, (tuple, list)) else (cfg.crop_size,)
+    sizes = _each(cfg.crop_size)
     _check(all(_is_int(s) and 16 <= s <= 32 for s in sizes) and (
            _is_int(cfg.crop_size) or len(sizes) == cfg.crop_epochs), "crop_size",
            f"a whole number in [16, 32] (pixels), or one per crop epoch ({cfg.crop_epochs} "
@@ -195,8 +200,7 @@ def validate(cfg: TrainConfig) -> None:
     _one_of("precision", cfg.precision, PRECISIONS)
     _one_of("channels_last", cfg.channels_last, CHANNELS_LAST)
     _one_of("tta_level", cfg.tta_level, (0, 1, 2))
-    fractions = (cfg.hardest_fraction if isinstance(cfg.hardest_fraction, (tuple, list))
-                 else (cfg.hardest_fraction,))
+    fractions = _each(cfg.hardest_fraction)
     later = cfg.epochs - cfg.hardest_from_epoch
     _check(all(_is_number(f) and 0 < f <= 1 for f in fractions) and (
            _is_number(cfg.hardest_fraction) or len(fractions) == later), "hardest_fraction",
