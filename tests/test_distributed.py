@@ -219,8 +219,8 @@ def test_a_bad_argument_on_every_rank_fails_fast_with_the_one_line_error(jobs):
 def test_a_failure_in_one_rank_stops_the_whole_job(jobs, failure):
     # A crash ends the job through torchrun, which stops the other ranks when one exits non-zero;
     # a hang through the collective timeout (15 s here). Either ends before the default timeout
-    # alone (300 s) could have: the seconds count from the job's start, and the start-up of all
-    # the module's jobs at once takes up to about 100 s on a slow 2-core machine.
+    # alone (300 s) could have. The seconds count from the job's start, so they include starting
+    # all the module's jobs at once, which is slow on a small, loaded machine.
     rc, out, err, seconds = jobs[1][failure].wait()
     assert rc != 0 and seconds < distributed.DEFAULT_TIMEOUT_S
     assert "test accuracy" not in out

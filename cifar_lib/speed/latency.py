@@ -31,7 +31,7 @@ from ..errors import UsageError
 from ..models import count_parameters
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 1024)
-# Small batches: where bf16 is emulated, autocast runs a few images a second.
+# Small batches: where bf16 is emulated (no native bf16), autocast is many times slower.
 QUICK_BATCH_SIZES = (1, 8, 16)
 
 
