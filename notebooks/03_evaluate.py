@@ -59,7 +59,7 @@ data_root = None          # folder containing cifar-10-batches-py (None: $CIFAR1
 download = ON_COLAB       # fetch CIFAR-10 with torchvision if missing (needs internet)
 device = "auto"           # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda" or "mps"
 measure_corruptions = 0   # N > 0: also measure the corruptions here on the first N test images (0: show the record)
-quick = False             # CI smoke test: the first 500 test images only (and 100 for the corruptions)
+quick = False             # CI smoke test: the first 250 test images only (and 50 for the corruptions)
 
 # %%
 # %matplotlib inline
@@ -77,7 +77,7 @@ from cifar_lib.plots import (plot_confusion_matrix, plot_mistakes, plot_per_clas
 run_dir = keep_runs_on_drive(run_dir, keep_on_drive)
 run = find_run(run_dir, if_missing, data_root=data_root, download=download, quick=quick, device=device)
 train, test = load_cifar10(data_root, download=download)
-test = test.subset(500 if quick else None)
+test = test.subset(250 if quick else None)
 report = evaluate_run(run, test, tta_level, device=device, write=False)
 
 # %% tags=["nbval-check-output"]
@@ -233,7 +233,7 @@ held_out = validation_size(len(train), model.config["val_fraction"])  # as fit h
 trained_on, validation = split_validation(train, held_out)
 print(f"held out of training: {len(validation):,} validation images "
       f"(trained on the other {len(trained_on):,})")
-validation = validation.subset(500 if quick else None)      # quick: the first 500 of them
+validation = validation.subset(250 if quick else None)      # quick: the first 250 of them
 logits_val = predict_logits(model.model, validation.images, model.mean, model.std,
                             tta_level=model.tta_level)      # 5,000 × 10, the run's own TTA
 logits_test = predict_logits(model.model, test.images, model.mean, model.std,
@@ -346,7 +346,7 @@ plot_corruption_heatmap(measured["rows"])
 # %%
 from cifar_lib.robustness import corruption_accuracy, summarize
 
-n_corrupt = 100 if quick else measure_corruptions
+n_corrupt = 50 if quick else measure_corruptions
 if n_corrupt:
     rows = corruption_accuracy([run, original_run], test.subset(n_corrupt), seed=0,
                                device=device)
@@ -384,11 +384,11 @@ record({"model": report.info["model"], "run": str(run), "quick": quick,
 
 # %% [markdown]
 # ## Exercises
-# 1. **How wide is the error bar?** Set `quick = True` (500 test images instead of 10,000):
+# 1. **How wide is the error bar?** Set `quick = True` (250 test images instead of 10,000):
 #    how much wider is the 95% interval? Roughly how many test images would you need to tell
 #    apart two runs whose accuracies differ by 0.2 points? *Hint:* the interval's half-width
 #    shrinks as 1/√N.
-#    <details><summary>Answer</summary>About √20 ≈ 4.5 times wider. At 94% the 95% half-width
+#    <details><summary>Answer</summary>About √40 ≈ 6.3 times wider. At 94% the 95% half-width
 #    is about 1.96·√(0.94·0.06/N): to bring it down to 0.1 points takes N ≈ 200,000 images,
 #    twenty times CIFAR-10's test set; two runs 0.2 points apart on 10,000 images are within
 #    noise.</details>

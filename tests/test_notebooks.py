@@ -191,7 +191,7 @@ PHOTOS = ROOT / "cifar_lib" / "sample_images"
 # Cells that a default run skips, exercised here (quick versions).
 EXTRA_PARAMETERS = {"01_train": {"rerun_ablation": True}}
 ON_DRIVE = {"01_train": True, "02_benchmark": False, "03_evaluate": False, "04_real_images": True}
-PARALLEL = (("01_train", "02_benchmark", "04_real_images"), ("03_evaluate",))
+PARALLEL = (("01_train", "04_real_images"), ("02_benchmark", "03_evaluate"))
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,8 @@ def colab(wheel, tmp_path_factory, cifar10):  # cifar10: the notebooks read the 
            "COLAB_DRIVE_MOUNTPOINT": str(drive), "COLAB_STUB_UPLOADS": str(PHOTOS)}
     env.pop("MPLBACKEND", None)
     # Two nbval runs side by side, each on its share of the cores: 04 reads the run 01 keeps on
-    # Drive, so they run in order; 02 and 03 need nothing from the others (03 takes longest).
+    # Drive, so they run in order; 02 and 03 need nothing from the others, and the two lanes
+    # take about as long.
     threads = max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 2) // 2)
     runs = []
     for i, group in enumerate(PARALLEL):

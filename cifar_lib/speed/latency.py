@@ -32,7 +32,7 @@ from ..models import count_parameters
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 1024)
 # Small batches: where bf16 is emulated (no native bf16), autocast is many times slower.
-QUICK_BATCH_SIZES = (1, 8, 16)
+QUICK_BATCH_SIZES = (1, 4, 8)
 
 
 BASELINE = "no_grad"
