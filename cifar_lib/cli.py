@@ -60,7 +60,7 @@ def _add_train(sub) -> None:
     p.add_argument("--train-subset", type=int, help="use only the first N training images")
     p.add_argument("--test-subset", type=int, help="use only the first N test images")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: one epoch on 2,048 training / 1,000 test images")
+                   help="smoke test: one epoch on 2,048 training / 500 test images")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --run-dir from its last epoch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

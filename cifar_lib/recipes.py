@@ -117,9 +117,9 @@ EXPECTED_ACCURACY: dict[str, tuple[float, int, str]] = {
     "original": (66.30, 1, "benchmarks/results/archive/train_fast.json"),
 }
 
-# A smoke test of any recipe (CI, first tries): one epoch on 2,048 training and 1,000 test
+# A smoke test of any recipe (CI, first tries): one epoch on 2,048 training and 500 test
 # images, at most 256 per batch so that even one epoch takes several steps.
-QUICK = dict(epochs=1, train_subset=2048, test_subset=1000, max_batch_size=256)
+QUICK = dict(epochs=1, train_subset=2048, test_subset=500, max_batch_size=256)
 
 
 def get_recipe(name: str) -> TrainConfig:

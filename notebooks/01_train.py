@@ -80,7 +80,7 @@ device = "auto"          # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda
 compare_original = True  # also train the original recipe, to compare with
 retrain = False          # False: a finished run of these very settings in run_dir is loaded, not trained again
 rerun_ablation = False   # re-measure the ablation table here (cheap: 1 seed, 1 epoch, narrow net)
-quick = False            # CI smoke test: 2,048 training and 1,000 test images, one epoch
+quick = False            # CI smoke test: 2,048 training and 500 test images, one epoch
 
 # %%
 # %matplotlib inline

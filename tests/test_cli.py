@@ -92,7 +92,7 @@ def test_set_field_none_really_sets_none_where_the_field_takes_it():
                                       "--set", "test_subset=None", "--quick"])
     cfg = train_config(args)
     assert cfg.micro_batch is None
-    assert cfg.test_subset is None  # --set wins over --quick's 1,000 test images
+    assert cfg.test_subset is None  # --set wins over --quick's 500 test images
     assert cfg.train_subset == 2048  # the rest of --quick still applies
     # a field left alone keeps the recipe's value
     assert train_config(build_parser().parse_args(["train", "--recipe", "fast"])).micro_batch == 1000

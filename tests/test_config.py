@@ -151,7 +151,7 @@ def test_a_schedule_of_crop_sizes_keeps_its_first_sizes(monkeypatch):
 @pytest.mark.parametrize("recipe", ["fast", "original"])
 def test_quick_is_a_one_epoch_smoke_test(recipe):
     cfg = configure(recipe, quick=True)
-    assert (cfg.epochs, cfg.train_subset, cfg.test_subset) == (1, 2048, 1000)
+    assert (cfg.epochs, cfg.train_subset, cfg.test_subset) == (1, 2048, 500)
     assert cfg.batch_size == min(get_recipe(recipe).batch_size, QUICK["max_batch_size"]) <= 256
 
 
