@@ -22,12 +22,10 @@ BENCH_RUN ?= cifar_lib/pretrained_runs/fast
 	bench-inference bench-throughput bench-ablation bench-breakdown bench-open-set \
 	bench-report bench-robustness clean
 
-# --no-compile: Python compiles each module the first time it is imported; compiling all of
-# torch's thousands of files at install time, most of them never imported, only slows it.
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) pip
-	$(PY) -m pip install --quiet --no-compile -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv: the package, its extras EXTRAS, pinned by CONSTRAINTS
