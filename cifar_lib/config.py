@@ -202,6 +202,10 @@ def validate(cfg: TrainConfig) -> None:
     _one_of("tta_level", cfg.tta_level, (0, 1, 2))
     fractions = _each(cfg.hardest_fraction)
     later = cfg.epochs - cfg.hardest_from_epoch
+    # One fraction per epoch from hardest_from_epoch on needs such epochs (--quick trains one).
+    _check(_is_number(cfg.hardest_fraction) or later >= 1, "hardest_from_epoch",
+           f"below epochs ({cfg.epochs}) when hardest_fraction gives one fraction per epoch; "
+           f"lower it, or give hardest_fraction as one number", cfg.hardest_from_epoch)
     _check(all(_is_number(f) and 0 < f <= 1 for f in fractions) and (
            _is_number(cfg.hardest_fraction) or len(fractions) == later), "hardest_fraction",
            f"in (0, 1], or one such number per epoch from hardest_from_epoch on ({later} of "

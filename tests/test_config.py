@@ -343,3 +343,6 @@ def test_hardest_fraction_is_one_fraction_or_one_per_epoch_from_hardest_from_epo
         with pytest.raises(ConfigError, match=r"hardest_fraction must be .*one such number per "
                                               r"epoch from hardest_from_epoch on \(3 of"):
             configure("fast", epochs=5, hardest_fraction=bad, hardest_from_epoch=2)
+    # a per-epoch tuple in a run too short for it (--quick trains one epoch) names the field to fix
+    with pytest.raises(ConfigError, match=r"hardest_from_epoch must be below epochs \(1\)"):
+        configure("fast", quick=True, hardest_fraction=(0.8, 0.6), hardest_from_epoch=3)
