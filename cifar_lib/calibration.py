@@ -239,7 +239,7 @@ TARGET_ACCURACY = 0.99
 
 
 def calibrate_run(run, validation: CifarSplit, test: CifarSplit | None = None, *,
-                  device: str = "auto", write: bool = True, batch_size: int = 1000,
+                  device: str = "auto", write: bool | None = None, batch_size: int = 1000,
                   n_bins: int = 15, target_accuracy: float = TARGET_ACCURACY,
                   progress: bool = True) -> Calibration:
     """Fit a run's temperature and "not confident" threshold on ``validation``; measure them on
@@ -248,8 +248,9 @@ def calibrate_run(run, validation: CifarSplit, test: CifarSplit | None = None, *
     run: a run folder, checkpoint, ``load_model`` pair or ``LoadedModel``. Logits use the run's
     own TTA level. ``validation``: images the run did not train on (``data.split_validation``
     of the training set, as ``fit`` held them out). Writes ``<run folder>/calibration.json``
-    when ``write`` and the run has a folder; the ``LoadedModel`` used (the one passed, if any)
-    takes the new calibration either way. ``progress``: progress bars over the batches.
+    when the run has a folder (``write`` None: unless the run is one the package ships; False:
+    don't); the ``LoadedModel`` used (the one passed, if any) takes the new calibration either
+    way. ``progress``: progress bars over the batches.
 
     >>> from cifar_lib import load_pretrained
     >>> from cifar_lib.data import CifarSplit
@@ -297,7 +298,8 @@ def calibrate_run(run, validation: CifarSplit, test: CifarSplit | None = None, *
             threshold["test_accuracy"] = ((z.argmax(1) == y)[kept].double().mean().item()
                                           if kept.any() else float("nan"))
     lm.calibration = cal
-    if write and lm.folder is not None:
+    from .pretrained import is_shipped  # here: pretrained imports checkpoint, which imports us
+    if lm.folder is not None and (not is_shipped(lm.folder) if write is None else write):
         write_json(lm.folder / CALIBRATION, cal.to_dict())
     return cal
 

@@ -154,7 +154,12 @@ def _add_calibrate(sub) -> None:
 def _cmd_calibrate(args) -> int:
     from .checkpoint import load_run
     from .data import load_cifar10
+    from .pretrained import is_shipped
     lm = load_run(args.run_dir, args.device)  # a missing run fails before the data load
+    if lm.folder is not None and is_shipped(lm.folder):
+        raise ConfigError(f"{lm.folder} ships inside cifar_lib, already calibrated; to calibrate "
+                          f"it again, copy it first: cp -r {lm.folder} my_run && python -m "
+                          f"cifar_lib calibrate --run-dir my_run")
     fraction = lm.config.get("val_fraction", 0)
     if not fraction:
         raise ConfigError(f"{args.run_dir} trained on every training image (val_fraction=0), "

@@ -20,6 +20,7 @@ from .data import CifarSplit
 from .files import json_safe, read_json, write_json
 from .inference import predict_logits
 from .models import count_parameters
+from .pretrained import is_shipped
 
 EVALUATION = "evaluation.json"
 
@@ -159,7 +160,7 @@ def evaluate_predictions(probs, labels, classes: Sequence[str], *, n_bins: int =
 
 def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
                  device: str = "auto", batch_size: int = 1000, n_bins: int = 15,
-                 write: bool = True, json_name: str = EVALUATION, calibrated: bool = True,
+                 write: bool | None = None, json_name: str = EVALUATION, calibrated: bool = True,
                  progress: bool = True) -> EvaluationReport:
     """Evaluate a run (folder, checkpoint, ``load_model`` pair or ``LoadedModel``) on
     ``test_split`` (uint8 N×3×32×32 + labels): the one evaluation path of the course.
@@ -168,9 +169,9 @@ def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
     the run's fitted temperature (``LoadedModel.probabilities``; the argmax and so the accuracy
     do not change). The temperature was fitted on the validation split, never on test images.
     ``info`` records ``temperature`` (1.0: none) and ``calibrated``. Writes the report's
-    summary to ``<run folder>/evaluation.json`` (``write=False``: don't; ``json_name``: another
-    file, e.g. to keep the TTA and no-TTA results side by side). ``progress``: a progress bar
-    over the batches.
+    summary to ``<run folder>/evaluation.json`` (``write`` None: unless the run is one the package
+    ships; False: don't; ``json_name``: another file, e.g. to keep the TTA and no-TTA results
+    side by side). ``progress``: a progress bar over the batches.
 
     >>> from cifar_lib import load_pretrained
     >>> from cifar_lib.data import CifarSplit
@@ -191,7 +192,7 @@ def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
             "temperature": temperature, "calibrated": temperature != 1.0,
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
     report = evaluate_predictions(probs, test_split.labels, lm.classes, n_bins=n_bins, info=info)
-    if write and lm.folder is not None:
+    if lm.folder is not None and (not is_shipped(lm.folder) if write is None else write):
         write_json(lm.folder / json_name, report.to_dict())
     return report
 

@@ -40,6 +40,12 @@ def shipped_run(name: str = "fast") -> Path:
     return folder
 
 
+def is_shipped(folder) -> bool:
+    """Whether ``folder`` lies inside the package's shipped runs, which only ``ship`` writes:
+    an installed package may be read-only, and its models are shared by every user."""
+    return RUNS in Path(folder).resolve().parents
+
+
 def load_pretrained(name: str = "fast", device: str = "cpu"):
     """The shipped model ``name`` ('fast' or 'original') as a ``LoadedModel``: weights, class
     names, normalisation and calibration, ready for ``predict`` and ``evaluate_run``.
@@ -106,6 +112,6 @@ def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, 
                          f"is left to calibrate on; train with the default to ship it")
     validation = split_validation(train_split, validation_size(len(train_split), fraction))[1]
     # the shipped weights' own temperature, in calibration.json
-    calibrate_run(lm, validation, test_split)
+    calibrate_run(lm, validation, test_split, write=True)
     fit_run(lm, train_split)  # its "none of these" detector, threshold on the validation split
     return folder

@@ -247,17 +247,16 @@ print(f"test set: ECE {expected_calibration_error(before, test.labels):.2%} befo
       f"{bool((before.argmax(1) == after.argmax(1)).all())}")
 
 # %% [markdown]
-# The library's `calibrate_run` does exactly this (and saves T in the run folder as
-# `calibration.json`, where `predict`, `evaluate_run` and the command line find it: from then on
-# they print calibrated probabilities and say so; `python -m cifar_lib train` does it at the end
-# of every run). The check that both agree, then the same for the original recipe:
+# The library's `calibrate_run` does exactly this. It saves T in the run folder as
+# `calibration.json` (the models cifar_lib ships come with theirs), where `predict`,
+# `evaluate_run` and the command line find it: from then on they print calibrated probabilities
+# and say so. `python -m cifar_lib train` calibrates at the end of every run. The check that
+# both agree, then the same for the original recipe:
 
 # %% tags=["nbval-check-output"]
 from cifar_lib.calibration import calibrate_run
-from cifar_lib.pretrained import RUNS
 
-own_run = RUNS not in Path(run).resolve().parents          # never write into the installed package
-calibration = calibrate_run(model, validation, test, device=device, write=own_run)
+calibration = calibrate_run(model, validation, test, device=device)
 print("the library's temperature equals the one by hand:",
       abs(calibration.temperature - T) < 1e-6)
 print("the library's ECE after equals the one by hand:",
@@ -276,8 +275,7 @@ fig
 original_run = find_run(f"{run_dir}-original", if_missing, recipe="original", data_root=data_root,
                         download=download, quick=quick, device=device)
 original_model = load_run(original_run, device)
-original_calibration = calibrate_run(original_model, validation, test, device=device,
-                                     write=RUNS not in Path(original_run).resolve().parents)
+original_calibration = calibrate_run(original_model, validation, test, device=device)
 plot_reliability_before_after(original_calibration.bins_before, original_calibration.bins_after,
                               original_calibration.ece_before, original_calibration.ece_after,
                               title=f"original recipe: the test set, T = "

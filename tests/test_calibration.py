@@ -221,6 +221,27 @@ def test_cli_calibrate_then_predict(synthetic_root, tmp_path, capsys):
     assert report["temperature"] == pytest.approx(t) and "T=" in report["calibration"]
 
 
+
+def test_shipped_runs_are_read_not_written(tmp_path, monkeypatch, split, validation, capsys):
+    """An installed package may be read-only and its models are everyone's: evaluating or
+    calibrating one leaves its folder as it was, unless asked (``ship`` asks)."""
+    from cifar_lib import pretrained
+    monkeypatch.setattr(pretrained, "RUNS", tmp_path / "shipped")
+    run = _save_run(tmp_path / "shipped" / "fast")
+    before = sorted(p.name for p in run.iterdir())
+    c = calibrate_run(run, validation, split, device="cpu", progress=False)
+    evaluate_run(run, split, device="cpu", progress=False)
+    assert c.temperature != 1.0 and sorted(p.name for p in run.iterdir()) == before
+    calibrate_run(run, validation, device="cpu", write=True, progress=False)
+    assert (run / "calibration.json").is_file()
+    own = _save_run(tmp_path / "own")  # a run of one's own: written as before
+    calibrate_run(own, validation, device="cpu", progress=False)
+    evaluate_run(own, split, device="cpu", progress=False)
+    assert {"calibration.json", "evaluation.json"} <= {p.name for p in own.iterdir()}
+    assert main(["calibrate", "--run-dir", str(run), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "ships inside cifar_lib" in err and f"cp -r {run} my_run" in err
+
 def test_before_after_figure():
     logits, labels = calibrated_sample(2000)
     before = calibration_bins((logits * 2).softmax(1), labels)
