@@ -2,6 +2,7 @@
 record writer and table they share."""
 import json
 import shlex
+import types
 
 import pytest
 import torch
@@ -134,6 +135,7 @@ def test_train_benchmark_races_the_recipe_against_the_anchor(cifar10, tmp_path, 
     assert [(r["recipe"], r["seed"]) for r in record["rows"]] == [
         ("fast", 0), ("airbench94", 0), ("fast", 1)]
     assert "time_to_64" not in record  # its own benchmark
+    assert record["clock"] == bench_train.CLOCK
 
 
 @pytest.mark.real_data
@@ -229,6 +231,18 @@ def test_a_forced_precision_reaches_every_run_and_the_fingerprint(cifar10, one_t
     fp = bench_train.fingerprint("fast", "airbench94", torch.device("cpu"), True, forced)
     assert {r["precision"] for r in fp["recipes"].values()} == {forced}
     assert fp["recipes"] != own["recipes"]  # progress measured otherwise cannot be resumed
+
+
+def test_a_race_clocks_training_and_tta_but_not_the_evaluation_without_it(monkeypatch):
+    readings = iter([100.0, 130.0])  # the clock before and after fit
+    monkeypatch.setattr(bench_train, "synced_clock", lambda device: next(readings))
+    metrics = {"test_acc": 0.9, "test_acc_tta": 0.95, "no_tta_eval_seconds": 4.0,
+               "images_per_second": 1.0, "precision": "fp32"}
+    monkeypatch.setattr(bench_train, "fit",
+                        lambda cfg, train, test, progress: types.SimpleNamespace(metrics=metrics))
+    row = bench_train.train_once("fast", 0, None, None, torch.device("cpu"), True)
+    assert row["seconds"] == 26.0
+    assert (row["test_acc"], row["test_acc_no_tta"]) == pytest.approx((95.0, 90.0))
 
 
 def test_summarize_reports_time_to_goal_only_when_the_mean_reaches_it():

@@ -1,4 +1,5 @@
 import json
+import time
 from contextlib import nullcontext
 
 import pytest
@@ -33,6 +34,23 @@ def test_quick_run_learns_well_above_chance(data, recipe):
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     assert {"train_loss", "train_acc", "test_loss", "test_acc", "seconds",
             "images_per_second"} <= set(result.history[-1])
+
+
+def test_final_metrics_time_the_evaluation_without_tta(data, monkeypatch):
+    """A race leaves the final evaluation without TTA off its clock, as airbench does: fit says
+    how long it took, and next to nothing when the last epoch's evaluation is reused."""
+    from cifar_lib import train as train_module
+    real = train_module._evaluate
+
+    def slow_plain(t, test, tta_level=0):
+        if not tta_level:
+            time.sleep(0.2)
+        return real(t, test, tta_level)
+    monkeypatch.setattr(train_module, "_evaluate", slow_plain)
+    timed = fit(_tiny("fast", epochs=1, eval_every=0, tta_level=1), *data, progress=False)
+    assert timed.metrics["no_tta_eval_seconds"] >= 0.2
+    reused = fit(_tiny("fast", epochs=1, eval_every=1, tta_level=1), *data, progress=False)
+    assert reused.metrics["no_tta_eval_seconds"] < 0.1
 
 
 def _fit_recording_windows(cfg, data, monkeypatch):
