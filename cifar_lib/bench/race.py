@@ -50,8 +50,7 @@ from .records import Progress, machine_fingerprint, now, print_table, settings, 
 # the 10,000 test images. (A run for use holds out a validation split for calibration; a race
 # chooses nothing, so it holds out nothing.)
 PROTOCOL = {"val_fraction": 0.0}
-# What ``seconds`` covers, written into every record: airbench94 times training (its whitening
-# set-up included) and its final TTA evaluation, with per-epoch evaluation off the clock.
+# What ``seconds`` covers, written into every record (``train_once`` keeps to it).
 CLOCK = ("wall time from loaded data through training (the whitening set-up included) and the "
          "final evaluation with TTA, as airbench94 times itself; no evaluation between epochs; "
          "the evaluation without TTA (test_acc_no_tta) is off the clock")
