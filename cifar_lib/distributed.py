@@ -65,7 +65,8 @@ class Context:
         return tensor.clone()
 
     def evaluate(self, model, split, **kwargs):
-        """``inference.loss_and_accuracy(model, split, **kwargs)`` over the whole ``split``."""
+        """``inference.loss_and_accuracy(model, split, **kwargs)`` over the whole ``split``
+        (with ``with_plain=True``: the TTA pair, then the plain pair)."""
         from .inference import loss_and_accuracy
         return loss_and_accuracy(model, split, **kwargs)
 
@@ -109,13 +110,16 @@ class DataParallelContext(Context):
         n = len(split)
         lo, hi = n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
         part = CifarSplit(split.images[lo:hi], split.labels[lo:hi], split.classes)
-        loss, acc = loss_and_accuracy(plain, part, **kwargs) if len(part) else (0.0, 0.0)
+        both = kwargs.get("with_plain", False)  # then (TTA pair, plain pair)
+        pairs = loss_and_accuracy(plain, part, **kwargs) if len(part) else ((0.0, 0.0),) * 2
+        pairs = pairs if both else [pairs]
         # Sums, not means: slices may differ in size by one image.
-        totals = torch.tensor([loss * len(part), round(acc * len(part)), len(part)],
-                              dtype=torch.float64, device=self.device)
+        totals = torch.tensor([[loss * len(part), round(acc * len(part)), len(part)]
+                               for loss, acc in pairs], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(totals)
-        loss_sum, correct, count = totals.tolist()
-        return (loss_sum / count, correct / count) if count else (float("nan"), float("nan"))
+        out = tuple((loss_sum / count, correct / count) if count else (float("nan"),) * 2
+                    for loss_sum, correct, count in totals.tolist())
+        return out if both else out[0]
 
     def close(self) -> None:
         global _created_group

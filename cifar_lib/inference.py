@@ -14,18 +14,21 @@ from .batches import normalize
 from .data import CifarSplit
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0,
+               plain: torch.Tensor | None = None) -> torch.Tensor:
     """Logits N×10 for normalised images N×3×32×32, averaged over augmented views.
 
     level 0: the image only. level 1: + its mirror image (the net was trained on both).
     level 2: + mirrors of the image shifted one pixel up-left and down-right (reflect-filled),
     weighted so the untranslated pair counts half, as in airbench. The views and their weights
-    are ``tta_views``'s: the logits are Σ weight · model(view).
+    are ``tta_views``'s: the logits are Σ weight · model(view). ``plain``: ``model(x)``, when
+    already computed (the first view's logits, not computed again).
     """
     views = tta_views(x, level)
+    first = model(x) if plain is None else plain
     if len(views) == 1:
-        return model(x)
-    return sum(weight * model(view) for _, weight, view in views)
+        return first
+    return sum(weight * (model(view) if i else first) for i, (_, weight, view) in enumerate(views))
 
 
 def tta_views(x: torch.Tensor, level: int = 0) -> list[tuple[str, float, torch.Tensor]]:
@@ -54,15 +57,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def selective_tta_logits(model: nn.Module, x: torch.Tensor, level: int, fraction: float
-                         ) -> torch.Tensor:
+def selective_tta_logits(model: nn.Module, x: torch.Tensor, level: int, fraction: float,
+                         plain: torch.Tensor | None = None) -> torch.Tensor:
     """Logits N×10 with TTA only where it can matter: the plain logits, except for the
     ``fraction`` of images (rounded) whose top softmax probability is lowest, which get
     ``tta_logits``. Confident predictions rarely change under TTA, so this keeps almost all of
     its gain (measured in benchmarks/README.md) for 1 + 5·fraction forward passes instead of 6:
-    the plain view's logits, already computed, are reused.
+    the plain view's logits, already computed, are reused (``plain``: ``model(x)``, when computed
+    before this call; it is left unchanged).
     """
-    logits = model(x)
+    logits = model(x) if plain is None else plain.clone()
     k = round(fraction * len(x)) if level else 0
     if k:
         unsure = logits.softmax(1).amax(1).topk(k, largest=False).indices
@@ -75,28 +79,35 @@ def selective_tta_logits(model: nn.Module, x: torch.Tensor, level: int, fraction
 def predict_logits(model: nn.Module, images: torch.Tensor, mean: Sequence[float],
                    std: Sequence[float], *, tta_level: int = 0, batch_size: int = 1000,
                    amp_dtype: torch.dtype | None = None, tta_fraction: float = 1.0,
-                   progress: str | None = None) -> torch.Tensor:
+                   progress: str | None = None, with_plain: bool = False):
     """float32 logits N×10 (on CPU) for uint8 images N×3×32×32, in eval mode, batch by batch.
 
     ``tta_fraction`` < 1: TTA only for that fraction of each batch, the least confident
     (``selective_tta_logits``). ``progress``: a label for a progress bar over the batches
-    (None: no bar)."""
+    (None: no bar). ``with_plain``: (those logits, the plain images' logits N×10), both from
+    one pass: TTA's first view is the plain image."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = []
+    out, plains = [], []
     try:
         starts = range(0, len(images), batch_size)
         for start in tqdm(starts, desc=progress, unit="batch", leave=False,
                           disable=progress is None or len(starts) < 2):
             x = normalize(images[start:start + batch_size].to(device), mean, std)
             with autocast(device, amp_dtype):
-                logits = (tta_logits(model, x, tta_level) if tta_fraction >= 1 else
-                          selective_tta_logits(model, x, tta_level, tta_fraction))
+                plain = model(x) if with_plain else None
+                logits = (tta_logits(model, x, tta_level, plain) if tta_fraction >= 1 else
+                          selective_tta_logits(model, x, tta_level, tta_fraction, plain))
                 out.append(logits.float().cpu())
+                if with_plain:
+                    plains.append(plain.float().cpu())
     finally:
         model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 10)
+    logits = torch.cat(out) if out else torch.empty(0, 10)
+    if with_plain:
+        return logits, torch.cat(plains) if plains else torch.empty(0, 10)
+    return logits
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -106,9 +117,12 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def loss_and_accuracy(model: nn.Module, split: CifarSplit, mean: Sequence[float],
                       std: Sequence[float], *, tta_level: int = 0,
-                      amp_dtype: torch.dtype | None = None, tta_fraction: float = 1.0
-                      ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in 0..1) of ``model`` on ``split``."""
-    logits = predict_logits(model, split.images, mean, std, tta_level=tta_level,
-                            amp_dtype=amp_dtype, tta_fraction=tta_fraction)
-    return F.cross_entropy(logits, split.labels).item(), accuracy(logits, split.labels)
+                      amp_dtype: torch.dtype | None = None, tta_fraction: float = 1.0,
+                      with_plain: bool = False):
+    """(mean cross-entropy, accuracy in 0..1) of ``model`` on ``split``; ``with_plain``: that
+    pair with TTA, then the pair without, from one pass (``predict_logits``)."""
+    out = predict_logits(model, split.images, mean, std, tta_level=tta_level,
+                         amp_dtype=amp_dtype, tta_fraction=tta_fraction, with_plain=with_plain)
+    pairs = [(F.cross_entropy(logits, split.labels).item(), accuracy(logits, split.labels))
+             for logits in (out if with_plain else [out])]
+    return tuple(pairs) if with_plain else pairs[0]

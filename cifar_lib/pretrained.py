@@ -94,11 +94,13 @@ def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, 
         (folder / stale).unlink(missing_ok=True)
     lm = load_run(folder, "cpu")
     metrics = dict(read_json(src.parent / METRICS))
-    metrics["test_loss"], metrics["test_acc"] = loss_and_accuracy(lm.model, test_split,
-                                                                  lm.mean, lm.std)
     if lm.tta_level:
-        metrics["test_loss_tta"], metrics["test_acc_tta"] = loss_and_accuracy(
-            lm.model, test_split, lm.mean, lm.std, tta_level=lm.tta_level)
+        (metrics["test_loss_tta"], metrics["test_acc_tta"]), \
+            (metrics["test_loss"], metrics["test_acc"]) = loss_and_accuracy(
+                lm.model, test_split, lm.mean, lm.std, tta_level=lm.tta_level, with_plain=True)
+    else:
+        metrics["test_loss"], metrics["test_acc"] = loss_and_accuracy(lm.model, test_split,
+                                                                      lm.mean, lm.std)
     metrics["weights"] = "fp16 (accuracy measured in fp32 on these weights)"
     write_json(folder / METRICS, metrics)
     write_json(folder / HISTORY, read_json(src.parent / HISTORY))

@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 # must then be re-wrapped). airbench94's lookahead averages every 5 steps, i.e. once per epoch
 # here; the fast recipe's Muon orthogonalises the synchronised gradients on each rank, and its
 # first epoch of 3 is on crops (each rank its share of the draws).
+# eval_every=0: the final evaluation gives the plain and the TTA accuracy from one pass
 TINY = dict(epochs=3, whiten_bias_epochs=1, device="cpu", precision="fp32", lr=0.4,
-            model_kwargs={"widths": (16, 32, 32)})
+            model_kwargs={"widths": (16, 32, 32)}, eval_every=0)
 
 WORKERS = Path(__file__).resolve().parent / "workers"  # recipe_worker.py, failing_worker.py
 
@@ -185,6 +186,13 @@ def test_data_parallel_recipe_keeps_ranks_in_sync(root, jobs, one_thread, recipe
     _close(model.state_dict(), rank0, rtol=0, atol=0)
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
+    # both accuracies are the whole test set's, as one process evaluates the checkpoint
+    cfg, test = configure(recipe, **TINY), load_cifar10(root)[1]
+    metrics = json.loads((run / "metrics.json").read_text())
+    for level, key in ((0, "test_acc"), (cfg.tta_level, "test_acc_tta")):
+        logits = predict_logits(model, test.images, cfg.mean, cfg.std, tta_level=level,
+                                tta_fraction=cfg.tta_fraction)
+        assert metrics[key] == pytest.approx(accuracy(logits, test.labels)), key
 
     # BatchNorm normalises each process's 32 images, not all 64: close to, not equal to, one
     # process with batch 64. On this toy data both should learn it about equally well.

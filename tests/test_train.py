@@ -36,21 +36,25 @@ def test_quick_run_learns_well_above_chance(data, recipe):
             "images_per_second"} <= set(result.history[-1])
 
 
-def test_final_metrics_time_the_evaluation_without_tta(data, monkeypatch):
-    """A race leaves the final evaluation without TTA off its clock, as airbench does: fit says
-    how long it took, and next to nothing when the last epoch's evaluation is reused."""
-    from cifar_lib import train as train_module
-    real = train_module._evaluate
+def test_final_evaluation_takes_the_plain_accuracy_from_the_tta_pass(data, monkeypatch):
+    """With TTA and no evaluation in the last epoch the plain images go through the network
+    once, as TTA's first view: one evaluation gives both accuracies."""
+    from cifar_lib import inference
+    calls, real = [], inference.predict_logits
 
-    def slow_plain(t, test, tta_level=0):
-        if not tta_level:
-            time.sleep(0.2)
-        return real(t, test, tta_level)
-    monkeypatch.setattr(train_module, "_evaluate", slow_plain)
-    timed = fit(_tiny("fast", epochs=1, eval_every=0, tta_level=1), *data, progress=False)
-    assert timed.metrics["no_tta_eval_seconds"] >= 0.2
-    reused = fit(_tiny("fast", epochs=1, eval_every=1, tta_level=1), *data, progress=False)
-    assert reused.metrics["no_tta_eval_seconds"] < 0.1
+    def spy(*args, **kwargs):
+        calls.append((kwargs["tta_level"], kwargs.get("with_plain", False)))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(inference, "predict_logits", spy)
+    cfg = _tiny("fast", epochs=1, eval_every=0, tta_level=1)
+    result = fit(cfg, *data, progress=False)
+    assert calls == [(1, True)]
+    calls.clear()
+    plain = inference.loss_and_accuracy(result.model, data[1], cfg.mean, cfg.std)
+    assert (result.metrics["test_loss"], result.metrics["test_acc"]) == pytest.approx(plain)
+    tta = inference.loss_and_accuracy(result.model, data[1], cfg.mean, cfg.std, tta_level=1,
+                                      tta_fraction=cfg.tta_fraction)
+    assert (result.metrics["test_loss_tta"], result.metrics["test_acc_tta"]) == pytest.approx(tta)
 
 
 def _fit_recording_windows(cfg, data, monkeypatch):

@@ -149,3 +149,21 @@ def test_predict_logits_with_a_tta_fraction_selects_per_batch(model):
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
     everything = predict_logits(net, images, mean, std, tta_level=2, batch_size=4)
     assert not torch.allclose(got, everything, atol=1e-4)
+
+
+@pytest.mark.parametrize("level, fraction", [(0, 1.0), (1, 1.0), (2, 1.0), (2, 0.5)])
+def test_with_plain_gives_both_logits_from_one_pass_bit_for_bit(model, level, fraction):
+    net = copy.deepcopy(model).float()
+    calls = []
+    net.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    images = torch.randint(0, 256, (8, 3, H, W), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(4))
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    kwargs = dict(tta_level=level, batch_size=4, tta_fraction=fraction)
+    logits, plain = predict_logits(net, images, mean, std, with_plain=True, **kwargs)
+    both = sum(calls)
+    calls.clear()
+    alone = predict_logits(net, images, mean, std, **kwargs)
+    assert both == sum(calls)  # images through the network: no more than for TTA alone
+    assert torch.equal(logits, alone)  # the same arithmetic, not merely close
+    assert torch.equal(plain, predict_logits(net, images, mean, std, batch_size=4))

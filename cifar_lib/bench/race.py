@@ -8,8 +8,8 @@
 published hyperparameters) once per anchor seed, the anchor's runs spread evenly among the
 recipe's (``run_order``) so that a slow spell on a shared machine falls on both; full data, test
 accuracy with TTA on all 10,000 test images; ``seconds`` is timed as airbench times itself
-(``CLOCK``): the wall time from loaded data to that final accuracy, less the evaluation without
-TTA that the record also reports, with no evaluation between epochs. ``time_ratio`` is the
+(``CLOCK``): the wall time from loaded data to that final accuracy, with no evaluation between
+epochs (the accuracy without TTA, also reported, comes from the same pass). ``time_ratio`` is the
 recipe's mean seconds over the anchor's, on the same device, threads and precision rules.
 (The race to the original notebook's 64% is its own benchmark, ``time_to_64``.) ``--set``
 changes fields of the raced recipe only, to race a variant before it becomes a recipe; the
@@ -53,7 +53,7 @@ PROTOCOL = {"val_fraction": 0.0}
 # What ``seconds`` covers, written into every record (``train_once`` keeps to it).
 CLOCK = ("wall time from loaded data through training (the whitening set-up included) and the "
          "final evaluation with TTA, as airbench94 times itself; no evaluation between epochs; "
-         "the evaluation without TTA (test_acc_no_tta) is off the clock")
+         "the accuracy without TTA (test_acc_no_tta) comes from the same pass, TTA's first view")
 GOAL = 94.0                       # % test accuracy (mean over seeds) the recipes race to
 RECIPE, ANCHOR = "fast", "airbench94"
 SEEDS = [0, 1, 2, 3, 4]
@@ -92,7 +92,7 @@ def train_once(recipe: str, seed: int, train: CifarSplit, test: CifarSplit,
     started = now()
     t0 = synced_clock(device)
     m = fit(cfg, train, test, progress=not quick).metrics
-    seconds = synced_clock(device) - t0 - m["no_tta_eval_seconds"]  # see CLOCK
+    seconds = synced_clock(device) - t0  # see CLOCK
     return {"recipe": recipe, "seed": seed, "test_acc": 100 * m.get("test_acc_tta", m["test_acc"]),
             "test_acc_no_tta": 100 * m["test_acc"], "seconds": seconds,
             "images_per_second": m["images_per_second"], "epochs": cfg.epochs,
