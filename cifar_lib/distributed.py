@@ -111,8 +111,11 @@ class DataParallelContext(Context):
         lo, hi = n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
         part = CifarSplit(split.images[lo:hi], split.labels[lo:hi], split.classes)
         both = kwargs.get("with_plain", False)  # then (TTA pair, plain pair)
-        pairs = loss_and_accuracy(plain, part, **kwargs) if len(part) else ((0.0, 0.0),) * 2
-        pairs = pairs if both else [pairs]
+        if len(part):
+            pairs = loss_and_accuracy(plain, part, **kwargs)
+            pairs = pairs if both else (pairs,)
+        else:  # fewer test images than processes: this one adds nothing
+            pairs = ((0.0, 0.0),) * (2 if both else 1)
         # Sums, not means: slices may differ in size by one image.
         totals = torch.tensor([[loss * len(part), round(acc * len(part)), len(part)]
                                for loss, acc in pairs], dtype=torch.float64, device=self.device)
