@@ -1,5 +1,4 @@
 import json
-import time
 from contextlib import nullcontext
 
 import pytest
