@@ -44,10 +44,33 @@ def orthogonalize(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.T
     tall = x.size(0) > x.size(1)
     if tall:                           # iterate on the smaller Gram matrix
         x = x.T
-    for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
+    if x.dtype == torch.float32:
+        x = _newton_schulz_on_gram(x, steps)
+    else:  # in bf16 the products accumulated on the Gram matrix double the rounding error
+        for _ in range(steps):
+            gram = x @ x.T
+            x = a * x + (b * gram + c * gram @ gram) @ x
     return (x.T if tall else x).to(g.dtype)
+
+
+def _newton_schulz_on_gram(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The iteration of ``orthogonalize`` for x (rows ≤ cols), with the rows × cols products
+    done once instead of twice an iteration.
+
+    Each iteration is x ← p(G)·x with G = x·xᵀ (rows × rows) and p(G) = a·I + b·G + c·G²; the
+    next G is p(G)·G·p(G). So everything runs on rows × rows matrices, the p(G)s multiplied into
+    one q, and x is touched twice in all: G = x·xᵀ at the start, q·x at the end. For a filter
+    bank of 256 × 2,304 (a 3×3 convolution of 256 channels) that is half the work."""
+    a, b, c = NS_COEFFICIENTS
+    gram = x @ x.T
+    q = None
+    for k in range(steps):
+        p = torch.addmm(gram, gram, gram, beta=b, alpha=c)   # b·G + c·G²
+        p.diagonal().add_(a)                                  # + a·I
+        q = p if q is None else p @ q
+        if k < steps - 1:
+            gram = p @ gram @ p
+    return x if q is None else q @ x
 
 
 class Muon(torch.optim.Optimizer):

@@ -37,6 +37,40 @@ def test_orthogonalize_does_not_depend_on_the_scale_of_the_gradient():
     assert torch.allclose(orthogonalize(g), orthogonalize(1000 * g), atol=1e-5)
 
 
+def _direct_newton_schulz(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The iteration as published (x rows ≤ cols, already normalised), in float64."""
+    a, b, c = muon.NS_COEFFICIENTS
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3, 5])
+@pytest.mark.parametrize("shape", [(16, 144), (64, 576), (144, 16)])
+def test_orthogonalize_in_fp32_is_the_published_iteration_up_to_rounding(shape, steps):
+    g = _random(*shape)
+    g[:, :4] *= 30                     # a few strong directions, as in real gradients
+    x = (g / g.norm()).double()
+    expected = _direct_newton_schulz(x if shape[0] <= shape[1] else x.T, steps)
+    expected = expected if shape[0] <= shape[1] else expected.T
+    assert torch.allclose(orthogonalize(g, steps).double(), expected, atol=1e-5)
+
+
+def test_the_gram_form_builds_no_rows_by_cols_product_but_the_first_and_last(monkeypatch):
+    calls = []
+    real_mm = torch.Tensor.__matmul__
+
+    def matmul(a, b):
+        calls.append((tuple(a.shape), tuple(b.shape)))
+        return real_mm(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", matmul)
+    orthogonalize(_random(8, 72), steps=3)     # fp32, on the CPU
+    wide = [c for c in calls if 72 in c[0] + c[1]]
+    assert wide == [((8, 72), (72, 8)), ((8, 8), (8, 72))]  # x·xᵀ, then q·x: once each
+
+
 def test_orthogonalize_refuses_anything_but_a_matrix():
     with pytest.raises(ValueError, match="reshape a conv filter"):
         orthogonalize(torch.ones(2, 3, 3, 3))
