@@ -50,6 +50,21 @@ def crop(x: torch.Tensor, corners: torch.Tensor, height: int, width: int) -> tor
     return x.gather(3, cols.expand(n, c, height, width))
 
 
+def resize_window(x: torch.Tensor, draws: torch.Tensor, low: float, size: int) -> torch.Tensor:
+    """Each image of N×C×H×H ``x`` cut to a square window and resized (bilinear) to size×size:
+    N×C×size×size. ``draws`` (N×3, uniform in [0, 1)) place each window: its side a fraction of
+    H uniform in [``low``, 1], then its column and its row within the room left."""
+    n, c = x.shape[:2]
+    side = low + (1 - low) * draws[:, 0]
+    # affine_grid's units: the image spans [-1, 1], a window of side s centred at t spans t ± s.
+    theta = x.new_zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = side
+    theta[:, 0, 2] = (draws[:, 1] * 2 - 1) * (1 - side)
+    theta[:, 1, 2] = (draws[:, 2] * 2 - 1) * (1 - side)
+    grid = F.affine_grid(theta, [n, c, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def translate(x: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
     """Shift each image by (dy, dx) in ``shifts`` (N×2 ints in [-pad, pad]), filling by reflection.
 
@@ -80,6 +95,9 @@ class BatchIterator:
     crop_size: when set (an attribute, like ``epoch``: training changes it between epochs), each
     image of the epoch is cut to a random crop_size×crop_size window after flipping and shifting:
     smaller images, fewer FLOPs per step, for models that accept any size (airbench).
+    crop_window: when set, the smallest side of those windows as a fraction of the image's: each
+    window's side is drawn in [crop_window, 1] and the window resized to crop_size×crop_size
+    (``resize_window``), so that it holds more of the object than crop_size pixels of it would.
     keep: when set (an attribute too: a bool CPU tensor, one per image), an epoch takes only
     the images marked True, in the order it would take them anyway; ``order`` then holds the
     epoch's images (this rank's, on the device): batch k is ``order[k·B : (k+1)·B]``.
@@ -96,7 +114,8 @@ class BatchIterator:
                  device: torch.device | str = "cpu", shuffle: bool = True, flip: str | None = None,
                  translate: int = 0, drop_last: bool = False, seed: int = 0,
                  shard: tuple[int, int] = (0, 1), channels_last: bool = False,
-                 brightness: float = 0.0, contrast: float = 0.0):
+                 brightness: float = 0.0, contrast: float = 0.0,
+                 crop_window: float | None = None):
         if flip not in (None, "random", "alternating"):
             raise ValueError(f"flip must be None, 'random' or 'alternating', got {flip!r}")
         self.device = torch.device(device)
@@ -111,6 +130,7 @@ class BatchIterator:
         self.channels_last = channels_last
         self.brightness, self.contrast = brightness, contrast
         self.crop_size: int | None = None
+        self.crop_window = crop_window
         self._crop_schedule = None  # epoch → crop size (None: whole images), from a config
         self.keep: torch.Tensor | None = None  # bool per image: an epoch takes only these
         self.order: torch.Tensor | None = None  # the epoch being iterated: its images, in order
@@ -125,7 +145,7 @@ class BatchIterator:
         it = cls(split, cfg.batch_size, mean=cfg.mean, std=cfg.std, device=device, shuffle=True,
                  flip=cfg.flip, translate=cfg.translate, drop_last=True, seed=cfg.seed,
                  shard=shard, channels_last=channels_last, brightness=cfg.brightness,
-                 contrast=cfg.contrast)
+                 contrast=cfg.contrast, crop_window=cfg.crop_window)
         it._crop_schedule = cfg.crop_size_at
         return it
 
@@ -191,11 +211,14 @@ class BatchIterator:
         return order, flips, shifts
 
     def crop_corners(self) -> torch.Tensor | None:
-        """The current epoch's crop windows: top-left (row, column) int64 ×2 on the CPU, one row
-        per position of this rank's order, or None when ``crop_size`` is unset or whole."""
+        """The current epoch's crop windows: on the CPU, one row per position of this rank's
+        order, or None when ``crop_size`` is unset or whole. Top-left (row, column) int64 ×2, or
+        with ``crop_window`` float32 ×3, the draws that ``resize_window`` takes."""
         size = self.images.shape[-1]
         if self.crop_size is None or self.crop_size >= size:
             return None
+        if self.crop_window is not None:
+            return self._shard(torch.rand(len(self.labels), 3, generator=self._generator(5)))
         return self._shard(torch.randint(0, size - self.crop_size + 1, (len(self.labels), 2),
                                          generator=self._generator(3)))
 
@@ -231,7 +254,9 @@ class BatchIterator:
                 x = flip_some(x, flips[sel])
             if shifts is not None:
                 x = translate(x, shifts[sel], self.pad)
-            if corners is not None:
+            if corners is not None and self.crop_window is not None:
+                x = resize_window(x, corners[sel], self.crop_window, self.crop_size)
+            elif corners is not None:
                 x = crop(x, corners[sel], self.crop_size, self.crop_size)
             if jitters is not None:
                 x = jitter(x, jitters[0][sel], jitters[1][sel])

@@ -73,6 +73,9 @@ class TrainConfig:
     crop_epochs: int = 0                 # the first N epochs train on random crop_size² windows:
     crop_size: int | tuple = 24          # fewer FLOPs per image while the net learns coarse things;
                                          # a tuple: one size per crop epoch
+    crop_window: float | None = None     # crop epochs' windows: None, crop_size pixels; a
+                                         # fraction, a side drawn in [it, 1] of the image's,
+                                         # resized to crop_size (more of the object in view)
     mean: tuple = HALF_MEAN_STD[0]       # per-channel normalisation of the inputs
     std: tuple = HALF_MEAN_STD[1]
     # evaluation
@@ -191,6 +194,9 @@ def validate(cfg: TrainConfig) -> None:
            _is_int(cfg.crop_size) or len(sizes) == cfg.crop_epochs), "crop_size",
            f"a whole number in [16, 32] (pixels), or one per crop epoch ({cfg.crop_epochs} "
            f"of them)", cfg.crop_size)
+    _check(cfg.crop_window is None or (_is_number(cfg.crop_window) and 0 < cfg.crop_window <= 1),
+           "crop_window", "None or in (0, 1] (the smallest window side, a fraction of the "
+           "image's)", cfg.crop_window)
     # SimpleCNN's flatten wants exactly 128×4×4 features: only airbench takes any size.
     _check(cfg.crop_epochs == 0 or cfg.model == "airbench", "crop_epochs",
            "0 for a model that needs 32×32 images (crops need model='airbench')", cfg.crop_epochs)

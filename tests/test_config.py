@@ -44,6 +44,7 @@ BAD_VALUES = [
     ("crop_epochs", 1),  # the original recipe's SimpleCNN needs whole 32×32 images
     ("crop_size", 12), ("crop_size", 33),
     ("crop_size", (20, 24)),  # one size per crop epoch: the original recipe has none
+    ("crop_window", 0), ("crop_window", 1.25), ("crop_window", (0.75, 1)),
     ("whiten_bias_epochs", -1),
     ("brightness", -0.1), ("brightness", 1.0), ("contrast", -0.1), ("contrast", 1.5),
     ("hardest_fraction", 0), ("hardest_fraction", 1.5), ("hardest_fraction", math.nan),

@@ -1,7 +1,9 @@
 import torch
 
 from cifar_lib.data import CifarSplit
-from cifar_lib.batches import BatchIterator, flip_some, normalize, translate
+import torch.nn.functional as F
+
+from cifar_lib.batches import BatchIterator, flip_some, normalize, resize_window, translate
 
 
 def _split(n=10):
@@ -92,3 +94,34 @@ def test_training_batches_are_built_from_the_config_and_crop_by_epoch():
         x, _ = next(iter(it))
         sizes.append(x.shape[-1])
     assert sizes == [24, 24, 32, 32]  # the crop epochs first, then whole images
+
+
+def test_resize_window_takes_a_square_of_the_drawn_side_and_place():
+    x = torch.rand(3, 2, 32, 32)
+    # side 1: the whole image, resized
+    whole = resize_window(x, torch.tensor([[0.0, 0.3, 0.9]] * 3), 1.0, 24)
+    assert torch.allclose(whole, F.interpolate(x, size=24, mode="bilinear"), atol=1e-5)
+    # side 1/2, no room drawn (0, 0): the top-left quarter, pixel for pixel at 16×16
+    quarter = resize_window(x, torch.zeros(3, 3), 0.5, 16)
+    assert torch.allclose(quarter, x[..., :16, :16], atol=1e-5)
+    # all the room to the right (column 1), none below (row 0): the top-right quarter
+    right = resize_window(x, torch.tensor([[0.0, 1.0, 0.0]] * 3), 0.5, 16)
+    assert torch.allclose(right, x[..., :16, 16:], atol=1e-5)
+
+
+def test_crop_window_resizes_the_crop_epochs_windows_and_only_those():
+    from cifar_lib.recipes import configure
+    split = _split(40)
+    sizes, firsts = [], {}
+    for window in (None, 0.75):
+        cfg = configure("fast", batch_size=8, epochs=3, crop_epochs=2, crop_size=24, seed=3,
+                        crop_window=window)
+        it = BatchIterator.for_training(split, cfg)
+        for epoch in range(3):
+            it.set_epoch(epoch)
+            x, _ = next(iter(it))
+            sizes.append(x.shape[-1])
+            firsts[window, epoch] = x
+    assert sizes == [24, 24, 32] * 2
+    assert not torch.allclose(firsts[None, 0], firsts[0.75, 0])  # resized windows, not pixels
+    assert torch.equal(firsts[None, 2], firsts[0.75, 2])         # whole-image epochs unchanged
