@@ -711,6 +711,8 @@ KNOBS = {
     "contrast": "then a random factor for each image, 1 ± this",
     "crop_epochs": "the first epochs train on random crops ...",
     "crop_size": "... of this many pixels square",
+    "crop_window": "None: the crops are cut out; a number: each is a random window of at least "
+                   "this share of the image's side, resized to `crop_size`",
     "mean": "per-channel mean of CIFAR-10's training images, subtracted ...",
     "std": "... then divided by its standard deviation",
     "tta_level": "test-time augmentation for the final evaluation: 2 is six views",
