@@ -210,17 +210,26 @@ class BatchIterator:
                   if self.pad else None)
         return order, flips, shifts
 
+    def _crops(self) -> bool:
+        """Whether the current epoch trains on windows smaller than the images."""
+        return self.crop_size is not None and self.crop_size < self.images.shape[-1]
+
     def crop_corners(self) -> torch.Tensor | None:
-        """The current epoch's crop windows: on the CPU, one row per position of this rank's
-        order, or None when ``crop_size`` is unset or whole. Top-left (row, column) int64 ×2, or
-        with ``crop_window`` float32 ×3, the draws that ``resize_window`` takes."""
-        size = self.images.shape[-1]
-        if self.crop_size is None or self.crop_size >= size:
+        """The current epoch's crop windows: top-left (row, column) int64 ×2 on the CPU, one row
+        per position of this rank's order, or None when ``crop_size`` is unset or whole, or
+        when ``crop_window`` resizes the windows instead (``window_draws``)."""
+        if not self._crops() or self.crop_window is not None:
             return None
-        if self.crop_window is not None:
-            return self._shard(torch.rand(len(self.labels), 3, generator=self._generator(5)))
-        return self._shard(torch.randint(0, size - self.crop_size + 1, (len(self.labels), 2),
-                                         generator=self._generator(3)))
+        return self._shard(torch.randint(0, self.images.shape[-1] - self.crop_size + 1,
+                                         (len(self.labels), 2), generator=self._generator(3)))
+
+    def window_draws(self) -> torch.Tensor | None:
+        """The current epoch's resized windows: float32 ×3 on the CPU, the draws that
+        ``resize_window`` takes, one row per position of this rank's order, or None unless the
+        epoch crops and ``crop_window`` is set."""
+        if not self._crops() or self.crop_window is None:
+            return None
+        return self._shard(torch.rand(len(self.labels), 3, generator=self._generator(5)))
 
     def jitter_draws(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The current epoch's colour jitter: (shift, scale) float32 on the CPU, one entry per
@@ -235,10 +244,11 @@ class BatchIterator:
         # The epoch's order, flips and shifts are drawn on the CPU (the same numbers on every
         # device) and copied to the device once per epoch: no host→device copy per batch.
         order, flips, shifts = self.epoch_draws()
-        corners = self.crop_corners()
+        corners, windows = self.crop_corners(), self.window_draws()
         flips = flips.to(self.device) if flips is not None else None
         shifts = shifts.to(self.device) if shifts is not None else None
         corners = corners.to(self.device) if corners is not None else None
+        windows = windows.to(self.device) if windows is not None else None
         jitters = self.jitter_draws()
         if jitters is not None:
             jitters = tuple(j.to(self.device) for j in jitters)
@@ -254,10 +264,10 @@ class BatchIterator:
                 x = flip_some(x, flips[sel])
             if shifts is not None:
                 x = translate(x, shifts[sel], self.pad)
-            if corners is not None and self.crop_window is not None:
-                x = resize_window(x, corners[sel], self.crop_window, self.crop_size)
-            elif corners is not None:
+            if corners is not None:
                 x = crop(x, corners[sel], self.crop_size, self.crop_size)
+            if windows is not None:
+                x = resize_window(x, windows[sel], self.crop_window, self.crop_size)
             if jitters is not None:
                 x = jitter(x, jitters[0][sel], jitters[1][sel])
             if self.channels_last:

@@ -122,6 +122,9 @@ def test_crop_window_resizes_the_crop_epochs_windows_and_only_those():
             x, _ = next(iter(it))
             sizes.append(x.shape[-1])
             firsts[window, epoch] = x
+            if epoch == 0:  # corners are top-left pixels; resized windows have draws of their own
+                corners, windows = it.crop_corners(), it.window_draws()
+                assert (corners is None, windows is None) == (window is not None, window is None)
     assert sizes == [24, 24, 32] * 2
     assert not torch.allclose(firsts[None, 0], firsts[0.75, 0])  # resized windows, not pixels
     assert torch.equal(firsts[None, 2], firsts[0.75, 2])         # whole-image epochs unchanged
