@@ -29,11 +29,15 @@ _AIRBENCH_LR = 11.5 / _KILOSTEP * 1024
 _AIRBENCH_WD = 0.0153 * 1024 / _KILOSTEP / _AIRBENCH_LR
 
 # airbench94_muon states its SGD lrs for a summed loss at batch 2000 (biases 0.053, head 0.67)
-# and a decay of 2e-6·2000 per step. For PyTorch's mean loss multiply the lrs by 2000; its head
-# output is divided by 256 where ours is by 9, and an SGD lr acts on the product scale²·lr, so
-# the head's lr here is 0.67·2000·(9/256)². Muon's steps do not depend on the loss's scale.
+# and a decay of 2e-6·2000 per step. For PyTorch's mean loss multiply the lrs by the batch size;
+# its head output is divided by 256 where ours is by 9, and an SGD lr acts on the product
+# scale²·lr, so the head's lr here is 0.67·batch·(9/256)². Muon's steps do not depend on the
+# loss's scale. The biases' lr over the head's, and the decay per step over the head's lr, are
+# the same at every batch size.
 _MUON_BATCH = 2000
 _MUON_HEAD_LR = 0.67 * _MUON_BATCH * (9 / 256) ** 2
+_MUON_BIAS_LR_SCALE = 0.053 * _MUON_BATCH / _MUON_HEAD_LR
+_MUON_WEIGHT_DECAY = 2e-6 * _MUON_BATCH / _MUON_HEAD_LR
 
 RECIPES: dict[str, TrainConfig] = {
     # The original notebook, exactly: SimpleCNN, Adam 1e-3, batch 128, 2 epochs, mean/std 0.5.
@@ -62,8 +66,8 @@ RECIPES: dict[str, TrainConfig] = {
         # optimiser: Muon for the conv filters (orthogonalised momentum, cifar_lib.muon) ...
         optimizer="muon", muon_lr=0.24, muon_momentum=0.6,
         # ... Nesterov SGD for the head and the biases, which learn 64× faster (lr is the head's)
-        lr=_MUON_HEAD_LR, momentum=0.85, bias_lr_scale=0.053 * _MUON_BATCH / _MUON_HEAD_LR,
-        weight_decay=2e-6 * _MUON_BATCH / _MUON_HEAD_LR,
+        lr=_MUON_HEAD_LR, momentum=0.85, bias_lr_scale=_MUON_BIAS_LR_SCALE,
+        weight_decay=_MUON_WEIGHT_DECAY,
         label_smoothing=0.2,     # soft targets: less over-confident logits
         # schedule: 10 epochs, the learning rates decaying linearly from the start to 0
         epochs=10, batch_size=_MUON_BATCH, schedule="triangle", lr_start=1.0, lr_peak_at=0.0,
@@ -145,8 +149,10 @@ def configure(recipe: str = "fast", *, quick: bool = False, **overrides) -> Trai
     without ``model_kwargs`` resets them to the new model's defaults (the recipe's belong to
     its own model), and its crop epochs to none (crops need the airbench model). Changing
     the number of epochs (or ``quick``) without ``crop_epochs`` keeps the recipe's share of
-    crop epochs, rounded down, so that a shorter run still ends on whole images. Every value is
-    validated; a bad one raises ``ConfigError``.
+    crop epochs, rounded down, so that a shorter run still ends on whole images; without
+    ``hardest_fraction`` or ``hardest_from_epoch`` it keeps the recipe's schedule of hardest
+    images over the run (``_hardest_over``). Every value is validated; a bad one raises
+    ``ConfigError``.
 
     >>> configure("fast").epochs, configure("fast", epochs=5).crop_epochs
     (10, 3)
@@ -163,8 +169,11 @@ def configure(recipe: str = "fast", *, quick: bool = False, **overrides) -> Trai
         overrides.setdefault("model_kwargs", {})
         if "crop_epochs" not in overrides:
             overrides.update(_crops_over(cfg, 0))
-    elif overrides.get("epochs", cfg.epochs) != cfg.epochs and "crop_epochs" not in overrides:
-        overrides.update(_crops_over(cfg, overrides["epochs"]))
+    elif overrides.get("epochs", cfg.epochs) != cfg.epochs:
+        if "crop_epochs" not in overrides:
+            overrides.update(_crops_over(cfg, overrides["epochs"]))
+        if "hardest_fraction" not in overrides and "hardest_from_epoch" not in overrides:
+            overrides.update(_hardest_over(cfg, overrides["epochs"]))
     return cfg.replace(**overrides)
 
 
@@ -194,3 +203,18 @@ def _crops_over(cfg: TrainConfig, epochs: int) -> dict:
         return dict(crop_epochs=n)
     # one size per crop epoch: the first n (none: the field's default, a single size)
     return dict(crop_epochs=n, crop_size=tuple(cfg.crop_size[:n]) or TrainConfig.crop_size)
+
+
+def _hardest_over(cfg: TrainConfig, epochs: int) -> dict:
+    """``hardest_fraction`` and ``hardest_from_epoch`` for ``epochs`` epochs that follow
+    ``cfg``'s schedule of hardest images: epoch e trains on the fraction of ``cfg``'s epoch
+    ⌊e·cfg.epochs/epochs⌋, the one at the same point of the run."""
+    if not isinstance(cfg.hardest_fraction, (tuple, list)):  # one fraction: only its start moves
+        start = -(-cfg.hardest_from_epoch * epochs // cfg.epochs)  # ⌈from·epochs/cfg.epochs⌉
+        return dict(hardest_fraction=cfg.hardest_fraction, hardest_from_epoch=start)
+    fractions = [cfg.hardest_fraction_at(e * cfg.epochs // epochs) for e in range(epochs)]
+    start = next((e for e in range(epochs) if e * cfg.epochs // epochs >= cfg.hardest_from_epoch),
+                 epochs)
+    if start == epochs:  # too few epochs to reach it: every epoch trains on every image
+        return dict(hardest_fraction=1.0, hardest_from_epoch=0)
+    return dict(hardest_fraction=tuple(fractions[start:]), hardest_from_epoch=start)

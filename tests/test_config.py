@@ -141,6 +141,36 @@ def test_fewer_epochs_keep_the_recipes_share_of_crop_epochs_rounded_down(epochs,
     assert configure("fast", epochs=epochs, crop_epochs=0).crop_epochs == 0  # asked for: kept
 
 
+SCHEDULE = (0.8, 0.8) + (0.6,) * 7  # one fraction per epoch from the second of ten on
+
+
+@pytest.mark.parametrize("epochs, fractions, start", [
+    (10, SCHEDULE, 1),
+    (4, (0.8, 0.6, 0.6), 1),            # the recipe's epochs 0, 2, 5 and 7
+    (2, (0.6,), 1),                     # its epochs 0 and 5
+    (1, 1.0, 0),                        # --quick: its first epoch, on every image
+    (20, (0.8,) * 4 + (0.6,) * 14, 2)])
+def test_other_epochs_follow_the_recipes_schedule_of_hardest_images(monkeypatch, epochs,
+                                                                      fractions, start):
+    recipe = get_recipe("fast").replace(hardest_fraction=SCHEDULE, hardest_from_epoch=1)
+    monkeypatch.setitem(RECIPES, "hardest", recipe)
+    cfg = configure("hardest", epochs=epochs)
+    assert (cfg.hardest_fraction, cfg.hardest_from_epoch) == (fractions, start)
+    # each epoch takes the fraction of the recipe's epoch at the same point of the run
+    assert [cfg.hardest_fraction_at(e) for e in range(epochs)] == \
+        [recipe.hardest_fraction_at(e * 10 // epochs) for e in range(epochs)]
+    asked = configure("hardest", epochs=epochs, hardest_fraction=0.5, hardest_from_epoch=0)
+    assert (asked.hardest_fraction, asked.hardest_from_epoch) == (0.5, 0)  # asked for: kept
+
+
+def test_one_hardest_fraction_keeps_its_share_of_the_run_before_it(monkeypatch):
+    monkeypatch.setitem(RECIPES, "half", get_recipe("fast").replace(
+        hardest_fraction=0.5, hardest_from_epoch=4))
+    assert configure("half", epochs=5).hardest_from_epoch == 2
+    assert configure("half", epochs=3).hardest_from_epoch == 2  # 4 × 3/10 rounded up
+    assert configure("half", epochs=3).hardest_fraction == 0.5
+
+
 def test_a_schedule_of_crop_sizes_keeps_its_first_sizes(monkeypatch):
     monkeypatch.setitem(RECIPES, "growing", get_recipe("fast").replace(
         epochs=4, crop_epochs=3, crop_size=(16, 20, 28)))

@@ -281,6 +281,22 @@ def test_estimate_times_each_crop_size_of_a_schedule_once(synthetic_root, monkey
     assert e["train_seconds"] == pytest.approx(6 * (1 + 2.25 + 1 + 4))  # 6 steps an epoch
 
 
+def test_estimate_counts_only_the_steps_of_epochs_on_their_hardest_images(synthetic_root,
+                                                                           monkeypatch):
+    train, test = load_cifar10(synthetic_root)  # 200 training images, all trained on below
+
+    def fake_measure(t, steps, warmup):  # a step on 24×24 windows takes 1 s, on whole images 2 s
+        return {"seconds_per_step": 1.0 if t.batches.crop_size == 24 else 2.0}
+    monkeypatch.setattr(throughput, "measure", fake_measure)
+    cfg = configure("fast", device="cpu", batch_size=32, epochs=3, crop_epochs=2,
+                    hardest_fraction=(0.5, 0.25), hardest_from_epoch=1, val_fraction=0,
+                    test_subset=20, model_kwargs={"widths": (8, 8, 8)}, precision="fp32")
+    e = throughput.estimate_fit_seconds(cfg, train, test, steps=1, warmup=0)
+    # 200 // 32 steps, then 100 // 32 (the hardest half, still on windows), then 50 // 32
+    assert e["steps_per_epoch"] == 6 and e["total_steps"] == 6 + 3 + 1
+    assert e["train_seconds"] == pytest.approx(6 * 1.0 + 3 * 1.0 + 1 * 2.0)
+
+
 # ----------------------------------------------------------------------------- the loop by hand
 
 

@@ -135,8 +135,10 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
     training steps are timed after ``warmup`` untimed ones (``measure``), then one test batch of
     up to ``eval_batch`` images is timed through the model in eval mode (after one untimed
     batch, unless ``warmup`` is 0: a rougher, quicker guess).
-    With ``crop_epochs``, steps on each crop size are timed as well and counted for its epochs.
-    Returns a dict: device, precision, batch_size, steps_per_epoch, total_steps,
+    With ``crop_epochs``, steps on each crop size are timed as well and counted for its epochs;
+    epochs on their hardest images count only their steps.
+    Returns a dict: device, precision, batch_size, steps_per_epoch (of an epoch on every
+    image), total_steps (of the whole run),
     seconds_per_step (on whole images), train_seconds (every step), eval_passes
     (``evaluation_passes``), eval_images, eval_seconds, seconds_per_epoch (training and one
     evaluation) and total_seconds. Loading the data and starting up are not counted.
@@ -145,13 +147,16 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
     train, test = train.subset(cfg.train_subset), test.subset(cfg.test_subset)
     t = prepare(cfg, train, device)
     seconds_per_step = measure(t, steps, warmup)["seconds_per_step"]
-    train_seconds = t.total_steps * seconds_per_step
-    crop_sizes = [cfg.crop_size_at(e) for e in range(min(cfg.crop_epochs, cfg.epochs))]
-    for size in sorted(set(crop_sizes)):  # those epochs' steps are cheaper: time each size too
-        t.batches.crop_size = size
+    # an epoch on its hardest images only takes that share of the steps (whole batches)
+    images = len(t.batches.labels) // t.batches.world
+    epoch_steps = [int(cfg.hardest_fraction_at(e) * images) // cfg.batch_size
+                   for e in range(cfg.epochs)]
+    train_seconds = sum(epoch_steps) * seconds_per_step
+    for size in sorted({cfg.crop_size_at(e) for e in range(min(cfg.crop_epochs, cfg.epochs))}):
+        t.batches.crop_size = size  # those epochs' steps are cheaper: time each size too
         per_crop_step = measure(t, steps, warmup)["seconds_per_step"]
         t.batches.crop_size = None
-        train_seconds += (crop_sizes.count(size) * t.steps_per_epoch
+        train_seconds += (sum(n for e, n in enumerate(epoch_steps) if cfg.crop_size_at(e) == size)
                           * (per_crop_step - seconds_per_step))
     model = t.model.eval()
 
@@ -168,7 +173,7 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
     out = {"device": str(device),
            "precision": precision_name(t.amp_dtype),
            "batch_size": cfg.batch_size, "steps_per_epoch": t.steps_per_epoch,
-           "total_steps": t.total_steps, "seconds_per_step": seconds_per_step,
+           "total_steps": sum(epoch_steps), "seconds_per_step": seconds_per_step,
            "train_seconds": train_seconds, "eval_passes": passes,
            "eval_images": len(test), "eval_seconds": passes * len(test) * per_image,
            "seconds_per_epoch": t.steps_per_epoch * seconds_per_step + len(test) * per_image}
