@@ -209,12 +209,11 @@ def _hardest_over(cfg: TrainConfig, epochs: int) -> dict:
     """``hardest_fraction`` and ``hardest_from_epoch`` for ``epochs`` epochs that follow
     ``cfg``'s schedule of hardest images: epoch e trains on the fraction of ``cfg``'s epoch
     ⌊e·cfg.epochs/epochs⌋, the one at the same point of the run."""
+    # the first epoch e with ⌊e·cfg.epochs/epochs⌋ ≥ from: ⌈from·epochs/cfg.epochs⌉, or none
+    start = min(-(-cfg.hardest_from_epoch * epochs // cfg.epochs), epochs)
     if not isinstance(cfg.hardest_fraction, (tuple, list)):  # one fraction: only its start moves
-        start = -(-cfg.hardest_from_epoch * epochs // cfg.epochs)  # ⌈from·epochs/cfg.epochs⌉
         return dict(hardest_fraction=cfg.hardest_fraction, hardest_from_epoch=start)
-    fractions = [cfg.hardest_fraction_at(e * cfg.epochs // epochs) for e in range(epochs)]
-    start = next((e for e in range(epochs) if e * cfg.epochs // epochs >= cfg.hardest_from_epoch),
-                 epochs)
     if start == epochs:  # too few epochs to reach it: every epoch trains on every image
         return dict(hardest_fraction=1.0, hardest_from_epoch=0)
-    return dict(hardest_fraction=tuple(fractions[start:]), hardest_from_epoch=start)
+    return dict(hardest_fraction=tuple(cfg.hardest_fraction_at(e * cfg.epochs // epochs)
+                                       for e in range(start, epochs)), hardest_from_epoch=start)

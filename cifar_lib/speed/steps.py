@@ -147,10 +147,10 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
     train, test = train.subset(cfg.train_subset), test.subset(cfg.test_subset)
     t = prepare(cfg, train, device)
     seconds_per_step = measure(t, steps, warmup)["seconds_per_step"]
-    # an epoch on its hardest images only takes that share of the steps (whole batches)
-    images = len(t.batches.labels) // t.batches.world
-    epoch_steps = [int(cfg.hardest_fraction_at(e) * images) // cfg.batch_size
-                   for e in range(cfg.epochs)]
+    # an epoch on its hardest images takes fewer steps: the kept images as HardestImages.keep
+    # counts them, this process's share of them, whole batches (as len(BatchIterator) counts)
+    kept = [int(cfg.hardest_fraction_at(e) * len(t.batches.labels)) for e in range(cfg.epochs)]
+    epoch_steps = [n // t.batches.world // cfg.batch_size for n in kept]
     train_seconds = sum(epoch_steps) * seconds_per_step
     for size in sorted({cfg.crop_size_at(e) for e in range(min(cfg.crop_epochs, cfg.epochs))}):
         t.batches.crop_size = size  # those epochs' steps are cheaper: time each size too
