@@ -4,8 +4,9 @@ removed at a time (the rest unchanged), on the same data, device and threads, ov
     python -m cifar_lib bench ablation [--recipe fast] [--seeds 0 1 2] [--quick]
 
 ``VARIANTS[recipe]`` names, for ``fast`` and ``airbench94``, each trick and the ``TrainConfig``
-changes that remove it. Removing test-time augmentation needs no second training: the row
-"no TTA" is the full recipe's own run evaluated without it. ``seconds`` is the training time
+changes that remove it; ``variants_of`` leaves out those that change nothing in the recipe as
+configured (a trick it does not use). Removing test-time augmentation needs no second training:
+the row "no TTA" is the full recipe's own run evaluated without it. ``seconds`` is the training time
 (``fit``'s train_seconds; the final evaluation is not counted). By default every run has the
 recipe's full budget; ``epochs``/``widths`` shrink it for a quicker, rougher look.
 
@@ -21,7 +22,7 @@ from typing import Callable, Sequence
 
 from . import records
 from .data import CifarSplit
-from .recipes import configure, get_recipe
+from .recipes import configure, configure_with
 
 NO_TTA = "no TTA"
 MEASURED = ("test_acc", "test_acc_no_tta", "seconds", "epochs", "parameters")  # in each row
@@ -35,6 +36,10 @@ VARIANTS: dict[str, dict[str, tuple[str, dict]]] = {
                     {"optimizer": "sgd"}),
         "no early crops": ("the first 6 epochs on 24×24 crops (whole images throughout)",
                            {"crop_epochs": 0}),
+        "cut-out crops": ("resizing the crops' windows (crop-size pixels cut out instead)",
+                          {"crop_window": None}),
+        "every image": ("training on the hardest images (every image in every epoch)",
+                        {"hardest_fraction": 1.0, "hardest_from_epoch": 0}),
         "no colour jitter": ("random brightness and contrast",
                              {"brightness": 0.0, "contrast": 0.0}),
         "no whitening": ("the frozen whitening layer (a learnt 2×2 conv instead)",
@@ -81,14 +86,15 @@ def _variants(recipe: str) -> dict[str, tuple[str, dict]]:
 
 
 def variant_config(recipe: str, name: str, *, seed: int = 0, epochs: int | None = None,
-                   widths: Sequence[int] | None = None, **overrides):
+                   widths: Sequence[int] | None = None, sets: Sequence[tuple] = (), **overrides):
     """The ``TrainConfig`` of ablation variant ``name`` of ``recipe``: the recipe's budget
-    unless ``epochs``/``widths`` say otherwise. ``overrides`` (e.g. train_subset, batch_size,
-    device) apply to every variant alike."""
+    unless ``epochs``/``widths`` say otherwise. ``sets``: (field, value) pairs that change the
+    recipe itself, as the command line's ``--set``; ``overrides`` (e.g. train_subset,
+    batch_size, device) apply to every variant alike."""
     variants = _variants(recipe)
     if name not in variants:
         raise ValueError(f"unknown ablation variant {name!r}; valid: {', '.join(variants)}")
-    base = get_recipe(recipe)
+    base = configure_with(recipe, sets)
     epochs = epochs or base.epochs
     if name == "original":
         return configure("original", epochs=epochs, seed=seed, eval_every=0, **overrides)
@@ -97,28 +103,39 @@ def variant_config(recipe: str, name: str, *, seed: int = 0, epochs: int | None 
                     **changes.pop("model_kwargs", {})}
     if "whiten_bias_epochs" in changes:  # "trained throughout" means every epoch of the run
         changes["whiten_bias_epochs"] = epochs
+    # the budget after the sets, so that fewer epochs keep the changed recipe's schedule;
     # replace(), not configure(): configure reads None as "the recipe's own", and removing
     # micro-batches means micro_batch=None
-    return configure(recipe, epochs=epochs, seed=seed, eval_every=0, model_kwargs=model_kwargs,
+    return configure(base, epochs=epochs, seed=seed, eval_every=0, model_kwargs=model_kwargs,
                      **overrides).replace(**changes)
+
+
+def variants_of(recipe: str, sets: Sequence[tuple] = ()) -> list[str]:
+    """The names of ``recipe``'s variants (with ``sets``, as ``variant_config``) that change
+    it: removing a trick the recipe does not use would train the full recipe again."""
+    full = variant_config(recipe, recipe, sets=sets)
+    return [name for name in _variants(recipe)
+            if name == recipe or variant_config(recipe, name, sets=sets) != full]
 
 
 def run(train: CifarSplit, test: CifarSplit, *, recipe: str = "fast",
         variants: Sequence[str] | None = None, seeds: Sequence[int] = SEEDS,
-        epochs: int | None = None, widths: Sequence[int] | None = None, progress: bool = True,
-        done: Sequence[dict] = (), on_row: Callable[[list[dict]], None] | None = None,
-        **overrides) -> list[dict]:
+        epochs: int | None = None, widths: Sequence[int] | None = None,
+        sets: Sequence[tuple] = (), progress: bool = True, done: Sequence[dict] = (),
+        on_row: Callable[[list[dict]], None] | None = None, **overrides) -> list[dict]:
     """Train every variant once per seed; one row each: variant, removed, seed, test_acc (%,
     with the variant's TTA), test_acc_no_tta (%), seconds (training), epochs, parameters.
 
     Seed by seed, so that an interrupted run already holds whole tables. "no TTA" is the full
-    recipe's run of the same seed without TTA (trained if not asked for). ``done``: rows
+    recipe's run of the same seed without TTA (trained if not asked for). ``variants``: by
+    default those that change the recipe (``variants_of``); ``sets``: changes to the recipe
+    itself, as ``variant_config``'s. ``done``: rows
     measured before (an interrupted run's), kept rather than trained again; ``on_row`` gets
     all rows so far after each new one (to save progress).
     """
     from .train import fit  # the training loop, only when something is trained
     table = _variants(recipe)
-    variants = list(table) if variants is None else list(variants)
+    variants = variants_of(recipe, sets) if variants is None else list(variants)
     unknown = [v for v in variants if v not in table]
     if unknown:
         raise ValueError(f"unknown ablation variant(s) {', '.join(map(repr, unknown))}; "
@@ -133,7 +150,7 @@ def run(train: CifarSplit, test: CifarSplit, *, recipe: str = "fast",
             full = measured.get((recipe, seed)) if name == NO_TTA else None
             if full is None:
                 cfg = variant_config(recipe, recipe if name == NO_TTA else name, seed=seed,
-                                     epochs=epochs, widths=widths, **overrides)
+                                     epochs=epochs, widths=widths, sets=sets, **overrides)
                 m = fit(cfg, train, test, progress=progress).metrics
                 full = {"test_acc": 100 * m.get("test_acc_tta", m["test_acc"]),
                         "test_acc_no_tta": 100 * m["test_acc"], "seconds": m["train_seconds"],

@@ -141,8 +141,10 @@ def get_recipe(name: str) -> TrainConfig:
     return RECIPES[name]
 
 
-def configure(recipe: str = "fast", *, quick: bool = False, **overrides) -> TrainConfig:
-    """Recipe ``recipe``, shrunk to a smoke test when ``quick``, with ``overrides`` applied.
+def configure(recipe: str | TrainConfig = "fast", *, quick: bool = False,
+              **overrides) -> TrainConfig:
+    """Recipe ``recipe`` (a name, or a recipe's ``TrainConfig`` changed before), shrunk to a
+    smoke test when ``quick``, with ``overrides`` applied.
 
     Overrides are ``TrainConfig`` fields; a value of None means "the recipe's own" (so a
     notebook or the command line can pass every knob through unchanged). Changing ``model``
@@ -159,7 +161,7 @@ def configure(recipe: str = "fast", *, quick: bool = False, **overrides) -> Trai
     >>> configure("original", quick=True).train_subset
     2048
     """
-    cfg = get_recipe(recipe)
+    cfg = recipe if isinstance(recipe, TrainConfig) else get_recipe(recipe)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if quick:  # the smoke test's limits, unless asked for otherwise
         limits = dict(QUICK)

@@ -45,8 +45,36 @@ def test_each_variant_removes_exactly_its_trick(recipe, name, changes):
 def test_full_budget_by_default_and_every_variant_of_fast_differs():
     full = ablation.variant_config("fast", "fast")
     assert full == configure("fast", eval_every=0)  # the recipe the course trains, whole
-    configs = [ablation.variant_config("fast", v) for v in ablation.VARIANTS["fast"]]
+    configs = [ablation.variant_config("fast", v) for v in ablation.variants_of("fast")]
     assert len({json.dumps(c.to_dict(), default=str) for c in configs}) == len(configs)
+
+
+# A recipe that resizes its crops' windows and trains on its hardest images, in one step of
+# 1,000 images: the tricks today's fast may or may not use.
+CANDIDATE = [("hardest_fraction", (0.8, 0.8, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6)),
+             ("hardest_from_epoch", 1), ("batch_size", 1000), ("micro_batch", None),
+             ("crop_window", 0.75)]
+
+
+def test_variants_are_the_tricks_the_recipe_uses_after_its_sets():
+    for sets in ([], CANDIDATE):
+        recipe = ablation.variant_config("fast", "fast", sets=sets)
+        names = ablation.variants_of("fast", sets)
+        uses = {"whole batches": recipe.micro_batch is not None,
+                "cut-out crops": recipe.crop_window is not None,
+                "every image": recipe.hardest_fraction != 1.0}
+        assert all((name in names) == used for name, used in uses.items())
+        assert set(ablation.VARIANTS["fast"]) - set(names) <= set(uses)  # the rest always
+    with_sets = ablation.variant_config("fast", "fast", sets=CANDIDATE)
+    assert with_sets == configure("fast", eval_every=0).replace(**dict(CANDIDATE))
+    full = ablation.variant_config("fast", "fast", sets=CANDIDATE, epochs=4)
+    cut = ablation.variant_config("fast", "cut-out crops", sets=CANDIDATE, epochs=4)
+    every = ablation.variant_config("fast", "every image", sets=CANDIDATE, epochs=4)
+    # a shorter budget keeps the changed recipe's schedule of hardest images
+    assert (full.hardest_fraction, full.hardest_from_epoch) == ((0.8, 0.6, 0.6), 1)
+    assert _differences(full, cut) == {"crop_window": (0.75, None)}
+    assert _differences(full, every) == {"hardest_fraction": ((0.8, 0.6, 0.6), 1.0),
+                                         "hardest_from_epoch": (1, 0)}
 
 
 def test_no_whitening_keeps_the_widths_and_swaps_the_first_layer():
@@ -113,12 +141,16 @@ def test_quick_command_writes_a_record_with_rows_and_summary(cifar_folder, tmp_p
     out = tmp_path / "ablation.json"
     argv = ["bench", "ablation", "--quick", "--seeds", "0", "--device", "cpu", "--data-root",
             str(root), "--variants", "fast", "no TTA", "no early crops", "--out", str(out),
-            "--note", "two at a time"]
+            "--note", "two at a time", "--set", "tta_level=0"]
     assert main(argv) == 0
     record = json.loads(out.read_text())
     assert record["benchmark"] == "ablation" and record["quick"] is True
     assert record["note"] == "two at a time"
     assert record["recipe"] == "fast"
+    # the recipe as changed by --set (at its full budget) is the one trained: no TTA
+    assert record["recipe_settings"]["fast"]["tta_level"] == 0
+    assert record["recipe_settings"]["fast"]["epochs"] == get_recipe("fast").epochs
+    assert record["rows"][0]["test_acc"] == record["rows"][0]["test_acc_no_tta"]
     assert [r["variant"] for r in record["rows"]] == ["fast", "no TTA", "no early crops"]
     assert [r["variant"] for r in record["summary"]] == ["fast", "no TTA", "no early crops"]
     assert record["budget"]["epochs"] == 1 and record["machine"]["cpu_flags"]
@@ -156,7 +188,10 @@ def test_an_interrupted_command_resumes_without_training_again(cifar_folder, tmp
 def test_shipped_fast_record_covers_every_variant_at_the_full_budget():
     record = ablation.read_record("fast")
     assert record["benchmark"] == "ablation" and not record["quick"]
-    assert [r["variant"] for r in record["summary"]] == list(ablation.VARIANTS["fast"])
+    assert [r["variant"] for r in record["summary"]] == ablation.variants_of("fast")
+    if "recipe_settings" in record:  # records since the field: of today's recipe, exactly
+        assert record["recipe_settings"] == {
+            "fast": json.loads(json.dumps(configure("fast").to_dict()))}
     assert all(r["seeds"] >= 3 for r in record["summary"])
     assert {r["epochs"] for r in record["rows"]} == {get_recipe("fast").epochs}
     assert not record["budget"].get("widths")  # the recipe's own network
