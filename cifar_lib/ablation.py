@@ -6,9 +6,9 @@ removed at a time (the rest unchanged), on the same data, device and threads, ov
 ``VARIANTS[recipe]`` names, for ``fast`` and ``airbench94``, each trick and the ``TrainConfig``
 changes that remove it; ``variants_of`` leaves out those that change nothing in the recipe as
 configured (a trick it does not use). Removing test-time augmentation needs no second training:
-the row "no TTA" is the full recipe's own run evaluated without it. ``seconds`` is the training time
-(``fit``'s train_seconds; the final evaluation is not counted). By default every run has the
-recipe's full budget; ``epochs``/``widths`` shrink it for a quicker, rougher look.
+the row "no TTA" is the full recipe's own run evaluated without it. ``seconds`` is the training
+time (``fit``'s train_seconds; the final evaluation is not counted). By default every run has
+the recipe's full budget; ``epochs``/``widths`` shrink it for a quicker, rougher look.
 
 The records ship inside the package (``cifar_lib/records/ablation_<recipe>.json``), so the
 lesson 01_train can show them on Colab.
@@ -129,9 +129,9 @@ def run(train: CifarSplit, test: CifarSplit, *, recipe: str = "fast",
     Seed by seed, so that an interrupted run already holds whole tables. "no TTA" is the full
     recipe's run of the same seed without TTA (trained if not asked for). ``variants``: by
     default those that change the recipe (``variants_of``); ``sets``: changes to the recipe
-    itself, as ``variant_config``'s. ``done``: rows
-    measured before (an interrupted run's), kept rather than trained again; ``on_row`` gets
-    all rows so far after each new one (to save progress).
+    itself, as ``variant_config``'s. ``done``: rows measured before (an interrupted run's),
+    kept rather than trained again; ``on_row`` gets all rows so far after each new one (to
+    save progress).
     """
     from .train import fit  # the training loop, only when something is trained
     table = _variants(recipe)

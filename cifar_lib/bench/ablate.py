@@ -73,8 +73,8 @@ def main(args: argparse.Namespace) -> int:
     print_table(summary, SUMMARY_COLUMNS)
     write_record(out, rows, benchmark="ablation", command=args.command_line,
                  settings=settings(args), recipe=args.recipe, recipe_settings=recipe_settings,
-                 budget={**budget, **extra},
-                 quick=args.quick, summary=summary, **({"note": args.note} if args.note else {}))
+                 budget={**budget, **extra}, quick=args.quick, summary=summary,
+                 **({"note": args.note} if args.note else {}))
     progress.finish()
     print(f"record written to {out}")
     return 0
