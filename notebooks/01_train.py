@@ -233,8 +233,9 @@ print("fit and the hand-written loop give identical weights:",
 
 # %% [markdown]
 # ## The fast recipe, by hand
-# In ten epochs the fast recipe goes far beyond what the original reaches in two (the time
-# estimate before training quotes both, measured). No single trick does it. Each idea below
+# In ten epochs the fast recipe goes far beyond what the original reaches in two (the
+# comparison after training runs both and prints their accuracies). No single trick does
+# it. Each idea below
 # comes with its few lines of code and a check against the library code that `fit` runs; then
 # the whole training step is written out and checked against `fit`, as the original loop was.
 # These cells use the fast recipe whatever `recipe` is set to; its knobs are all in one table
@@ -248,7 +249,7 @@ print("fit and the hand-written loop give identical weights:",
 # eigenvectors of the patch covariance C = V Λ Vᵀ, each divided by √(λ + ε). Its outputs have
 # covariance ≈ the identity: every direction reaches the next layer at the same scale, so SGD
 # does not have to discover the faint ones slowly. ε = 5·10⁻⁴ deliberately damps the faintest
-# direction (there, mostly noise) to about half. The filters stay frozen; each also appears
+# directions (mostly noise) instead of blowing them up. The filters stay frozen; each also appears
 # negated (24 channels), so the GELU after it loses nothing. Here are the filters computed by
 # hand, checked against the library's `Whitening` layer, and the covariance before and after.
 
@@ -467,10 +468,10 @@ plot_label_smoothing(fast.label_smoothing, true_class=int(y[0]), classes=train.c
 #   and barely moves along the rest. Muon keeps SGD's (Nesterov) momentum but replaces the step
 #   by the nearest *orthogonal* matrix: the same singular vectors, every singular value set to
 #   about 1, so rare directions move as much as common ones. An SVD would give it exactly;
-#   three Newton–Schulz iterations, only matrix products, give it nearly (values between about
-#   0.6 and 1.2: close enough for training), after dividing by the norm so that every singular
-#   value is at most 1: x ← a·x + (b·G + c·G²)·x with G = x·xᵀ. Since every step then has
-#   about the same size whatever the gradient's, the weights are also *renormalised* before
+#   three Newton–Schulz iterations, only matrix products, give it nearly (not exactly 1, as the
+#   cell below prints, but close enough for training), after dividing by the norm so that every
+#   singular value is at most 1: x ← a·x + (b·G + c·G²)·x with G = x·xᵀ. Since every step then
+#   has about the same size whatever the gradient's, the weights are also *renormalised* before
 #   each step (each filter bank's norm reset to √out): only their direction learns, and the
 #   steps keep their relative size all run long.
 # - **the BatchNorm biases: Nesterov SGD at 64× the head's rate** (`bias_lr_scale`): a shift
@@ -481,13 +482,14 @@ plot_label_smoothing(fast.label_smoothing, true_class=int(y[0]), classes=train.c
 # - **the head**: Nesterov SGD, with a little weight decay (its weights shrink by lr × decay
 #   each step; the biases' decay is set so that they shrink by the same amount).
 #
-# All four rates follow one schedule: from the peak at the first step down linearly to 0 at the
-# last, so that the last steps settle into a minimum instead of bouncing around it. There is no
+# All four rates follow one shape: from the peak at the first step down linearly to 0 at the
+# last (the whitening bias's at the end of its three epochs), so that the last steps settle
+# into a minimum instead of bouncing around it. There is no
 # warm-up: Muon's steps have a fixed size, and the fresh net can take them.
 #
 # First Newton–Schulz by hand, on a random matrix of the shape of the first convolution's
 # gradient (64 filters of 24 channels × 3 × 3), checked against the library's `orthogonalize`.
-# In fp32 the library runs the same polynomial on the small 64 × 64 matrix x·xᵀ alone and
+# In fp32 the library runs the same polynomial on the small rows × rows matrix x·xᵀ alone and
 # multiplies x once at the end: the same result up to rounding, for about half the work on
 # the wide filter banks of the later layers.
 
@@ -515,7 +517,8 @@ print("the same as cifar_lib's orthogonalize:",
 
 # %% [markdown]
 # The schedule by hand, checked against the library's `lr_multiplier`, and every group's
-# learning rate over a full run (a logarithmic axis: the rates differ a hundredfold).
+# learning rate over a full run (a logarithmic axis: the rates differ by more than two orders
+# of magnitude).
 
 # %% tags=["nbval-check-output"]
 import numpy as np
@@ -717,7 +720,9 @@ KNOBS = {
     "std": "... then divided by its standard deviation",
     "tta_level": "test-time augmentation for the final evaluation: 2 is six views",
     "tta_fraction": "... spent only on this share of test images, the least confident",
-    "precision": "`auto`: bf16 where the hardware computes it natively, fp32 elsewhere",
+    "precision": "`auto`: bf16 on GPUs from compute capability 8.0 and on CPUs with native "
+                 "bf16, fp16 with a gradient scaler on older GPUs (such as the T4), fp32 "
+                 "elsewhere",
     "channels_last": "`auto`: the memory layout fast convolution kernels want (not on MPS)",
     "seed": "the random seed, for everything",
     "device": "`auto`: a GPU if there is one, else the CPU",
@@ -925,7 +930,8 @@ print("within their error bars, nothing measurable at this budget:", ", ".join(n
 plot_ablation_differences(summary, full=shown_recipe, full_label=shown_recipe)
 
 # %% [markdown]
-# Read each bar with its error bar: a difference inside it is noise at three seeds, so the rows
+# Read each bar with its error bar: a difference inside it is noise at the record's number of
+# seeds, so the rows
 # listed above as within their error bars bought nothing this ablation can measure (a smaller
 # effect may still be there). Tricks that regularise (flips, shifts, jitter) pay once a run is
 # long enough for the network to start memorising its training images; ten epochs is short, so
@@ -989,7 +995,7 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 #    convolution takes the frozen whitening layer's place (the ablation's "no whitening"). How
 #    much accuracy does the whitening buy after 10 epochs? After 2?
 # 3. **Which trick is worth most at full size?** In the cell that calls `configure(recipe, ...)`,
-#    add one of `label_smoothing=0.0`, `flip=None`, `translate=0`, `tta_level=0`,
+#    add one of `label_smoothing=0.0`, `flip="random"`, `translate=0`, `tta_level=0`,
 #    `crop_epochs=0` or `brightness=0, contrast=0`, and train the fast recipe. Which costs the
 #    most accuracy at the full size and 10 epochs? Which saves time? Compare with the ablation
 #    table above.
@@ -1009,9 +1015,9 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 #    </details>
 #
 # 5. **Micro-batches change no result in expectation.** In the `check` configuration set
-#    `micro_batch=None` and run the hand-written loop and its check again: does it still agree
-#    with `fit`? Then compare the final weights of the run with `micro_batch=100` with those of
-#    the run with `micro_batch=None`: are they equal? *Hint:* which layer sees the batch as a
+#    `micro_batch=200` (the whole batch) and run the hand-written loop and its check again: does
+#    it still agree with `fit`? Then compare the final weights of the run with
+#    `micro_batch=100` with those of the run with `micro_batch=200`: are they equal? *Hint:* which layer sees the batch as a
 #    whole, rather than image by image?
 #
 #    <details><summary>Answer</summary>
@@ -1042,4 +1048,3 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 #    only on the 60% of the images whose loss was highest when last trained on (each step's
 #    own losses, so choosing costs nothing). How much time does it save, and how much accuracy
 #    does it cost? Compare with `epochs=7`, about the same work: which keeps more accuracy?
-#    (`benchmarks/HISTORY.md` has what was measured, and what a random 60% did.)

@@ -120,7 +120,7 @@ print("after batch.to(device=..., dtype=...):", tuple(fixed.shape), fixed.device
 # GPU around each block, and keeps every block's time, so you get a median and a spread. One
 # trap: it uses **one CPU thread** unless told otherwise (`num_threads=`).
 #
-# The three, for the same model and batch, on the GPU when there is one (there, a fourth line
+# Three ways of timing the same model and batch, on the GPU when there is one (there, a fourth line
 # shows what forgetting to synchronise gives). Expect the numbers to jump about on a busy
 # machine: that is the third point.
 
@@ -195,9 +195,9 @@ print("variants timed:", ", ".join(sorted(table.variant.unique())))
 
 # %% [markdown]
 # ## The original notebook's method against a proper measurement
-# Same model, same batch, same device. The cold single call is slower on a CPU (first-call
-# overheads) and, on a GPU, misleadingly *fast* when the clock is read without synchronising
-# (it only measures launching the kernels; here it synchronises, so it shows the cold start).
+# Same model, same batch, same device. The single cold call is slower than the Timer's median:
+# it pays a first call's one-off costs. (It is timed with the GPU synchronised; without that, a
+# GPU call looks misleadingly *fast*, as the stopwatch cell's "NOT synchronised" line shows.)
 
 # %%
 plain = table[(table.variant == "no_grad") & (table.status == "ok")]
@@ -243,7 +243,7 @@ table[table.status != "ok"][["device", "variant", "batch_size", "status"]].drop_
 # the GPU synchronised before each clock reading.
 
 # %%
-training = bench_training(["original", "fast"], "auto", steps=3 if quick else train_steps,
+training = bench_training(["original", "fast"], device, steps=3 if quick else train_steps,
                           warmup=2 if quick else 3, root=data_root, download=download, quick=quick)
 pd.DataFrame(training)
 
@@ -277,10 +277,10 @@ record({"model": info["model"], "quick": quick,
 
 # %% [markdown]
 # ## Exercises
-# 1. **Batch size 1 on the GPU.** Set `batch_sizes = [1, 2, 4, 8, 16]` and `device = "cuda"` in
-#    the parameters cell (on Colab, with a GPU runtime): how many images per second does batch
-#    size 1 reach, compared with 1024? Where does the time of one small batch go, if not into
-#    arithmetic? *Hint:* count the kernels one forward pass launches.
+# 1. **Batch size 1 on the GPU.** Set `batch_sizes = [1, 2, 4, 8, 16, 1024]` and
+#    `device = "cuda"` in the parameters cell (on Colab, with a GPU runtime): how many images
+#    per second does batch size 1 reach, compared with 1024? Where does the time of one small batch go, if
+#    not into arithmetic? *Hint:* count the kernels one forward pass launches.
 #    <details><summary>Answer</summary>A few percent of the big batch's throughput: each call
 #    launches the same dozens of kernels whatever the batch size, and with one image each
 #    kernel finishes long before the next launch; the GPU waits on Python and the driver.
@@ -295,7 +295,7 @@ record({"model": info["model"], "quick": quick,
 #    `benchmark.Timer(...)` line: how much slower is the CPU number, and what does that tell you
 #    about a benchmark run with the Timer's defaults?
 #    <details><summary>Check</summary>Print `torch.get_num_threads()`: the CPU number should
-#    fall by roughly that factor for the large batches, where the work parallelises.</details>
+#    fall by up to that factor for the large batches, where the work parallelises.</details>
 # 4. **Compile.** Set `compile = True`: how long is the first call of the `compile` variant
 #    (the `first_call_ms` column of `table`), and after how many calls has compiling paid for
 #    itself?

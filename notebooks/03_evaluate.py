@@ -134,9 +134,9 @@ print(f"{report.info['model']} from {run}, TTA level {report.info['tta_level']}:
       f"accuracy {report.accuracy:.2%} on {report.n:,} test images (95% CI {low:.2%} – {high:.2%})")
 
 # %% [markdown]
-# `01_train` measured its accuracy in the precision it trained with (bf16 autocast where the
-# CPU or GPU has it natively); here the model runs in float32, so the two can differ by a few
-# hundredths of a percent: rounding, not a different model.
+# `01_train` measured its accuracy in the precision it trained with (bf16 on recent GPUs and
+# on CPUs with native bf16, fp16 on older GPUs); here the model runs in float32, so the two can
+# differ by a few images: rounding, not a different model.
 #
 # ## Per class
 # Precision: of the images predicted as this class, how many are? Recall (= per-class
@@ -153,7 +153,7 @@ fig
 # %% [markdown]
 # ## Confusion matrix
 # Rows are the true class, columns the prediction. Every class has the same number of test
-# images, so the counts are also each class's error rates.
+# images, so the counts compare directly from row to row.
 
 # %%
 fig = plot_confusion_matrix(report.confusion, report.classes)
@@ -176,9 +176,9 @@ fig
 # %% [markdown]
 # ## What the network looks at
 # Why did the network call that dog a cat? Grad-CAM (Selvaraju et al., 2017) gives a rough
-# answer: take the last convolutional block's feature maps (3×3 for this network, 8×8 for the
-# original one), weight each channel by how much the class score grows with it (its average
-# gradient), add them up, keep the positive part and stretch it to 32×32. Red is where the
+# answer: take the last convolutional block's feature maps (3×3 for the fast recipe's network,
+# 8×8 for the original recipe's), weight each channel by how much the class score grows with
+# it (its average gradient), add them up, keep the positive part and stretch it to 32×32. Red is where the
 # evidence for the chosen class lies ([the paper](https://arxiv.org/abs/1610.02391)). For each confident mistake: the evidence for what the
 # network said (upper rows) and for the true class (lower rows). The maps come from one pass
 # without test-time augmentation, so a title's probability can differ from the report's.
@@ -331,7 +331,7 @@ plot_corruption_heatmap(measured["rows"])
 
 # %% [markdown]
 # Clean accuracy does not predict robustness. The fast model, far better on clean images,
-# collapses under pixel noise, while the original one, much weaker, barely notices it and
+# collapses under pixel noise, while the original one, much weaker, loses far less to it and
 # suffers most from low contrast and darkness. A likely reason for the first: the fast
 # model's whitening layer divides each direction of a 2×2 patch by the square root of its
 # variance, so the fine-grained directions, where natural images have little energy and pixel
@@ -339,7 +339,7 @@ plot_corruption_heatmap(measured["rows"])
 # augmentation is the usual remedy; it costs some clean accuracy.)
 #
 # With `measure_corruptions = N` the next cell measures this run and the original one here, on
-# the first N test images (minutes per few hundred images on a CPU; seconds on a GPU).
+# the first N test images (slow on a CPU: start with a few hundred).
 
 # %%
 from cifar_lib.robustness import corruption_accuracy, summarize

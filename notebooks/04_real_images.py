@@ -58,7 +58,7 @@ keep_on_drive = False     # on Colab: run folders on Google Drive (where 01_trai
 image_paths = None        # photos to classify (None: the sample photos shipped with cifar_lib)
 upload = True             # on Colab: offer an upload button (ignored elsewhere)
 top_k = 3                 # how many classes to show per photo
-method = None             # photo → 32×32: "squash", "center_crop", "multi_crop" (None: "squash", the original's way)
+method = None             # photo → 32×32: "squash" or "center_crop" (None: "squash", the original's way)
 threshold = None          # "not confident" below this top probability (None: the run's calibrated one)
 device = "auto"           # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda" or "mps"
 data_root = None          # folder containing cifar-10-batches-py (None: $CIFAR10_ROOT or ~/.cache)
@@ -92,7 +92,8 @@ print("photos:", [getattr(p, "name", str(p)) for p in photos])
 # image after each one: the very code that `load_image` and `to_model_input` run (a test checks
 # that its last tensor is theirs), with nothing skipped.
 #
-# 1. **decoded**: the pixels as the file stores them. A phone stores a portrait photo as a
+# 1. **decoded**: the pixels as the file stores them (a large JPEG already reduced while
+#    decoding). A phone stores a portrait photo as a
 #    landscape image and writes "rotate me" into its EXIF data;
 # 2. **exif_transpose**: rotated (or mirrored) upright, as any photo viewer shows it;
 # 3. **rgb**: three 8-bit channels whatever the file had (greyscale, a palette, transparency
@@ -153,7 +154,8 @@ fig
 # differ, so measure: on the sample photos of a CIFAR-10 class (the giraffe is none), which
 # method gives the true class the highest probability? The mean *log* probability is the
 # score: it punishes a confident wrong answer most, where the top-1 count cannot tell 49% from
-# 1%. Both shipped models are measured, with their calibrated probabilities.
+# 1%. This run's model and the shipped original one are measured, with their calibrated
+# probabilities.
 
 # %%
 from cifar_lib.pretrained import shipped_run
@@ -214,9 +216,9 @@ fig
 # %% [markdown]
 # ## What the network looks at
 # Grad-CAM (see 03 · Evaluate) on the 32×32 input of each photo: where the evidence for the
-# top class lies (upper row), and, for the photos of a known class, where the evidence for the
-# true class lies (lower row). These maps come from one pass without test-time augmentation,
-# so their probabilities can differ a little from the predictions above.
+# top class lies (the first figure), and, for the photos of a known class, where the evidence
+# for the true class lies (the second). These maps come from one pass without test-time
+# augmentation or calibration, so their probabilities can differ from the predictions above.
 
 # %%
 import torch
@@ -284,8 +286,8 @@ pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.pro
 # - **knn**: how similar those features are to the k-th most similar training image's.
 #
 # How to measure a detector without photos of everything else? Train a network on six
-# classes and treat the other four as unknown (`python -m cifar_lib bench open-set`, a few
-# minutes on a CPU; its record ships with `cifar_lib`). Further unknowns: the known classes'
+# classes and treat the other four as unknown (`python -m cifar_lib bench open-set`; its
+# record ships with `cifar_lib`). Further unknowns: the known classes'
 # test images heavily corrupted, synthetic noise and flat colours, and the giraffe's views;
 # the shipped fast model (all ten classes) meets the same corrupted, synthetic and photo
 # unknowns. **AUROC** is the chance that a random known image scores above a random unknown
@@ -362,7 +364,7 @@ else:
 # %% [markdown]
 # ## Bad input gets one clear error
 # Files that are not images, are empty or truncated, or claim absurd dimensions are refused
-# with an `ImageError` before anything is decoded.
+# with one `ImageError` each, naming the file.
 
 # %% tags=["nbval-check-output"]
 for bad in [b"", b"this is a text file, not a photo", open(paths[0], "rb").read()[:2000]]:
@@ -383,10 +385,12 @@ record({"model": model.name, "run": str(run), "quick": quick,
 # ## Exercises
 # 1. **Crop instead of squash.** Set `method = "center_crop"` in the parameters cell: which
 #    photos change their top class, and how do the shapes after the `crop` step change? Then
-#    try `"multi_crop"`: which photo does it help, and why (look at the Grad-CAM maps)?
+#    pass `method="multi_crop"` to `predict(...)` (six views averaged, so there is no single
+#    32×32 input to draw): which photo does it help, and why (look at the Grad-CAM maps)?
 # 2. **Uncalibrated.** Pass `calibrated=False` to `predict(...)` and `threshold=0.5`: how do
-#    the probabilities change, and which answers change their "confident" flag? What threshold
-#    flags the giraffe but none of the others, and how much test accuracy does it promise?
+#    the probabilities change, and which answers change their "confident" flag? Is there a
+#    threshold that flags the giraffe but none of the others, and what would it promise about
+#    test accuracy, chosen by hand on five photos?
 # 3. **Your own sideways photo.** Set `image_paths = ["path/to/a/portrait/photo.jpg"]` (on
 #    Colab: upload one) taken with a phone held upright: compare the shapes after `decoded` and
 #    `exif_transpose`. What would the network have seen without that step?
