@@ -338,10 +338,11 @@ pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.pro
 # - **Unknown classes that resemble known ones are hard.** On the held-out classes (frogs,
 #   horses, ships, trucks against six classes that include deer, automobiles and airplanes) the
 #   best score is far from perfect, and most unknowns still pass at 95% TPR.
-# - **Its promise of 95% holds only for a model that never saw the validation split.** A
-#   threshold chosen on images the model had learnt sits too high, because its logits are
-#   larger there than on new images; the cell below compares the share of validation images
-#   and of test images the run's detector keeps.
+# - **Its promise of 95% needs images the model never trained on.** Training holds out a
+#   validation split (`val_fraction`) for that: a threshold chosen on images the model had
+#   learnt would sit too high, because its logits are larger there than on new images. The
+#   cell below compares the share of validation images and of test images the run's detector
+#   keeps.
 # - Heavily corrupted images of the known classes are often flagged. That is a false alarm by
 #   the definition used here, and a welcome warning in practice: the model is wrong on many of
 #   them.
