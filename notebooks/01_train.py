@@ -1017,8 +1017,8 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 # 5. **Micro-batches change no result in expectation.** In the `check` configuration set
 #    `micro_batch=200` (the whole batch) and run the hand-written loop and its check again: does
 #    it still agree with `fit`? Then compare the final weights of the run with
-#    `micro_batch=100` with those of the run with `micro_batch=200`: are they equal? *Hint:* which layer sees the batch as a
-#    whole, rather than image by image?
+#    `micro_batch=100` with those of the run with `micro_batch=200`: are they equal? *Hint:*
+#    which layer sees the batch as a whole, rather than image by image?
 #
 #    <details><summary>Answer</summary>
 #

@@ -279,8 +279,8 @@ record({"model": info["model"], "quick": quick,
 # ## Exercises
 # 1. **Batch size 1 on the GPU.** Set `batch_sizes = [1, 2, 4, 8, 16, 1024]` and
 #    `device = "cuda"` in the parameters cell (on Colab, with a GPU runtime): how many images
-#    per second does batch size 1 reach, compared with 1024? Where does the time of one small batch go, if
-#    not into arithmetic? *Hint:* count the kernels one forward pass launches.
+#    per second does batch size 1 reach, compared with 1024? Where does the time of one small
+#    batch go, if not into arithmetic? *Hint:* count the kernels one forward pass launches.
 #    <details><summary>Answer</summary>A few percent of the big batch's throughput: each call
 #    launches the same dozens of kernels whatever the batch size, and with one image each
 #    kernel finishes long before the next launch; the GPU waits on Python and the driver.

@@ -178,9 +178,10 @@ fig
 # Why did the network call that dog a cat? Grad-CAM (Selvaraju et al., 2017) gives a rough
 # answer: take the last convolutional block's feature maps (3×3 for the fast recipe's network,
 # 8×8 for the original recipe's), weight each channel by how much the class score grows with
-# it (its average gradient), add them up, keep the positive part and stretch it to 32×32. Red is where the
-# evidence for the chosen class lies ([the paper](https://arxiv.org/abs/1610.02391)). For each confident mistake: the evidence for what the
-# network said (upper rows) and for the true class (lower rows). The maps come from one pass
+# it (its average gradient), add them up, keep the positive part and stretch it to 32×32. Red
+# is where the evidence for the chosen class lies ([the paper](https://arxiv.org/abs/1610.02391)).
+# For each confident mistake: the evidence for what the network said (upper rows) and for the
+# true class (lower rows). The maps come from one pass
 # without test-time augmentation, so a title's probability can differ from the report's.
 
 # %%
