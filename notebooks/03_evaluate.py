@@ -257,7 +257,8 @@ print(f"test set: ECE {expected_calibration_error(before, test.labels):.2%} befo
 # %% tags=["nbval-check-output"]
 from cifar_lib.calibration import calibrate_run
 
-calibration = calibrate_run(model, validation, test, device=device)
+# quick: T from 250 images, so it is shown but not saved over the run's own calibration.json
+calibration = calibrate_run(model, validation, test, device=device, write=False if quick else None)
 print("the library's temperature equals the one by hand:",
       abs(calibration.temperature - T) < 1e-6)
 print("the library's ECE after equals the one by hand:",
@@ -276,7 +277,8 @@ fig
 original_run = find_run(f"{run_dir}-original", if_missing, recipe="original", data_root=data_root,
                         download=download, quick=quick, device=device)
 original_model = load_run(original_run, device)
-original_calibration = calibrate_run(original_model, validation, test, device=device)
+original_calibration = calibrate_run(original_model, validation, test, device=device,
+                                     write=False if quick else None)
 plot_reliability_before_after(original_calibration.bins_before, original_calibration.bins_after,
                               original_calibration.ece_before, original_calibration.ece_after,
                               title=f"original recipe: the test set, T = "

@@ -115,6 +115,20 @@ def test_committed_notebooks_are_a_default_run(name):
         assert len(results["photos"]) == len(results["top1"]) >= 4
 
 
+def test_a_quick_evaluation_keeps_the_run_s_own_calibration():
+    """03 fits the temperature again on its validation images, only 250 of them when quick: a
+    quick run must not save that over the calibration.json the run came with."""
+    import ast
+    tree = ast.parse((NOTEBOOK_DIR / "03_evaluate.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and getattr(n.func, "id", None) == "calibrate_run"]
+    assert calls, "03 no longer calls calibrate_run: this test has nothing to check"
+    for call in calls:
+        write = next((k.value for k in call.keywords if k.arg == "write"), None)
+        assert write is not None and "quick" in ast.unparse(write), ast.unparse(call)
+        assert eval(ast.unparse(write), {"quick": True}) is False
+
+
 def test_notebooks_are_found_from_the_repository_or_an_argument(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT / "cifar_lib")          # anywhere inside the checkout
     assert find_notebooks() == NOTEBOOK_DIR
