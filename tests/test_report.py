@@ -233,3 +233,16 @@ def test_the_allocator_table_shows_medians_and_the_speedup(tmp_path):
     assert "| fast | as it is | 710 | 910,000 | 3.1 |  |" in table
     assert "| fast | kept | 770 | 110,000 | 0.3 | 1.085× |" in table
     assert "benchmarks/README.md: allocator" in report.stale(root)
+
+
+AMD, INTEL = "AMD EPYC", "Intel(R) Xeon(R) Processor"  # as cloud machines name themselves
+
+
+@pytest.mark.parametrize("cpu, cpu_id, shown", [
+    (AMD, {"vendor": "AuthenticAMD", "family": 26, "model": 2}, "AMD EPYC (Zen 5)"),
+    (INTEL, {"vendor": "GenuineIntel", "family": 6, "model": 207},
+     "Intel Xeon Processor (Emerald Rapids)"),
+    (INTEL, {"vendor": "GenuineIntel", "family": 6, "model": 1}, "Intel Xeon Processor"),
+    (INTEL, None, "Intel Xeon Processor")])  # records from before cpu_id
+def test_a_cloud_cpu_is_named_with_its_generation(cpu, cpu_id, shown):
+    assert report.processor({"machine": {"cpu": cpu, "cpu_id": cpu_id}}) == shown

@@ -47,8 +47,12 @@ RECIPE_NAMES = {
 }
 ABLATION_NAMES = {"original": "the original recipe"}
 ANCHOR = "airbench94"
-# AMD's CPU family numbers (/proc/cpuinfo) → generation: the model name alone does not say it.
+# CPU family and model numbers (/proc/cpuinfo) → generation: a cloud machine's model name
+# ("AMD EPYC", "Intel Xeon Processor") does not say it. AMD's by family; Intel's Xeon server
+# generations are all family 6, told apart by model.
 AMD_FAMILIES = {23: "Zen 1/2", 25: "Zen 3/4", 26: "Zen 5"}
+INTEL_MODELS = {85: "Skylake/Cascade Lake", 106: "Ice Lake", 143: "Sapphire Rapids",
+                207: "Emerald Rapids", 173: "Granite Rapids"}
 
 _BLOCK = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
                     r"(<!-- /report:(?P=name) -->)", re.DOTALL)
@@ -91,6 +95,9 @@ def processor(record: dict) -> str:
     cpu_id = m.get("cpu_id") or {}
     if cpu_id.get("vendor") == "AuthenticAMD" and cpu_id.get("family") in AMD_FAMILIES:
         cpu += f" ({AMD_FAMILIES[cpu_id['family']]})"
+    if cpu_id.get("vendor") == "GenuineIntel" and cpu_id.get("family") == 6 \
+            and cpu_id.get("model") in INTEL_MODELS:
+        cpu += f" ({INTEL_MODELS[cpu_id['model']]})"
     return cpu
 
 
