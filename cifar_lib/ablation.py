@@ -49,7 +49,7 @@ VARIANTS: dict[str, dict[str, tuple[str, dict]]] = {
         "no translation": ("the ±2-pixel shifts", {"translate": 0}),
         "whitening bias trained": ("freezing the whitening bias after 3 epochs",
                                    {"whiten_bias_epochs": 10}),
-        "whole batches": ("micro-batches (each step of 2,000 computed at once)",
+        "whole batches": ("micro-batches (each step computed at once)",
                           {"micro_batch": None}),
         NO_TTA: ("test-time augmentation (same training as 'fast')", {"tta_level": 0}),
         # Not a trick but its price: the validation split that calibration needs.
@@ -169,8 +169,9 @@ def run(train: CifarSplit, test: CifarSplit, *, recipe: str = "fast",
 
 def summarize(rows: Sequence[dict], base: str | None = None) -> list[dict]:
     """One row per variant (in the order first seen): mean and std of test_acc over seeds,
-    lowest seed, mean seconds, and the difference to the full recipe's mean (``vs_base``,
-    percentage points; None without a row for ``base``, by default the first variant)."""
+    lowest seed, the median of the seconds (a timing: one run slowed by the machine does not
+    move it), and the difference to the full recipe's mean (``vs_base``, percentage points;
+    None without a row for ``base``, by default the first variant)."""
     by_variant: dict[str, list[dict]] = {}
     for r in rows:
         by_variant.setdefault(r["variant"], []).append(r)
@@ -184,7 +185,7 @@ def summarize(rows: Sequence[dict], base: str | None = None) -> list[dict]:
                     "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                     "test_acc_min": min(accs),
                     "vs_base": means[v] - means[base] if base in means else None,
-                    "seconds_mean": statistics.mean(r["seconds"] for r in rs)})
+                    "seconds_median": statistics.median(r["seconds"] for r in rs)})
     return out
 
 
@@ -198,10 +199,16 @@ SUMMARY_COLUMNS = {
     "variant": "variant", "removed": "removed",
     "test accuracy %": lambda r: f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}",
     "difference (points)": lambda r: "" if r["vs_base"] is None else f"{r['vs_base']:+.2f}",
-    "train seconds": lambda r: f"{r['seconds_mean']:.0f}",
+    "train seconds (median)": lambda r: f"{r['seconds_median']:.0f}",
 }
 
 
 def read_record(recipe: str = "fast") -> dict:
     """The shipped ablation record of ``recipe``, with its ``summary`` rows."""
     return records.read_record(record_path(recipe), "ablation")
+
+
+def seconds_compare(record: dict) -> bool:
+    """Whether an ablation record's seconds compare between its variants: not where the
+    machine's speed changed while it ran (``"seconds_comparable": false``, its note says how)."""
+    return record.get("seconds_comparable", True)

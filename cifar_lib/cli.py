@@ -64,8 +64,8 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --run-dir from its last epoch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_override_args(p, "FIELD=None sets None where the field takes it (micro_batch=None: "
-                         "whole batches)")
+    add_override_args(p, "FIELD=None sets None where the field takes it (crop_window=None: "
+                         "crops cut out, not resized)")
     add_data_args(p)
 
 

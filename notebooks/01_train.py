@@ -26,9 +26,10 @@
 #   out by hand for the original notebook's network and then checked, bit for bit, against the
 #   library's `fit`;
 # - the fast recipe, written out by hand one idea at a time: a whitening first layer, the
-#   network around it, flips, shifts, crops and colour jitter of whole batches, label
-#   smoothing, Muon's orthogonalised steps for the filters and Nesterov SGD for the rest, and
-#   the training step that puts them together, checked, bit for bit, against `fit`;
+#   network around it, flips, shifts, small windows and colour jitter of whole batches, label
+#   smoothing, Muon's orthogonalised steps for the filters and Nesterov SGD for the rest, the
+#   hardest images, and the training step that puts them together, checked, bit for bit,
+#   against `fit`;
 # - what every knob of the fast recipe does, and what each trick buys, measured (the ablation);
 # - how long a run takes on *your* hardware, measured before it starts;
 # - how a training run is saved (checkpoint + metrics + history) so the next lessons can use it.
@@ -192,7 +193,7 @@ print("identical outputs:", same)
 # %%
 import torch.nn.functional as F
 
-from cifar_lib.batches import BatchIterator
+from cifar_lib.batches import BatchIterator, resize_window
 from cifar_lib.train import seed_everything
 
 loop_config = configure("original", seed=seed, device="cpu", epochs=1, train_subset=1024,
@@ -370,7 +371,7 @@ with torch.no_grad():
     print("identical outputs for 16 training images:", torch.equal(my_fast(x), library_fast(x)))
 
 # %% [markdown]
-# ### Flips, shifts, crops and colour jitter, on whole batches
+# ### Flips, shifts, small windows and colour jitter, on whole batches
 # Augmentation makes new training images out of old ones: a mirrored car is still a car, and so
 # is a car two pixels to the left. `BatchIterator` does it to whole batches on the device, with
 # the random draws made once per epoch from the seed:
@@ -379,10 +380,13 @@ with torch.no_grad():
 #   epochs (random flips would show some images the same way several epochs running);
 # - **shifts**: each image moves by (dy, dx) pixels, both in [−2, 2], its border filled by
 #   reflection;
-# - **small crops first**: a convolution's cost grows with the number of pixels, so the first
-#   six of the ten epochs train on random 24×24 windows (56% of the pixels) while the net
-#   learns coarse features, and the last four on whole images, so it ends at the test images'
-#   size (the whitened image is smaller by one pixel, and the global max-pool takes any size);
+# - **small images first**: a convolution's cost grows with the number of pixels, so the first
+#   six of the ten epochs train on 24×24 images (56% of the pixels) while the net learns coarse
+#   features, and the last four on whole images, so it ends at the test images' size (the
+#   whitened image is smaller by one pixel, and the global max-pool takes any size). Each small
+#   image is a random square **window** of the image, its side between ¾ of the image's and
+#   all of it, shrunk to 24×24 pixels (bilinear interpolation, `resize_window`): it shows more of
+#   the object than a 24×24 square cut out of it would, at the same cost;
 # - **colour jitter**: each image's normalised values get a brightness shift (up to ±0.14) and
 #   then a contrast factor (1 ± 0.13), the speedrun's values: nearly free.
 #
@@ -393,7 +397,7 @@ with torch.no_grad():
 sample = train.subset(64)
 draws = BatchIterator(sample, 8, mean=fast.mean, std=fast.std, shuffle=True, flip=fast.flip,
                       translate=fast.translate, seed=seed, brightness=fast.brightness,
-                      contrast=fast.contrast)
+                      contrast=fast.contrast, crop_window=fast.crop_window)
 coin = torch.rand(len(sample), generator=torch.Generator().manual_seed(seed)) < 0.5  # per image
 for epoch in (0, 1):
     draws.epoch = epoch
@@ -403,9 +407,9 @@ for epoch in (0, 1):
           f"{torch.equal(flips, by_hand)}")
 
 # %% tags=["nbval-check-output"]
-draws.epoch, draws.crop_size = 0, fast.crop_size_at(0)   # the first epoch: 24×24 crops
+draws.epoch, draws.crop_size = 0, fast.crop_size_at(0)   # the first epoch: 24×24 images
 order, flips, shifts = draws.epoch_draws()
-corners = draws.crop_corners()                           # each crop's top-left (row, column)
+windows = draws.window_draws()                           # each window's side, column and row
 brightness, contrast = draws.jitter_draws()              # each image's shift and factor
 library_x, library_y = next(iter(draws))                 # the epoch's first batch of 8
 
@@ -415,15 +419,14 @@ x = torch.where(flips[:n].view(n, 1, 1, 1), x.flip(-1), x)             # mirror 
 x = F.pad(x, (pad, pad, pad, pad), mode="reflect")                     # 8×3×36×36
 x = torch.stack([im[:, pad + dy:pad + dy + 32, pad + dx:pad + dx + 32]  # shift by (dy, dx)
                  for im, (dy, dx) in zip(x, shifts[:n].tolist())])
-x = torch.stack([im[:, r:r + size, c:c + size]                           # the 24×24 window
-                 for im, (r, c) in zip(x, corners[:n].tolist())])
+side = fast.crop_window + (1 - fast.crop_window) * windows[:n, 0]     # in [¾, 1] of 32 pixels
+x = resize_window(x, windows[:n], fast.crop_window, size)               # 8×3×24×24
 x = (x + brightness[:n].view(n, 1, 1, 1)) * contrast[:n].view(n, 1, 1, 1)
 print(f"a batch by hand: {tuple(x.shape)}; the same as BatchIterator's:",
       torch.equal(x, library_x) and torch.equal(sample.labels[order[:n]], library_y))
+print("the windows' sides, in pixels:", [round(32 * s, 1) for s in side.tolist()])
 sizes = [fast.crop_size_at(epoch) or 32 for epoch in range(fast.epochs)]  # None: whole image
 print("image size by epoch:", sizes)
-print(f"pixels over the run: {sum(s * s for s in sizes) / (fast.epochs * 32 * 32):.0%} of "
-      f"{fast.epochs} whole-image epochs")
 
 # %% [markdown]
 # Below: eight training images as they are, then as the model gets them (whole images) in two
@@ -543,23 +546,43 @@ print(f"peak learning rates: filters (Muon) {fast.muon_lr:g}, head {fast.lr:.3f}
 plot_learning_rates(fast, steps_per_epoch)
 
 # %% [markdown]
+# ### The hardest images
+# After one epoch many training images are already classified right with confidence, and a
+# step on them teaches the network little. So after its first epoch, each epoch of the fast
+# recipe trains only on the images with the highest loss: 80% of them in the second and third
+# epochs, 60% from the fourth on. The loss of each image is the one its last training step
+# computed anyway (from the step's own logits, without label smoothing), so choosing costs no
+# extra pass. An image left out keeps its older loss, and comes back once enough of the trained
+# images' losses fall below it. An epoch on fewer images takes fewer steps, but the learning
+# rates fall as far over it as over an epoch on every image: each of its steps advances the
+# schedule by more than one step.
+
+# %% tags=["nbval-check-output"]
+n_train = len(split_for(fast, train)[0])  # what fit trains on: all but the validation split
+work = 0.0
+for epoch in range(fast.epochs):
+    fraction, size = fast.hardest_fraction_at(epoch), fast.crop_size_at(epoch) or 32
+    steps = int(fraction * n_train) // fast.batch_size
+    work += steps * fast.batch_size * size * size
+    print(f"epoch {epoch + 1:2}: {fraction:.0%} of the images, {size}×{size}, {steps} steps")
+print(f"pixels trained on over the run: {work / (fast.epochs * n_train * 32 * 32):.0%} of "
+      f"{fast.epochs} epochs on every image, whole")
+
+# %% [markdown]
 # ### The training step, all together
 # Everything above in one loop: the four parameter groups; for each parameter its momentum
 # (the first step starts it at the gradient, as PyTorch's SGD does) and its Nesterov direction;
-# for the filters the renormalisation and Newton–Schulz; small crops in the first epochs; the
-# whitening bias frozen after its epochs; label smoothing in the loss. One more detail, which
-# changes no result in expectation: each step of 2,000 images is computed in two
-# **micro-batches** of 1,000 whose gradients add up (each half's mean loss weighted by its share
-# of the batch), one optimiser step per 2,000. It is a trick for CPU caches: a 2,000-image
-# step's activations outgrow them, two halves fit better and run faster per image. The weights
-# see the same gradient sum; the only difference is that BatchNorm normalises each half by its
-# own statistics, slightly noisier estimates of the same mean and variance.
+# for the filters the renormalisation and Newton–Schulz; small resized windows in the first
+# epochs; the whitening bias frozen after its epochs; label smoothing in the loss; and each
+# epoch after the first on its hardest images, chosen by the losses of the steps before.
 #
 # To compare with `fit` bit for bit, the check runs on the CPU in fp32 (`precision="fp32"`:
 # no bf16 rounding), in the ordinary memory layout (`channels_last=False`: the same arithmetic
 # in another order rounds differently), on 2,000 images of a narrow network (widths 16/32/32)
-# for 4 epochs, the first 2 on crops, with batches of 200 in micro-batches of 100: 40 steps.
-# The batches come from `BatchIterator`, whose work was written out above.
+# for 4 epochs in batches of 100. `configure` keeps the recipe's schedule in proportion over
+# the shorter run: the same share of epochs on small images, and in each epoch the share of
+# hardest images of the matching point of the full run (the loop prints both). The batches
+# come from `BatchIterator`, whose work was written out above.
 
 # %%
 def parameter_groups(net: nn.Sequential, cfg, steps_per_epoch: int) -> list[dict]:
@@ -605,9 +628,9 @@ def optimizer_step(groups: list[dict], momenta: dict, step: int) -> None:
 
 # %%
 check = configure("fast", seed=seed, device="cpu", precision="fp32", channels_last=False,
-                  model_kwargs={"widths": (16, 32, 32)}, epochs=4, batch_size=200,
-                  micro_batch=100, train_subset=2000, test_subset=200, eval_every=0,
-                  tta_level=0,  # configure keeps the recipe's share of crop epochs: 2 of 4
+                  model_kwargs={"widths": (16, 32, 32)}, epochs=4, batch_size=100,
+                  train_subset=2000, test_subset=200, eval_every=0,
+                  tta_level=0,  # configure keeps the recipe's shares of crop and hardest epochs
                   val_fraction=0)  # fit trains on the same first 2,000 images as the loop
 small = train.subset(check.train_subset)
 seed_everything(check.seed)
@@ -618,25 +641,38 @@ with torch.no_grad():
     fast_loop_net[0].bias.zero_()
 batches = BatchIterator(small, check.batch_size, mean=check.mean, std=check.std, shuffle=True,
                         flip=check.flip, translate=check.translate, drop_last=True,
-                        seed=check.seed, brightness=check.brightness, contrast=check.contrast)
-groups = parameter_groups(fast_loop_net, check, len(batches))
+                        seed=check.seed, brightness=check.brightness, contrast=check.contrast,
+                        crop_window=check.crop_window)
+steps_per_epoch = len(batches)                           # of an epoch on every image
+groups = parameter_groups(fast_loop_net, check, steps_per_epoch)
 momenta = {}
+last_loss = torch.full((len(small),), float("inf"))      # each image's, when last trained on
 
 fast_loop_net.train()
 step = 0
 for epoch in range(check.epochs):
     batches.epoch = epoch
     batches.crop_size = check.crop_size_at(epoch)                        # 24, 24, then None
+    fraction = check.hardest_fraction_at(epoch)                          # 1, 0.8, 0.6, 0.6
+    batches.keep = None
+    if fraction < 1:                                                     # the hardest only
+        batches.keep = torch.zeros(len(small), dtype=torch.bool)
+        batches.keep[last_loss.topk(int(fraction * len(small))).indices] = True
     fast_loop_net[0].bias.requires_grad_(epoch < check.whiten_bias_epochs)  # then frozen
-    for x, y in batches:
+    m = len(batches)                                                     # this epoch's steps
+    for i, (x, y) in enumerate(batches):
         for p in fast_loop_net.parameters():
             p.grad = None
-        for xk, yk in zip(x.split(check.micro_batch), y.split(check.micro_batch)):
-            loss = F.cross_entropy(fast_loop_net(xk), yk, label_smoothing=check.label_smoothing)
-            (loss * (len(yk) / len(y))).backward()   # the gradients add up over micro-batches
-        optimizer_step(groups, momenta, step)
+        logits = fast_loop_net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=check.label_smoothing)
+        loss.backward()
+        # the schedule moves a whole epoch's worth over this epoch's m steps
+        optimizer_step(groups, momenta, epoch * steps_per_epoch + i * steps_per_epoch // m)
+        images = batches.order[i * check.batch_size:(i + 1) * check.batch_size]
+        last_loss[images] = F.cross_entropy(logits.detach(), y, reduction="none")
         step += 1
-    print(f"epoch {epoch + 1}: {x.shape[-1]}×{x.shape[-1]} images, last loss {loss.item():.3f}")
+    print(f"epoch {epoch + 1}: {fraction:.0%} of the images, {m} steps on "
+          f"{x.shape[-1]}×{x.shape[-1]} images, last loss {loss.item():.3f}")
 
 # %% [markdown]
 # `fit` with the same configuration must end with exactly the same weights.
@@ -646,28 +682,6 @@ fitted = fit(check, train, test, progress=False).model.state_dict()
 print(f"{step} steps; {len(fitted)} tensors compared (weights, biases, BatchNorm statistics)")
 print("fit and the hand-written fast loop give identical weights:",
       identical(fast_loop_net.state_dict(), fitted))
-
-# %% [markdown]
-# And micro-batches, checked on their own: with BatchNorm's statistics held fixed (evaluation
-# mode), the gradient of a batch of 200 computed whole and computed as two weighted halves of
-# 100 are the same numbers, up to float rounding.
-
-# %% tags=["nbval-check-output"]
-probe = build_model(check.model, **check.model_kwargs).eval()  # eval: fixed BatchNorm statistics
-x, y = next(iter(BatchIterator(small, 200, mean=check.mean, std=check.std, seed=seed)))
-
-
-def gradient(parts) -> torch.Tensor:
-    """Every trainable parameter's gradient of the batch's mean loss, from (x, y) parts."""
-    probe.zero_grad()
-    for xk, yk in parts:
-        (F.cross_entropy(probe(xk), yk, label_smoothing=0.2) * (len(yk) / len(y))).backward()
-    return torch.cat([p.grad.flatten() for p in probe.parameters() if p.grad is not None])
-
-
-whole, halves = gradient([(x, y)]), gradient(zip(x.split(100), y.split(100)))
-print("the whole batch's gradient equals the sum of its halves' (to 1e-5 of the largest entry):",
-      bool((whole - halves).abs().max() <= 1e-5 * whole.abs().max()))
 
 # %% [markdown]
 # ### Every knob of the fast recipe
@@ -686,8 +700,8 @@ KNOBS = {
     "model_kwargs": "its widths: channels of the three conv groups",
     "epochs": "passes over the training images (all but the validation split)",
     "batch_size": "images per optimiser step",
-    "micro_batch": "images computed at a time within a step, gradients summed: a CPU cache "
-                   "trick that changes no result in expectation (None: the whole batch)",
+    "micro_batch": "None: each step computed whole (a number: that many images at a time, "
+                   "gradients summed, for less memory at once)",
     "optimizer": "`muon`: Muon for the conv filters, Nesterov SGD for biases and head",
     "lr": "the head's peak SGD learning rate (the biases' is this × `bias_lr_scale`)",
     "momentum": "SGD's Nesterov momentum (biases, head)",
@@ -712,7 +726,7 @@ KNOBS = {
     "translate": "random shifts of up to this many pixels, reflect-filled",
     "brightness": "a random shift of each image's normalised values, up to ± this",
     "contrast": "then a random factor for each image, 1 ± this",
-    "crop_epochs": "the first epochs train on random crops ...",
+    "crop_epochs": "the first epochs train on small random crops ...",
     "crop_size": "... of this many pixels square",
     "crop_window": "None: the crops are cut out; a number: each is a random window of at least "
                    "this share of the image's side, resized to `crop_size`",
@@ -829,16 +843,16 @@ print(f"test accuracy {metrics['test_acc']:.2%}"
 last = result.history[-1]
 if "test_loss" in last:
     print(f"last epoch: training loss {last['train_loss']:.3f} (smoothed targets, augmented "
-          f"images; never below {loss_floor:.3f}), test loss {last['test_loss']:.3f} (plain "
-          f"targets)")
+          f"images, the epoch's hardest {config.hardest_fraction_at(config.epochs - 1):.0%}; "
+          f"never below {loss_floor:.3f}), test loss {last['test_loss']:.3f} (plain targets)")
 
 # %% [markdown]
 # Two things to read in the curves. The training loss stays well *above* the test loss: it is
 # measured against the smoothed targets, whose own entropy (printed above) is a floor it can
-# never go below, and on augmented images, while the test loss is plain cross-entropy on the
-# test images. And where the small crops end (the dotted line), the training accuracy jumps and
-# each epoch takes longer: whole images are easier to classify than 24×24 windows, and have
-# 1.8× the pixels to compute.
+# never go below, on augmented images and, from the second epoch on, on the epoch's hardest
+# images only, while the test loss is plain cross-entropy on every test image. And where the
+# small images end (the dotted line), the training accuracy jumps and each epoch takes longer:
+# whole images are easier to classify than 24×24 windows, and have 1.8× the pixels to compute.
 #
 # ## Test-time augmentation, on the model you just trained
 # At test time the model can also look at each image several ways and average its logits.
@@ -912,13 +926,16 @@ if measured.get("note"):
     print("note:", measured["note"])
 summary = measured["summary"]
 full = next(r for r in summary if r["variant"] == shown_recipe)  # the row with every trick
+timed = ablation.seconds_compare(measured)  # not if the machine's speed changed (the note)
 display(Markdown("| variant | removed | test accuracy % | vs every trick (points) | "
-                 "training seconds | time ÷ every trick's |\n"
+                 "training seconds (median) | time ÷ every trick's |\n"
                  "|---|---|---|---|---|---|\n" + "\n".join(
                      f"| {r['variant']} | {r['removed']} | "
                      f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f} | "
                      f"{r['test_acc_mean'] - full['test_acc_mean']:+.2f} | "
-                     f"{r['seconds_mean']:.0f} | {r['seconds_mean'] / full['seconds_mean']:.2f} |"
+                     + (f"{r['seconds_median']:.0f} | "
+                        f"{r['seconds_median'] / full['seconds_median']:.2f} |" if timed
+                        else "— | — |")
                      for r in summary)))
 costs = sorted((r for r in summary if r is not full and r["variant"] != "original"),
                key=lambda r: r["test_acc_mean"])
@@ -927,7 +944,7 @@ print("costliest to remove first:", ", ".join(
 noise = [r["variant"] for r in costs if abs(r["test_acc_mean"] - full["test_acc_mean"])
          < ablation.difference_error(r, full)]
 print("within their error bars, nothing measurable at this budget:", ", ".join(noise) or "none")
-plot_ablation_differences(summary, full=shown_recipe, full_label=shown_recipe)
+plot_ablation_differences(summary, full=shown_recipe, full_label=shown_recipe, timed=timed)
 
 # %% [markdown]
 # Read each bar with its error bar: a difference inside it is noise at the record's number of
@@ -935,16 +952,18 @@ plot_ablation_differences(summary, full=shown_recipe, full_label=shown_recipe)
 # listed above as within their error bars bought nothing this ablation can measure (a smaller
 # effect may still be there). Tricks that regularise (flips, shifts, jitter) pay once a run is
 # long enough for the network to start memorising its training images; ten epochs is short, so
-# here they buy little, and they cost no time either.
+# here they buy little, and they cost next to no time either.
 #
-# Read the time panel with it: a trick can be kept for the time it saves rather than the
-# accuracy it adds. The early small crops are such a trade: whole images throughout reach a
-# higher accuracy, at more time per run; the crops are how `fast` keeps its time down.
-# "whole batches" is the micro-batch row: the same result in expectation, in a little more
-# time. "no TTA" trains exactly as the full recipe does: test-time augmentation costs only
-# evaluation time. One row is a price, not a trick: "no validation split" trains on all 50,000
-# images instead of holding 5,000 out for choosing the temperature and thresholds (lesson 03),
-# and shows what those images cost.
+# A trick can also be kept for the time it saves rather than the accuracy it adds. The early
+# small images and the hardest images are such trades: whole images throughout, or every image
+# in every epoch, score as high or higher with more work per run (the cell on the hardest images
+# prints the share of that work `fast` does); they are how `fast` keeps its time down. Where the
+# record's seconds compare, the time panel shows each variant's time beside its accuracy; a
+# record whose runs saw the machine's speed change leaves it out and says so in its note. "no
+# TTA" trains exactly as the full recipe does: test-time augmentation costs only evaluation
+# time. One row is a price, not a trick: "no validation split" trains on all 50,000 images
+# instead of holding 5,000 out for choosing the temperature and thresholds (lesson 03), and
+# shows what those images cost.
 #
 # With `rerun_ablation = True` the next cell measures a cheap ablation of `fast` on this
 # machine (one seed, one epoch, a narrower network: minutes on a CPU, seconds on a GPU). One
@@ -1014,25 +1033,32 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 #    few seeds of the full recipe.
 #    </details>
 #
-# 5. **Micro-batches change no result in expectation.** In the `check` configuration set
-#    `micro_batch=200` (the whole batch) and run the hand-written loop and its check again: does
-#    it still agree with `fit`? Then compare the final weights of the run with
-#    `micro_batch=100` with those of the run with `micro_batch=200`: are they equal? *Hint:*
-#    which layer sees the batch as a whole, rather than image by image?
+# 5. **Windows shrunk or cut out.** After the batch by hand, add a cell that draws the same
+#    batch with the windows cut out (no `crop_window`: the other draws are the same) and shows
+#    both, the resized windows above:
 #
-#    <details><summary>Answer</summary>
+#    ```python
+#    import matplotlib.pyplot as plt
+#    from cifar_lib.plots.common import show
+#    cut = BatchIterator(sample, 8, mean=fast.mean, std=fast.std, shuffle=True, flip=fast.flip,
+#                        translate=fast.translate, seed=seed, brightness=fast.brightness,
+#                        contrast=fast.contrast)
+#    cut.epoch, cut.crop_size = 0, fast.crop_size_at(0)
+#    fig, axes = plt.subplots(2, 8, figsize=(12, 3.2))
+#    for row, batch in zip(axes, (library_x, next(iter(cut))[0])):
+#        for ax, image in zip(row, batch):
+#            ax.imshow(show(image, fast.mean, fast.std))
+#            ax.axis("off")
+#    ```
 #
-#    The check still agrees: both loops read `micro_batch` from the same configuration. The two
-#    runs' weights are not equal, though close: BatchNorm normalises with the statistics of
-#    the images it is given, 100 at a time instead of 200. Every other layer treats the images
-#    one by one, so the summed gradients of the halves are the whole batch's (the micro-batch
-#    check shows it with BatchNorm's statistics fixed). The halves' statistics are noisier
-#    estimates of the same mean and variance; nothing in expectation changes.
-#    </details>
+#    Which row shows more of each object? Then train with cut-out windows: right after the
+#    `configure(recipe, ...)` call add `config = config.replace(crop_window=None)` (`configure`
+#    itself reads None as "the recipe's own"). Same cost per step: what does it change in
+#    accuracy, and how sure can one run make you? Compare with the ablation's "cut-out crops"
+#    row.
 #
 # 6. **Why is the training loss so high?** After training, the last epoch's training loss is
-#    far above its test loss, although the network classifies its training images better than
-#    its test images. Compute the loss of a *perfect* prediction of the smoothed targets:
+#    far above its test loss. Compute the loss of a *perfect* prediction of the smoothed targets:
 #    `F.cross_entropy(targets[:1].log(), y[:1], label_smoothing=0.2)`. *Hint:* the log of the
 #    target probabilities is a set of logits whose softmax is exactly the target.
 #
@@ -1041,10 +1067,12 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 #    It is the entropy of the smoothed target, `loss_floor` above (about 0.87 nats): no network
 #    can score lower on smoothed targets, however well it classifies. The test loss is measured
 #    against the plain labels, where a confident right answer costs almost nothing, so it can
-#    fall well below the training loss.
+#    fall well below the training loss. The hardest images add to the gap: the last epochs'
+#    training loss is over the images the network found hardest, not over all of them.
 #    </details>
-# 7. **Skip the easy images.** In the cell that calls `configure(recipe, ...)`, add
-#    `hardest_fraction=0.6, hardest_from_epoch=3`: from the fourth epoch on, each epoch trains
-#    only on the 60% of the images whose loss was highest when last trained on (each step's
-#    own losses, so choosing costs nothing). How much time does it save, and how much accuracy
-#    does it cost? Compare with `epochs=7`, about the same work: which keeps more accuracy?
+# 7. **Train on every image.** In the cell that calls `configure(recipe, ...)`, add
+#    `hardest_fraction=1.0`: every epoch then trains on every image, as the first does. How
+#    much longer does the run take, and how much accuracy does it buy? Compare with the
+#    ablation's "every image" row, and with `hardest_fraction=1.0, epochs=7`: about the
+#    recipe's own work (1 + 2 × 0.8 + 7 × 0.6 = 6.8 epochs' worth of images), spread over every
+#    image. Which keeps more accuracy?

@@ -87,15 +87,15 @@ def test_version_prints_the_package_version(capsys):
 def test_set_field_none_really_sets_none_where_the_field_takes_it():
     from cifar_lib.cli import train_config
     from cifar_lib.recipes import get_recipe
-    assert get_recipe("fast").micro_batch == 1000  # so None below is not the recipe's own
-    args = build_parser().parse_args(["train", "--recipe", "fast", "--set", "micro_batch=None",
+    assert get_recipe("fast").crop_window == 0.75  # so None below is not the recipe's own
+    args = build_parser().parse_args(["train", "--recipe", "fast", "--set", "crop_window=None",
                                       "--set", "test_subset=None", "--quick"])
     cfg = train_config(args)
-    assert cfg.micro_batch is None
+    assert cfg.crop_window is None
     assert cfg.test_subset is None  # --set wins over --quick's 500 test images
     assert cfg.train_subset == 2048  # the rest of --quick still applies
     # a field left alone keeps the recipe's value
-    assert train_config(build_parser().parse_args(["train", "--recipe", "fast"])).micro_batch == 1000
+    assert train_config(build_parser().parse_args(["train", "--recipe", "fast"])).crop_window == 0.75
 
 
 @pytest.mark.parametrize("field", ["epochs", "model", "lr"])

@@ -173,7 +173,7 @@ def test_one_hardest_fraction_keeps_its_share_of_the_run_before_it(monkeypatch):
 
 def test_a_schedule_of_crop_sizes_keeps_its_first_sizes(monkeypatch):
     monkeypatch.setitem(RECIPES, "growing", get_recipe("fast").replace(
-        epochs=4, crop_epochs=3, crop_size=(16, 20, 28)))
+        epochs=4, crop_epochs=3, crop_size=(16, 20, 28), hardest_fraction=1.0))
     assert configure("growing", epochs=3).crop_size == (16, 20)
     cfg = configure("growing", quick=True)  # one epoch: no crops, whole images
     assert (cfg.crop_epochs, cfg.crop_size_at(0)) == (0, None)
@@ -369,7 +369,8 @@ def test_hardest_fraction_is_one_fraction_or_one_per_epoch_from_hardest_from_epo
     shrinking = configure("fast", epochs=5, hardest_fraction=(0.8, 0.6, 0.4),
                           hardest_from_epoch=2)
     assert [shrinking.hardest_fraction_at(e) for e in range(5)] == [1.0, 1.0, 0.8, 0.6, 0.4]
-    assert configure("fast", epochs=2, hardest_fraction=[1, 0.5]).hardest_fraction_at(1) == 0.5
+    assert configure("fast", epochs=2, hardest_fraction=[1, 0.5],
+                     hardest_from_epoch=0).hardest_fraction_at(1) == 0.5
     for bad in ((0.8, 0.6), (0.8, 0.6, 0.4, 0.2), (0.8, 0.6, 0.0), (0.8, "0.6", 0.4)):
         with pytest.raises(ConfigError, match=r"hardest_fraction must be .*one such number per "
                                               r"epoch from hardest_from_epoch on \(3 of"):

@@ -258,7 +258,8 @@ def test_estimate_counts_crop_epochs_at_their_own_step_time(synthetic_root, monk
         return {"seconds_per_step": 1.0 if t.batches.crop_size == 20 else 2.0}
     monkeypatch.setattr(throughput, "measure", fake_measure)
     cfg = configure("fast", device="cpu", batch_size=32, epochs=3, crop_epochs=2, crop_size=20,
-                    test_subset=20, model_kwargs={"widths": (8, 8, 8)}, precision="fp32")
+                    test_subset=20, model_kwargs={"widths": (8, 8, 8)}, precision="fp32",
+                    hardest_fraction=1.0)  # every image in every epoch: 6 steps each
     e = throughput.estimate_fit_seconds(cfg, train, test, steps=1, warmup=0)
     assert sizes == [None, 20]
     assert e["train_seconds"] == pytest.approx(6 * (2 * 1.0 + 1 * 2.0))  # 6 steps an epoch
@@ -275,7 +276,7 @@ def test_estimate_times_each_crop_size_of_a_schedule_once(synthetic_root, monkey
     monkeypatch.setattr(throughput, "measure", fake_measure)
     cfg = configure("fast", device="cpu", batch_size=32, epochs=4, crop_epochs=3,
                     crop_size=(16, 24, 16), test_subset=20, model_kwargs={"widths": (8, 8, 8)},
-                    precision="fp32")
+                    precision="fp32", hardest_fraction=1.0)
     e = throughput.estimate_fit_seconds(cfg, train, test, steps=1, warmup=0)
     assert sizes == [None, 16, 24]
     assert e["train_seconds"] == pytest.approx(6 * (1 + 2.25 + 1 + 4))  # 6 steps an epoch

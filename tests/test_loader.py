@@ -114,8 +114,8 @@ def test_crop_window_resizes_the_crop_epochs_windows_and_only_those():
     split = _split(40)
     sizes, firsts = [], {}
     for window in (None, 0.75):
-        cfg = configure("fast", batch_size=8, epochs=3, crop_epochs=2, crop_size=24, seed=3,
-                        crop_window=window)
+        cfg = configure("fast", batch_size=8, epochs=3, crop_epochs=2, crop_size=24,
+                        seed=3).replace(crop_window=window)  # configure reads None as fast's
         it = BatchIterator.for_training(split, cfg)
         for epoch in range(3):
             it.set_epoch(epoch)

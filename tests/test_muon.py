@@ -176,16 +176,19 @@ def test_fast_muon_puts_filters_in_muon_and_biases_and_head_in_sgd():
     filters, biases, whiten_bias, head = opt.param_groups
     assert filters["muon"] and all(p.ndim == 4 for p in filters["params"])
     assert len(filters["params"]) == 6  # two convolutions per block; the whitening is frozen
-    assert (filters["lr"], filters["momentum"]) == (0.24, 0.6)
+    assert (filters["lr"], filters["momentum"]) == (0.17, 0.6)
     assert not biases["muon"] and all(p.ndim == 1 for p in biases["params"])
     assert whiten_bias["params"] == [model.whitening.bias]
     assert whiten_bias["schedule_epochs"] == cfg.whiten_bias_epochs == 3
     assert head["params"] == [model[-2].weight] and head["momentum"] == 0.85
-    # airbench94_muon's values, for a mean loss at batch 2000: biases 0.053 × 2000, and a
-    # decay of 2e-6 × 2000 per step in every SGD group.
-    assert biases["lr"] == pytest.approx(0.053 * 2000)
+    # airbench94_muon's values, for a mean loss at fast's batch of 1000: biases 0.053 × 1000,
+    # the head 0.67 × 1000 × (9/256)², and a decay of 2e-6 × 1000 per step in every SGD group
+    # (to the head's rounding to 0.828)
+    assert cfg.batch_size == 1000
+    assert biases["lr"] == pytest.approx(0.053 * 1000, rel=2e-4)
+    assert head["lr"] == pytest.approx(0.67 * 1000 * (9 / 256) ** 2, rel=2e-4)
     for group in (biases, whiten_bias, head):
-        assert group["lr"] * group["weight_decay"] == pytest.approx(2e-6 * 2000)
+        assert group["lr"] * group["weight_decay"] == pytest.approx(2e-6 * 1000, rel=2e-4)
 
 
 def test_fast_muon_lr_decays_linearly_and_the_whitening_bias_sooner(synthetic_root, one_thread):

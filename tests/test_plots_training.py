@@ -89,14 +89,23 @@ def test_ablation_differences_start_at_zero_with_error_bars():
 
 def test_ablation_time_panel_shows_each_variant_against_the_full_recipe():
     summary = [{"variant": "fast", "test_acc_mean": 93.6, "test_acc_std": 0.1, "seeds": 3,
-                "seconds_mean": 400.0},
+                "seconds_median": 400.0},
                {"variant": "no early crops", "test_acc_mean": 94.1, "test_acc_std": 0.1,
-                "seeds": 3, "seconds_mean": 600.0},
+                "seeds": 3, "seconds_median": 600.0},
                {"variant": "no Muon", "test_acc_mean": 92.7, "test_acc_std": 0.2, "seeds": 3,
-                "seconds_mean": 380.0}]
+                "seconds_median": 380.0}]
     fig = plots_fast.plot_ablation_differences(summary)
     assert len(fig.axes) == 2
     # rows bottom-up in reverse order: no Muon, then no early crops
     assert [p.get_width() for p in fig.axes[1].patches] == pytest.approx([0.95, 1.5])
     assert [p.get_width() for p in fig.axes[0].patches] == pytest.approx([-0.9, 0.5])
     assert fig.axes[1].get_xlim()[1] >= 1.5
+
+
+def test_ablation_without_comparable_seconds_has_no_time_panel():
+    summary = [{"variant": "fast", "test_acc_mean": 93.6, "test_acc_std": 0.1, "seeds": 3,
+                "seconds_median": 400.0},
+               {"variant": "no Muon", "test_acc_mean": 92.7, "test_acc_std": 0.2, "seeds": 3,
+                "seconds_median": 380.0}]
+    assert len(plots_fast.plot_ablation_differences(summary).axes) == 2
+    assert len(plots_fast.plot_ablation_differences(summary, timed=False).axes) == 1

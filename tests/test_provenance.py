@@ -20,10 +20,7 @@ RECORDS = sorted(p for p in [*ROOT.glob("benchmarks/results/*.json"),
                  if not p.name.endswith(".progress.json"))  # a benchmark still running
 PREFIX = ["python", "-m", "cifar_lib"]
 # Records whose command cannot run today, each with the reason; kept for their numbers.
-NOT_RERUNNABLE = {
-    "benchmarks/results/train_cpu-bf16.json": "ran as --recipe fast_micro, today's fast under "
-    "its former name (the record says so), which is now refused",
-}
+NOT_RERUNNABLE: dict[str, str] = {}
 # Text after the command in parentheses describes a code change made for that run only.
 NOTE = " (with "
 

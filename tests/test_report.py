@@ -159,9 +159,7 @@ def test_no_archived_race_reaches_a_table():
                 path.name
 
 
-def test_fast_micro_is_fast():
-    """The native-bf16 race ran as ``fast_micro``; it is shown as ``fast`` because the settings
-    are the same."""
+def test_a_former_name_is_shown_as_the_library_s_name_for_it():
     from cifar_lib.recipes import RECIPES, RENAMED
     for old, new in report.RECIPE_NAMES.items():
         assert new in RECIPES and RENAMED[old] == new  # the same name the library gives it
@@ -202,7 +200,7 @@ def test_the_readme_says_what_the_validation_split_costs_once_measured(tmp_path)
     assert "No record yet" in report.tables(root)["validation"]
     summary = [{"variant": v, "removed": "…", "seeds": 3, "test_acc_mean": acc,
                 "test_acc_std": 0.1, "test_acc_min": acc - 0.1, "vs_base": 0.0,
-                "seconds_mean": 400.0}
+                "seconds_median": 400.0}
                for v, acc in (("fast", 93.61), ("no Muon", 92.7), ("no validation split", 94.07))]
     path.write_text(json.dumps({"benchmark": "ablation", "date": "2030-01-02T00:00:00+00:00",
                                 "machine": {"cpu": "Some CPU"}, "settings": {"seeds": [0, 1, 2]},
@@ -246,3 +244,13 @@ AMD, INTEL = "AMD EPYC", "Intel(R) Xeon(R) Processor"  # as cloud machines name 
     (INTEL, None, "Intel Xeon Processor")])  # records from before cpu_id
 def test_a_cloud_cpu_is_named_with_its_generation(cpu, cpu_id, shown):
     assert report.processor({"machine": {"cpu": cpu, "cpu_id": cpu_id}}) == shown
+
+
+def test_an_ablation_whose_seconds_do_not_compare_shows_no_time_column(tmp_path):
+    root = _copy_docs(tmp_path)
+    path = root / report.LESSON_RECORDS[0] / "ablation_fast.json"
+    _edit_json(path, lambda r: r.update(seconds_comparable=True))
+    assert "train seconds" in report.tables(root)["ablation"]
+    _edit_json(path, lambda r: r.update(seconds_comparable=False, note="slowed"))
+    table = report.tables(root)["ablation"]
+    assert "train seconds" not in table and "slowed" in table

@@ -335,7 +335,8 @@ def test_resuming_with_hardest_images_a_run_started_without_is_refused(data, tmp
     def stop(row):
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        fit(_tiny("fast", epochs=3), *data, run_dir=tmp_path, callbacks=[stop], progress=False)
+        fit(_tiny("fast", epochs=3, hardest_fraction=1.0), *data, run_dir=tmp_path,
+            callbacks=[stop], progress=False)
     with pytest.raises(CheckpointError, match="not training on its hardest images"):
         fit(_tiny("fast", epochs=3, hardest_fraction=0.5), *data, run_dir=tmp_path, resume=True,
             progress=False)

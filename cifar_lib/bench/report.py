@@ -21,6 +21,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+from ..ablation import seconds_compare
 from ..records import markdown_table
 from ..recipes import get_recipe
 
@@ -41,7 +42,6 @@ DOCS = {
 # A record's recipe name → the name shown (today's name for the very same settings). The one
 # place to change when recipes are renamed; a name not listed is shown as recorded.
 RECIPE_NAMES = {
-    "fast_micro": "fast",
     "fast_short": "short",
     "fast_small": "tiny",
 }
@@ -363,13 +363,15 @@ def ablation_table(root: Path = ROOT) -> str:
         record = _read(path)
         budget = record.get("budget", {})
         seeds = record["settings"].get("seeds", [])
-        table = markdown_table(record["summary"], {
+        columns = {
             "variant": lambda r: ABLATION_NAMES.get(r["variant"], r["variant"]),
             f"test accuracy (TTA), mean ± std over {len(seeds)} seeds": lambda r: _pct(
                 r["test_acc_mean"], r["test_acc_std"]),
             "vs every trick (points)": lambda r: (f"{r['vs_base']:+.2f}"
-                                                  if r["variant"] != recipe else ""),
-            "train seconds": lambda r: f"{r['seconds_mean']:,.0f}"})
+                                                  if r["variant"] != recipe else "")}
+        if seconds_compare(record):  # else its note says why the seconds are left out
+            columns["train seconds (median)"] = lambda r: f"{r['seconds_median']:,.0f}"
+        table = markdown_table(record["summary"], columns)
         shape = ""
         if budget.get("widths") or budget.get("epochs"):
             widths = "/".join(map(str, budget.get("widths") or [])) or "the recipe's"

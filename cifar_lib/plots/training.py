@@ -327,19 +327,20 @@ class LiveTrainingCurves:
 
 
 def plot_ablation_differences(summary: Sequence[dict], *, full: str = "fast",
-                              full_label: str | None = None,
+                              full_label: str | None = None, timed: bool = True,
                               title: str = "what each trick buys") -> Figure:
     """The ablation summary (``summarize`` rows: variant, test_acc_mean, test_acc_std, seeds,
-    and optionally seconds_mean) as differences to the full recipe's accuracy (row ``full``), in
+    and optionally seconds_median) as differences to the full recipe's accuracy (row ``full``), in
     points, each bar from 0 with its error bar (``ablation.difference_error``); a bar to
-    the left means removing that trick cost accuracy. With seconds, a second panel shows each
-    variant's training time as a multiple of the full recipe's: what the trick saves or costs
-    in time. The full recipe itself is not drawn; its accuracy is in the title."""
+    the left means removing that trick cost accuracy. With seconds (and ``timed``: they
+    compare), a second panel shows each variant's training time as a multiple of the full
+    recipe's: what the trick saves or costs in time. The full recipe itself is not drawn; its
+    accuracy is in the title."""
     base = next(r for r in summary if r["variant"] == full)
     rows = [r for r in summary if r["variant"] != full][::-1]
     diffs = [r["test_acc_mean"] - base["test_acc_mean"] for r in rows]
     errors = [difference_error(r, base) for r in rows]
-    timed = all(r.get("seconds_mean") for r in (base, *rows))
+    timed = timed and all(r.get("seconds_median") for r in (base, *rows))
     fig = Figure(figsize=(11 if timed else 8, 0.45 * len(rows) + 1.6), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True, width_ratios=(3, 1)) if timed else [fig.subplots()]
     ax = axes[0]
@@ -364,7 +365,7 @@ def plot_ablation_differences(summary: Sequence[dict], *, full: str = "fast",
                  f"each bar removes one", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     if timed:
-        ratios = [r["seconds_mean"] / base["seconds_mean"] for r in rows]
+        ratios = [r["seconds_median"] / base["seconds_median"] for r in rows]
         axes[1].barh(range(len(rows)), ratios, color="tab:grey", alpha=0.7)
         axes[1].axvline(1, color="black", linewidth=1)
         for y, ratio in enumerate(ratios):
