@@ -82,8 +82,15 @@ def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, 
     from .data import split_validation, validation_size
     from .inference import loss_and_accuracy
     from .ood import OOD_JSON, OOD_TENSORS, fit_run
+    # Read before anything is written: the shipped folder is tracked, so our own write would
+    # read as an uncommitted change.
+    version = code_version()
     src = resolve_checkpoint(run_dir)
     ckpt = load_checkpoint(src)
+    fraction = ckpt["config"].get("val_fraction", 0)
+    if not fraction:  # checked first, so a refused run leaves the shipped model as it was
+        raise ValueError(f"{run_dir} trained on every training image (val_fraction=0): nothing "
+                         f"is left to calibrate on; train with the default to ship it")
     for key in ("optimizer", "lookahead", "rng", "scaler"):  # resume state is not shipped
         ckpt.pop(key, None)
     ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v
@@ -106,12 +113,8 @@ def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, 
     write_json(folder / HISTORY, read_json(src.parent / HISTORY))
     write_json(folder / PROVENANCE, {
         "command": command, "seed": ckpt["config"].get("seed"), "recipe_config": ckpt["config"],
-        "machine": machine, "torch": torch.__version__, "cifar_lib": code_version(),
+        "machine": machine, "torch": torch.__version__, "cifar_lib": version,
         "date": datetime.date.today().isoformat()})
-    fraction = lm.config.get("val_fraction", 0)
-    if not fraction:
-        raise ValueError(f"{run_dir} trained on every training image (val_fraction=0): nothing "
-                         f"is left to calibrate on; train with the default to ship it")
     validation = split_validation(train_split, validation_size(len(train_split), fraction))[1]
     # the shipped weights' own temperature, in calibration.json
     calibrate_run(lm, validation, test_split, write=True)

@@ -84,6 +84,32 @@ def test_ship_stores_fp16_weights_and_measures_them(synthetic_root, tmp_path, ca
     torch.testing.assert_close(shipped.model(x), original.model(x), atol=2e-2, rtol=2e-2)
 
 
+def test_ship_reads_the_code_version_first_and_refuses_before_writing(synthetic_root, tmp_path,
+                                                                     monkeypatch):
+    run, dest = tmp_path / "run", tmp_path / "shipped"
+    assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
+                 "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 0
+    train, test = load_cifar10(synthetic_root)
+    # The shipped folder is tracked in git: a version read after ship's own writes says "dirty".
+    written = []
+    monkeypatch.setattr(pretrained, "code_version",
+                        lambda: written.append(sorted(dest.rglob("*"))) or {"commit": None})
+    ship = dict(command="python -m cifar_lib train --recipe original", train_split=train,
+                test_split=test, machine="test machine", dest=dest)
+    folder = pretrained.ship(run, "tiny", **ship)
+    assert written == [[]]
+    before = (folder / "checkpoint.pt").read_bytes()
+    # a run with no validation split cannot be calibrated: refused, the shipped model untouched
+    ckpt = load_checkpoint(run)
+    ckpt["config"]["val_fraction"] = 0
+    (tmp_path / "all").mkdir()
+    torch.save(ckpt, tmp_path / "all" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="val_fraction=0"):
+        pretrained.ship(tmp_path / "all", "tiny", **ship)
+    assert (folder / "checkpoint.pt").read_bytes() == before
+    assert (folder / "calibration.json").is_file()
+
+
 def test_find_run_prefers_the_run_folder_then_falls_back_as_asked(synthetic_root, tmp_path,
                                                                    capsys):
     empty = tmp_path / "runs" / "fast"
