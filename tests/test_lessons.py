@@ -239,12 +239,13 @@ def test_estimate_extrapolates_timed_steps_with_the_shared_timer(synthetic_root,
                     model_kwargs={"widths": (8, 8, 8)}, precision="fp32")
     e = throughput.estimate_fit_seconds(cfg, train, test, steps=4, warmup=1)
     assert len(reads) == 4  # two clock readings for the training steps, two for evaluation
-    assert e["steps_per_epoch"] == 200 // 32 and e["total_steps"] == 2 * 6
+    # fit trains on the 180 images its validation split (a tenth) leaves: 5 steps an epoch
+    assert e["steps_per_epoch"] == 180 // 32 and e["total_steps"] == 2 * 5
     assert e["seconds_per_step"] == pytest.approx(1 / 4)
-    assert e["train_seconds"] == pytest.approx(12 / 4)
+    assert e["train_seconds"] == pytest.approx(10 / 4)
     assert e["eval_passes"] == 2 + 6 and e["eval_images"] == 20
     assert e["eval_seconds"] == pytest.approx(8 * 20 * (1 / 20))  # one timed batch of 20 images
-    assert e["seconds_per_epoch"] == pytest.approx(6 / 4 + 1)
+    assert e["seconds_per_epoch"] == pytest.approx(5 / 4 + 1)
     assert e["total_seconds"] == pytest.approx(e["train_seconds"] + e["eval_seconds"])
     assert e["device"] == "cpu" and e["precision"] == "fp32" and e["batch_size"] == 32
 
@@ -259,7 +260,7 @@ def test_estimate_counts_crop_epochs_at_their_own_step_time(synthetic_root, monk
     monkeypatch.setattr(throughput, "measure", fake_measure)
     cfg = configure("fast", device="cpu", batch_size=32, epochs=3, crop_epochs=2, crop_size=20,
                     test_subset=20, model_kwargs={"widths": (8, 8, 8)}, precision="fp32",
-                    hardest_fraction=1.0)  # every image in every epoch: 6 steps each
+                    hardest_fraction=1.0, val_fraction=0)  # every image, every epoch: 6 steps
     e = throughput.estimate_fit_seconds(cfg, train, test, steps=1, warmup=0)
     assert sizes == [None, 20]
     assert e["train_seconds"] == pytest.approx(6 * (2 * 1.0 + 1 * 2.0))  # 6 steps an epoch
@@ -276,7 +277,7 @@ def test_estimate_times_each_crop_size_of_a_schedule_once(synthetic_root, monkey
     monkeypatch.setattr(throughput, "measure", fake_measure)
     cfg = configure("fast", device="cpu", batch_size=32, epochs=4, crop_epochs=3,
                     crop_size=(16, 24, 16), test_subset=20, model_kwargs={"widths": (8, 8, 8)},
-                    precision="fp32", hardest_fraction=1.0)
+                    precision="fp32", hardest_fraction=1.0, val_fraction=0)
     e = throughput.estimate_fit_seconds(cfg, train, test, steps=1, warmup=0)
     assert sizes == [None, 16, 24]
     assert e["train_seconds"] == pytest.approx(6 * (1 + 2.25 + 1 + 4))  # 6 steps an epoch

@@ -24,7 +24,7 @@ from ..device import cpu_model, precision_name, select_device
 from ..errors import UsageError
 from ..inference import autocast
 from ..recipes import configure
-from ..train import Training, prepare, train_step
+from ..train import Training, prepare, split_for, train_step
 from .clock import synced_clock
 
 DEFAULT_RECIPES = ("original", "fast")
@@ -131,7 +131,8 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
                          steps: int = 3, warmup: int = 1, eval_batch: int = 250) -> dict:
     """How long ``fit(cfg, train, test)`` will take on this machine, from a few timed steps.
 
-    The run is built as ``fit`` builds it (the config's subsets, ``prepare``); ``steps``
+    The run is built as ``fit`` builds it (without the validation split, the config's subsets,
+    ``prepare``); ``steps``
     training steps are timed after ``warmup`` untimed ones (``measure``), then one test batch of
     up to ``eval_batch`` images is timed through the model in eval mode (after one untimed
     batch, unless ``warmup`` is 0: a rougher, quicker guess).
@@ -144,6 +145,7 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
     evaluation) and total_seconds. Loading the data and starting up are not counted.
     """
     device = select_device(cfg.device)
+    train = split_for(cfg, train)[0]  # fit trains without the validation split
     train, test = train.subset(cfg.train_subset), test.subset(cfg.test_subset)
     t = prepare(cfg, train, device)
     seconds_per_step = measure(t, steps, warmup)["seconds_per_step"]
