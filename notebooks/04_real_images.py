@@ -312,10 +312,27 @@ save_figure(fig, run_dir, "open_set")
 fig
 
 # %% [markdown]
-# The run's detector (`ood.json` in its folder, fitted by `python -m cifar_lib train` or `ood.fit_run`)
-# keeps 95% of the validation images; `predict` marks a photo below its threshold
-# `none_of_these`. Here are the sample photos with its verdict (no verdict: this run has no
-# detector yet).
+# The run's detector (`ood.json` in its folder) keeps 95% of the validation images; `predict`
+# marks a photo below its threshold `none_of_these`. `python -m cifar_lib train` fits one at
+# the end of every run; a run trained in 01 has none yet, so the next cell fits it the same way
+# (`ood.fit_run`: the energy score, its threshold chosen on the run's validation split) and
+# predicts the photos again. Here they are with its verdict.
+
+# %%
+from cifar_lib import load_cifar10
+from cifar_lib.ood import detector_for, fit_run
+from cifar_lib.pretrained import is_shipped
+
+detector = detector_for(model)
+if detector is None and model.folder is not None and not is_shipped(model.folder):
+    if model.config.get("val_fraction"):
+        train, _ = load_cifar10(data_root, download=download)
+        detector = fit_run(model.folder, train)
+        print(f"this run's detector, fitted: {detector.score} score, {detector.info['fitted_on']}")
+        predictions = predict(model, photos, top_k=top_k, threshold=threshold, method=method)
+    else:
+        print("this run trained on every training image: no validation split is left to "
+              "choose a threshold on, so it gets no detector")
 
 # %%
 pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.probability, 3),
@@ -348,12 +365,8 @@ pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.pro
 #   them.
 
 # %%
-from cifar_lib import load_cifar10
-from cifar_lib.ood import detector_for
-
-detector = detector_for(model)
 if detector is None:
-    print("this run has no detector: `python -m cifar_lib train` fits one for every run")
+    print("this run has no detector")
 else:
     _, test = load_cifar10(data_root, download=download)
     test = test.subset(1000 if quick else None)
