@@ -917,26 +917,27 @@ if compare_original:
 
 # %%
 from cifar_lib import ablation
+from cifar_lib.records import markdown_table
 
 shown_recipe = "fast"
 measured = ablation.read_record(shown_recipe)
 print(f"the ablation of {shown_recipe!r}, measured with `{measured['command']}`; "
       f"seeds: {measured['settings']['seeds']}")
-if measured.get("note"):
-    print("note:", measured["note"])
 summary = measured["summary"]
 full = next(r for r in summary if r["variant"] == shown_recipe)  # the row with every trick
-timed = ablation.seconds_compare(measured)  # not if the machine's speed changed (the note)
-display(Markdown("| variant | removed | test accuracy % | vs every trick (points) | "
-                 "training seconds (median) | time ÷ every trick's |\n"
-                 "|---|---|---|---|---|---|\n" + "\n".join(
-                     f"| {r['variant']} | {r['removed']} | "
-                     f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f} | "
-                     f"{r['test_acc_mean'] - full['test_acc_mean']:+.2f} | "
-                     + (f"{r['seconds_median']:.0f} | "
-                        f"{r['seconds_median'] / full['seconds_median']:.2f} |" if timed
-                        else "— | — |")
-                     for r in summary)))
+# A record whose runs saw the machine's speed change says its seconds do not compare.
+timed = ablation.seconds_compare(measured)
+if not timed:
+    print("training times not shown: this record says they do not compare between variants")
+columns = {"variant": "variant", "removed": "removed",
+           "test accuracy %": lambda r: f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}",
+           "vs every trick (points)":
+               lambda r: f"{r['test_acc_mean'] - full['test_acc_mean']:+.2f}"}
+if timed:
+    columns["training seconds (median)"] = lambda r: f"{r['seconds_median']:.0f}"
+    columns["time ÷ every trick's"] = \
+        lambda r: f"{r['seconds_median'] / full['seconds_median']:.2f}"
+display(Markdown(markdown_table(summary, columns)))
 costs = sorted((r for r in summary if r is not full and r["variant"] != "original"),
                key=lambda r: r["test_acc_mean"])
 print("costliest to remove first:", ", ".join(
@@ -948,9 +949,8 @@ plot_ablation_differences(summary, full=shown_recipe, full_label=shown_recipe, t
 
 # %% [markdown]
 # Read each bar with its error bar: a difference inside it is noise at the record's number of
-# seeds, so the rows
-# listed above as within their error bars bought nothing this ablation can measure (a smaller
-# effect may still be there). Tricks that regularise (flips, shifts, jitter) pay once a run is
+# seeds, so the rows listed above as within their error bars bought nothing this ablation can
+# measure (a smaller effect may still be there). Tricks that regularise (flips, shifts, jitter) pay once a run is
 # long enough for the network to start memorising its training images; ten epochs is short, so
 # here they buy little, and they cost next to no time either.
 #
@@ -958,8 +958,8 @@ plot_ablation_differences(summary, full=shown_recipe, full_label=shown_recipe, t
 # small images and the hardest images are such trades: whole images throughout, or every image
 # in every epoch, score as high or higher with more work per run (the cell on the hardest images
 # prints the share of that work `fast` does); they are how `fast` keeps its time down. Where the
-# record's seconds compare, the time panel shows each variant's time beside its accuracy; a
-# record whose runs saw the machine's speed change leaves it out and says so in its note. "no
+# record's seconds compare, the table and a second panel show each variant's time; a record
+# whose runs saw the machine's speed change leaves them out. "no
 # TTA" trains exactly as the full recipe does: test-time augmentation costs only evaluation
 # time. One row is a price, not a trick: "no validation split" trains on all 50,000 images
 # instead of holding 5,000 out for choosing the temperature and thresholds (lesson 03), and
