@@ -290,8 +290,9 @@ def test_drive_is_mounted_only_where_asked_and_keeps_the_run(colab):
     mounts = (drive / "mounted.log").read_text().splitlines()
     assert len(mounts) == sum(ON_DRIVE.values())   # 01 and 04, not 02 and 03
     run = drive / "MyDrive" / DRIVE_FOLDER / "runs" / "fast"
+    # ood.json: 04 fits the "none of these" detector that a run trained in 01 does not have
     for f in ("checkpoint.pt", "metrics.json", "history.json", "train_results.json",
-              "real_images_results.json", "predictions.png"):
+              "real_images_results.json", "predictions.png", "ood.json"):
         assert (run / f).is_file(), f
     assert (drive / "MyDrive" / DRIVE_FOLDER / "runs" / "fast-original" / "checkpoint.pt").is_file()
 
