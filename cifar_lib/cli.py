@@ -267,6 +267,7 @@ def _add_ship(sub) -> None:
 
 
 def _cmd_ship(args) -> int:
+    from .bench.records import cpu_id
     from .data import load_cifar10
     from .device import cpu_has_native_bf16, cpu_model
     from .pretrained import describe, ship
@@ -274,7 +275,7 @@ def _cmd_ship(args) -> int:
     # the CPU that trained the run is this one; its thread count is not recorded in the run
     machine = f"{cpu_model()} ({'native bf16' if cpu_has_native_bf16() else 'no native bf16'})"
     folder = ship(args.run_dir, args.name, command=args.trained_by, train_split=train,
-                  test_split=test, machine=machine)
+                  test_split=test, machine=machine, cpu_id=cpu_id())
     print(f"shipped in {folder}\n{describe(args.name)}")
     return 0
 

@@ -69,10 +69,12 @@ def describe(name: str = "fast") -> str:
 
 
 def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, machine: str,
-         dest: Path = RUNS) -> Path:
+         cpu_id: dict | None = None, dest: Path = RUNS) -> Path:
     """Copy a finished run into ``dest/name`` with fp16 weights; re-measure its accuracy.
 
-    ``train_split``, ``test_split``: CIFAR-10's (``CifarSplit``s). The accuracy (with and
+    ``train_split``, ``test_split``: CIFAR-10's (``CifarSplit``s). ``machine``: the CPU that
+    trained the run, in words; ``cpu_id``: its vendor, family and model numbers
+    (``bench.records.cpu_id``), which name its generation in tables. The accuracy (with and
     without the run's TTA) is measured in fp32 on the fp16-stored weights, so ``metrics.json``
     states what ships; the temperature is fitted on those weights too, on the run's validation
     split (``calibration.json``, ``calibrate_run``).
@@ -113,7 +115,8 @@ def ship(run_dir, name: str = "fast", *, command: str, train_split, test_split, 
     write_json(folder / HISTORY, read_json(src.parent / HISTORY))
     write_json(folder / PROVENANCE, {
         "command": command, "seed": ckpt["config"].get("seed"), "recipe_config": ckpt["config"],
-        "machine": machine, "torch": torch.__version__, "cifar_lib": version,
+        "machine": machine, **({"cpu_id": cpu_id} if cpu_id else {}),
+        "torch": torch.__version__, "cifar_lib": version,
         "date": datetime.date.today().isoformat()})
     validation = split_validation(train_split, validation_size(len(train_split), fraction))[1]
     # the shipped weights' own temperature, in calibration.json

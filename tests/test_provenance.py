@@ -74,9 +74,11 @@ def test_shipping_records_the_code_version(synthetic_root, tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
                  "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 0
+    cpu = {"vendor": "GenuineIntel", "family": 6, "model": 207}
     folder = ship(run, "copy", command="python -m cifar_lib train ...", train_split=train,
-                  test_split=test, machine="a test", dest=tmp_path)
-    assert json.loads((folder / PROVENANCE).read_text())["cifar_lib"] == code_version()
+                  test_split=test, machine="a test", cpu_id=cpu, dest=tmp_path)
+    provenance = json.loads((folder / PROVENANCE).read_text())
+    assert provenance["cifar_lib"] == code_version() and provenance["cpu_id"] == cpu
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda p: str(p.relative_to(ROOT)))

@@ -246,6 +246,23 @@ def test_a_cloud_cpu_is_named_with_its_generation(cpu, cpu_id, shown):
     assert report.processor({"machine": {"cpu": cpu, "cpu_id": cpu_id}}) == shown
 
 
+def test_a_shipped_model_s_machine_is_named_as_the_races_are(tmp_path):
+    folder = tmp_path / "cifar_lib" / "pretrained_runs" / "fast"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(
+        {"test_acc": 0.92, "test_acc_tta": 0.93, "precision": "bfloat16",
+         "train_images": 45000}))
+    provenance = {"machine": f"{INTEL} (native bf16)",
+                  "cpu_id": {"vendor": "GenuineIntel", "family": 6, "model": 207}}
+    (folder / "provenance.json").write_text(json.dumps(provenance))
+    [row] = report._shipped_rows(tmp_path)
+    assert row["where"] == ("Intel Xeon Processor (Emerald Rapids), bf16 autocast, "
+                            "45,000 training images")
+    del provenance["cpu_id"]  # shipped before ship recorded it: the model name alone
+    (folder / "provenance.json").write_text(json.dumps(provenance))
+    assert report._shipped_rows(tmp_path)[0]["where"].startswith("Intel Xeon Processor, ")
+
+
 def test_an_ablation_whose_seconds_do_not_compare_shows_no_time_column(tmp_path):
     root = _copy_docs(tmp_path)
     path = root / report.LESSON_RECORDS[0] / "ablation_fast.json"

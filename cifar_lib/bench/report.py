@@ -242,6 +242,9 @@ def time_to_64_table(root: Path = ROOT) -> str:
 SHIPPED = Path("cifar_lib/pretrained_runs")
 
 
+AUTOCAST = {"bfloat16": "bf16 autocast", "float16": "fp16 autocast"}  # as races say it
+
+
 def _shipped_rows(root: Path) -> list[dict]:
     """One row per model shipped with the package: one seed, trained by today's recipe."""
     rows = []
@@ -251,10 +254,13 @@ def _shipped_rows(root: Path) -> list[dict]:
             continue
         m, p = _read(folder / "metrics.json"), _read(folder / "provenance.json")
         acc = m.get("test_acc_tta", m["test_acc"])
+        # named as the races' CPUs are: provenance's machine is "<CPU model> (<bf16 or not>)"
+        cpu = processor({"machine": {"cpu": p["machine"].split(" (")[0],
+                                     "cpu_id": p.get("cpu_id")}})
         rows.append({"recipe": f"{name} (the shipped model)",
                      "accuracy": f"{100 * acc:.2f}% (1 seed)",
                      "seconds": "", "ratio": "",  # trained, not raced: no timing
-                     "where": f"{p['machine'].split(' (')[0]}, {m['precision']}, "
+                     "where": f"{cpu}, {AUTOCAST.get(m['precision'], m['precision'])}, "
                               f"{m['train_images']:,} training images"})
     return rows
 
