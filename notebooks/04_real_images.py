@@ -259,10 +259,9 @@ if known:
 # ## Not confident
 # The threshold was chosen on the validation split, where the calibrated model is right 99% of
 # the time above it; that promise holds for images like those. On photos it flags the scenes
-# more often than the close-ups: a strict threshold trades answers for reliability.
-# But none of the ten classes is
-# a giraffe, and the model still gives "deer" a high probability (above); whether that clears
-# the threshold depends on the photo. Calibration makes the probabilities honest on the kind
+# more often than the close-ups: a strict threshold trades answers for reliability. But none
+# of the ten classes is a giraffe, and the model still gives "deer" a high probability
+# (above); whether that clears the threshold depends on the photo. Calibration makes the probabilities honest on the kind
 # of images it was fitted on; it does not make the model notice an image of none of its
 # classes. A softmax probability says how the ten classes compare with each other, not whether
 # the photo belongs to any of them.
