@@ -234,13 +234,12 @@ print("fit and the hand-written loop give identical weights:",
 
 # %% [markdown]
 # ## The fast recipe, by hand
-# In ten epochs the fast recipe goes far beyond what the original reaches in two (the
-# comparison after training runs both and prints their accuracies). No single trick does
-# it. Each idea below
-# comes with its few lines of code and a check against the library code that `fit` runs; then
-# the whole training step is written out and checked against `fit`, as the original loop was.
-# These cells use the fast recipe whatever `recipe` is set to; its knobs are all in one table
-# at the end of the section.
+# In ten epochs the fast recipe goes far beyond what the original reaches in two (the comparison
+# after training runs both and prints their accuracies). No single trick does it. Each idea
+# below comes with its few lines of code and a check against the library code that `fit` runs;
+# then the whole training step is written out and checked against `fit`, as the original loop
+# was. These cells use the fast recipe whatever `recipe` is set to; its knobs are all in one
+# table at the end of the section.
 #
 # ### A whitening first layer
 # Neighbouring pixels, and the three colours of one pixel, are strongly correlated: a 2×2 patch
@@ -487,8 +486,8 @@ plot_label_smoothing(fast.label_smoothing, true_class=int(y[0]), classes=train.c
 #
 # All four rates follow one shape: from the peak at the first step down linearly to 0 at the
 # last (the whitening bias's at the end of its three epochs), so that the last steps settle
-# into a minimum instead of bouncing around it. There is no
-# warm-up: Muon's steps have a fixed size, and the fresh net can take them.
+# into a minimum instead of bouncing around it. There is no warm-up: Muon's steps have a fixed
+# size, and the fresh net can take them.
 #
 # First Newton–Schulz by hand, on a random matrix of the shape of the first convolution's
 # gradient (64 filters of 24 channels × 3 × 3), checked against the library's `orthogonalize`.
@@ -950,9 +949,9 @@ plot_ablation_differences(summary, full=shown_recipe, full_label=shown_recipe, t
 # %% [markdown]
 # Read each bar with its error bar: a difference inside it is noise at the record's number of
 # seeds, so the rows listed above as within their error bars bought nothing this ablation can
-# measure (a smaller effect may still be there). Tricks that regularise (flips, shifts, jitter) pay once a run is
-# long enough for the network to start memorising its training images; ten epochs is short, so
-# here they buy little, and they cost next to no time either.
+# measure (a smaller effect may still be there). Tricks that regularise (flips, shifts, jitter)
+# pay once a run is long enough for the network to start memorising its training images; ten
+# epochs is short, so here they buy little, and they cost next to no time either.
 #
 # A trick can also be kept for the time it saves rather than the accuracy it adds. The early
 # small images and the hardest images are such trades: whole images throughout, or every image

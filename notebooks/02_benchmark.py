@@ -180,9 +180,9 @@ if dev.type == "cuda":  # what forgetting to synchronise shows: only the time to
 # threads, medians and quartiles.
 #
 # ## Measure inference
-# For every batch size: first the original notebook's method (one cold call, `time.time()`), then each
-# variant warmed up and timed by `torch.utils.benchmark.Timer`. On a machine without a GPU the
-# GPU rows say so, and the rest still runs.
+# For every batch size: first the original notebook's method (one cold call, `time.time()`),
+# then each variant warmed up and timed by `torch.utils.benchmark.Timer`. On a machine without a
+# GPU the GPU rows say so, and the rest still runs.
 
 # %%
 rows, info = benchmark_run(run, quick=quick, device=device, compile=compile,

@@ -181,8 +181,8 @@ fig
 # it (its average gradient), add them up, keep the positive part and stretch it to 32×32. Red
 # is where the evidence for the chosen class lies ([the paper](https://arxiv.org/abs/1610.02391)).
 # For each confident mistake: the evidence for what the network said (upper rows) and for the
-# true class (lower rows). The maps come from one pass
-# without test-time augmentation, so a title's probability can differ from the report's.
+# true class (lower rows). The maps come from one pass without test-time augmentation, so a
+# title's probability can differ from the report's.
 
 # %%
 import torch

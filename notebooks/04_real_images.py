@@ -148,11 +148,11 @@ fig
 
 # %% [markdown]
 # ## Which preprocessing? Measure it
-# Squash the whole photo (the original notebook's way: shapes stretch, nothing is cut), crop the centred
-# square (shapes kept, the sides lost), or average the probabilities over six crops (the whole
-# photo, the centre, two zooms and both ends: a test-time augmentation for photos)? Opinions
-# differ, so measure: on the sample photos of a CIFAR-10 class (the giraffe is none), which
-# method gives the true class the highest probability? The mean *log* probability is the
+# Squash the whole photo (the original notebook's way: shapes stretch, nothing is cut), crop the
+# centred square (shapes kept, the sides lost), or average the probabilities over six crops (the
+# whole photo, the centre, two zooms and both ends: a test-time augmentation for photos)?
+# Opinions differ, so measure: on the sample photos of a CIFAR-10 class (the giraffe is none),
+# which method gives the true class the highest probability? The mean *log* probability is the
 # score: it punishes a confident wrong answer most, where the top-1 count cannot tell 49% from
 # 1%. This run's model and the shipped original one are measured, with their calibrated
 # probabilities.
@@ -259,12 +259,12 @@ if known:
 # ## Not confident
 # The threshold was chosen on the validation split, where the calibrated model is right 99% of
 # the time above it; that promise holds for images like those. On photos it flags the scenes
-# more often than the close-ups: a strict threshold trades answers for reliability. But none
-# of the ten classes is a giraffe, and the model still gives "deer" a high probability
-# (above); whether that clears the threshold depends on the photo. Calibration makes the probabilities honest on the kind
-# of images it was fitted on; it does not make the model notice an image of none of its
-# classes. A softmax probability says how the ten classes compare with each other, not whether
-# the photo belongs to any of them.
+# more often than the close-ups: a strict threshold trades answers for reliability. But none of
+# the ten classes is a giraffe, and the model still gives "deer" a high probability (above);
+# whether that clears the threshold depends on the photo. Calibration makes the probabilities
+# honest on the kind of images it was fitted on; it does not make the model notice an image of
+# none of its classes. A softmax probability says how the ten classes compare with each other,
+# not whether the photo belongs to any of them.
 
 # %%
 pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.probability, 3),
