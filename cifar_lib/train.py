@@ -404,6 +404,12 @@ def split_for(cfg: TrainConfig, train: CifarSplit) -> tuple[CifarSplit, CifarSpl
     return split_validation(train, validation_size(len(train), cfg.val_fraction))
 
 
+def training_images(cfg: TrainConfig, train: CifarSplit) -> CifarSplit:
+    """The images ``fit(cfg, train, ...)`` trains on: ``train`` less its validation split
+    (``split_for``), then the first ``cfg.train_subset`` of them."""
+    return split_for(cfg, train)[0].subset(cfg.train_subset)
+
+
 def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str | Path | None = None,
         resume: bool = False, callbacks: Iterable[Callable[[dict], None]] = (),
         progress: bool = True) -> FitResult:
@@ -428,8 +434,7 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     """
     dist = distributed.setup(cfg.device)
     device = dist.device if dist.enabled else select_device(cfg.device)
-    train = split_for(cfg, train)[0]
-    train, test = train.subset(cfg.train_subset), test.subset(cfg.test_subset)
+    train, test = training_images(cfg, train), test.subset(cfg.test_subset)
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_path = run_dir / CHECKPOINT if run_dir is not None else None
 

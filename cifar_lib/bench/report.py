@@ -113,6 +113,9 @@ def machine(record: dict) -> str:
     return f"{cpu}, {'native bf16' if flags.get('native_bf16') else 'no native bf16'}"
 
 
+AUTOCAST = {"bfloat16": "bf16 autocast", "float16": "fp16 autocast"}  # a run's precision, shown
+
+
 def precision(record: dict) -> str:
     """How a training race computed: bf16 autocast, or fp32 (and whether that was forced)."""
     used = {r.get("precision") for r in record.get("rows", [])} - {None}
@@ -122,7 +125,7 @@ def precision(record: dict) -> str:
     if record.get("precision_forced"):
         return f"{record['precision_forced']} (forced)"
     if used == {"bfloat16"}:
-        return "bf16 autocast"
+        return AUTOCAST["bfloat16"]
     return ", ".join(sorted(used)) or "not recorded"
 
 
@@ -240,9 +243,6 @@ def time_to_64_table(root: Path = ROOT) -> str:
 
 
 SHIPPED = Path("cifar_lib/pretrained_runs")
-
-
-AUTOCAST = {"bfloat16": "bf16 autocast", "float16": "fp16 autocast"}  # as races say it
 
 
 def _shipped_rows(root: Path) -> list[dict]:

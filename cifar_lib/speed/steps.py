@@ -24,7 +24,7 @@ from ..device import cpu_model, precision_name, select_device
 from ..errors import UsageError
 from ..inference import autocast
 from ..recipes import configure
-from ..train import Training, prepare, split_for, train_step
+from ..train import Training, prepare, train_step, training_images
 from .clock import synced_clock
 
 DEFAULT_RECIPES = ("original", "fast")
@@ -131,11 +131,10 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
                          steps: int = 3, warmup: int = 1, eval_batch: int = 250) -> dict:
     """How long ``fit(cfg, train, test)`` will take on this machine, from a few timed steps.
 
-    The run is built as ``fit`` builds it (without the validation split, the config's subsets,
-    ``prepare``); ``steps``
-    training steps are timed after ``warmup`` untimed ones (``measure``), then one test batch of
-    up to ``eval_batch`` images is timed through the model in eval mode (after one untimed
-    batch, unless ``warmup`` is 0: a rougher, quicker guess).
+    The run is built as ``fit`` builds it (``training_images``, the test subset, ``prepare``);
+    ``steps`` training steps are timed after ``warmup`` untimed ones (``measure``), then one
+    test batch of up to ``eval_batch`` images is timed through the model in eval mode (after
+    one untimed batch, unless ``warmup`` is 0: a rougher, quicker guess).
     With ``crop_epochs``, steps on each crop size are timed as well and counted for its epochs;
     epochs on their hardest images count only their steps.
     Returns a dict: device, precision, batch_size, steps_per_epoch (of an epoch on every
@@ -145,8 +144,7 @@ def estimate_fit_seconds(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, 
     evaluation) and total_seconds. Loading the data and starting up are not counted.
     """
     device = select_device(cfg.device)
-    train = split_for(cfg, train)[0]  # fit trains without the validation split
-    train, test = train.subset(cfg.train_subset), test.subset(cfg.test_subset)
+    train, test = training_images(cfg, train), test.subset(cfg.test_subset)
     t = prepare(cfg, train, device)
     seconds_per_step = measure(t, steps, warmup)["seconds_per_step"]
     # an epoch on its hardest images takes fewer steps: the kept images as HardestImages.keep
