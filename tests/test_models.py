@@ -3,7 +3,9 @@ import torch
 
 from cifar_lib.device import DeviceError, autocast_dtype, select_device
 from cifar_lib.batches import CIFAR10_MEAN_STD, normalize
-from cifar_lib.models import MODELS, Whitening, UnknownModelError, build_model, count_parameters
+from cifar_lib import models
+from cifar_lib.models import (MODELS, Conv3x3, Whitening, UnknownModelError, build_model,
+                              count_parameters, tap_weight_grad)
 
 
 def test_simple_cnn_is_the_seed_network_exactly():
@@ -79,3 +81,52 @@ def test_unknown_device_and_precision_are_refused():
     assert autocast_dtype(torch.device("cpu"), "fp32") is None
     assert autocast_dtype(torch.device("cpu"), "gpu") is None  # the original recipe stays fp32 on CPUs
     assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
+
+
+def test_tap_weight_grad_is_the_convolution_s_weight_gradient():
+    torch.manual_seed(0)
+    for size in (2, 3, 5, 7):
+        x = torch.randn(4, 6, size, size, dtype=torch.float64)
+        grad = torch.randn(4, 5, size, size, dtype=torch.float64)
+        expected = torch.nn.grad.conv2d_weight(x, (5, 6, 3, 3), grad, padding=1)
+        assert torch.allclose(tap_weight_grad(grad, x), expected, atol=1e-10)
+
+
+def _conv3x3_grads(conv, x, enabled):
+    x = x.clone().requires_grad_()
+    conv.weight.grad = None
+    with torch.autocast("cpu", torch.bfloat16, enabled=enabled):
+        y = conv(x)
+    y.float().square().sum().backward()
+    return y, x.grad, conv.weight.grad
+
+
+@pytest.mark.parametrize("size", [2, 5, 7])
+def test_conv3x3_under_bf16_matches_autocast_conv2d_and_takes_the_tap_gradient_on_small_maps(
+        size, monkeypatch):
+    torch.manual_seed(0)
+    conv = Conv3x3(8, 16)
+    x = torch.randn(3, 8, size, size).contiguous(memory_format=torch.channels_last)
+    plain = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False)
+    plain.weight = conv.weight
+    calls = []
+    monkeypatch.setattr(models, "tap_weight_grad",
+                        lambda *a: calls.append(1) or tap_weight_grad(*a))
+    y, gx, gw = _conv3x3_grads(conv, x, True)
+    y0, gx0, gw0 = _conv3x3_grads(plain, x, True)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, y0)  # the forward pass is autocast's own
+    assert torch.allclose(gx, gx0, rtol=1e-2, atol=1e-3)
+    assert torch.allclose(gw, gw0, rtol=2e-2, atol=2e-2 * gw0.abs().max().item())
+    assert len(calls) == (size <= Conv3x3.TAP_GRAD_MAX_SIZE)
+
+
+def test_conv3x3_in_float32_is_nn_conv2d_bit_for_bit(monkeypatch):
+    torch.manual_seed(0)
+    conv = Conv3x3(8, 16)
+    plain = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False)
+    plain.weight = conv.weight
+    monkeypatch.setattr(models, "tap_weight_grad", lambda *a: pytest.fail("tap gradient in fp32"))
+    x = torch.randn(3, 8, 2, 2)
+    for a, b in zip(_conv3x3_grads(conv, x, False), _conv3x3_grads(plain, x, False)):
+        assert torch.equal(a, b)
+    assert set(conv.state_dict()) == set(plain.state_dict()) == {"weight"}
