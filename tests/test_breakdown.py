@@ -7,6 +7,7 @@ import pytest
 
 from cifar_lib.bench.breakdown import kind_of
 from cifar_lib.cli import main
+from cifar_lib.recipes import get_recipe
 
 
 @pytest.mark.parametrize("op, kind", [
@@ -18,6 +19,29 @@ from cifar_lib.cli import main
     ("aten::max_pool2d_with_indices", "pooling forward"), ("aten::add_", "other forward")])
 def test_operators_are_sorted_by_kind_and_direction(op, kind):
     assert kind_of(op) == kind
+
+
+def test_an_operator_without_a_kind_takes_the_kind_of_the_one_it_runs_inside():
+    # Conv3x3's weight gradient: matrix products inside its autograd node
+    assert kind_of("aten::mm", ["_TapGradConvBackward", "autograd::engine::evaluate_function: "
+                                "_TapGradConvBackward"]) == "conv backward"
+    assert kind_of("aten::mm", ["training step"]) == "other forward"
+    assert kind_of("aten::gelu", ["aten::something_backward"]) == "activation backward"
+
+
+def test_a_recipe_that_trains_on_windows_is_profiled_on_them_too(synthetic_root, tmp_path,
+                                                                   one_thread):
+    out = tmp_path / "breakdown.json"
+    assert main(["bench", "breakdown", "--quick", "--recipes", "fast", "--data-root",
+                 str(synthetic_root), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["image_size"] for r in rows} == {32, get_recipe("fast").crop_size_at(0)}
+    for size in {r["image_size"] for r in rows}:
+        step = [r for r in rows if r["image_size"] == size and r["share"] is not None]
+        assert sum(r["share"] for r in step) == pytest.approx(1.0, abs=1e-6)
+    evaluation = [r for r in rows if r["share"] is None]
+    assert len(evaluation) == 1 and evaluation[0]["image_size"] == 32
+    assert "least confident" in evaluation[0]["part"]
 
 
 def test_quick_record_parts_add_up_to_the_step(synthetic_root, tmp_path, one_thread):

@@ -271,3 +271,26 @@ def test_an_ablation_whose_seconds_do_not_compare_shows_no_time_column(tmp_path)
     _edit_json(path, lambda r: r.update(seconds_comparable=False, note="slowed"))
     table = report.tables(root)["ablation"]
     assert "train seconds" not in table and "slowed" in table
+
+
+def test_the_breakdown_table_has_a_column_per_recipe_and_image_size(tmp_path):
+    root = _copy_docs(tmp_path)
+    path = root / report.RESULTS / "breakdown.json"
+    rows = [{"recipe": recipe, "image_size": size, "images_per_step": n, "part": part,
+             "ms_per_step": ms, "share": share}
+            for recipe, size, n, part, ms, share in [
+                ("fast", 32, 1000, "conv backward", 300.0, 0.6),
+                ("fast", 32, 1000, "other forward", 200.0, 0.4),
+                ("fast", 24, 1000, "conv backward", 150.0, 0.5),
+                ("fast", 24, 1000, "other forward", 150.0, 0.5),
+                ("fast", 32, 1000, "evaluation (500 images, TTA level 2)", 400.0, None),
+                ("airbench94", 32, 1024, "conv backward", 512.0, 1.0)]]
+    path.write_text(json.dumps({"benchmark": "breakdown", "date": "2030-01-02T00:00:00+00:00",
+                                "machine": {"cpu": "Some CPU", "torch_threads": 2},
+                                "settings": {"steps": 4, "warmup": 1}, "rows": rows}))
+    table = report.tables(root)["breakdown"]
+    assert ("| part | fast, 32×32: ms per step (share) | fast, 24×24: ms per step (share) | "
+            "airbench94, 32×32: ms per step (share) |") in table
+    assert "| conv backward | 300 (60%) | 150 (50%) | 512 (100%) |" in table
+    assert "| a whole training step | 500 | 300 | 512 |" in table
+    assert "a step is 1,000 images for fast, 1,024 images for airbench94" in table

@@ -9,22 +9,26 @@ Each recipe is built as ``fit`` builds it (``train.prepare``); after ``--warmup`
 optimiser's update; then one batch of the final evaluation (the recipe's test-time
 augmentation) runs under the profiler too. The forward and backward passes are split further by
 the operators' own (self) CPU time: convolutions, BatchNorm, activations, pooling and the rest.
-Rows give milliseconds per training step and the share of the step; the evaluation row is per
-batch of ``--eval-batch`` images. Whole-image steps are profiled (a crop epoch's are cheaper).
+An operator without a kind of its own (a matrix product, a copy) takes the kind of the operator
+it runs inside, so that a weight gradient computed as matrix products counts as the
+convolution's backward pass. Rows give milliseconds per training step and the share of the
+step; the evaluation row is per batch of ``--eval-batch`` images. Each recipe's whole-image
+steps are profiled, and for a recipe that trains its first epochs on smaller windows, steps on
+its first epoch's windows too (``image_size``; ``--quick`` keeps them).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Sequence
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from ..batches import normalize
 from ..data import add_data_args, load_cifar10
 from ..device import select_device
-from ..inference import autocast, tta_logits
-from ..recipes import configure
+from ..inference import predict_logits
+from ..recipes import configure, get_recipe
 from ..train import prepare, train_step
 from .records import print_table, settings, write_record
 
@@ -35,15 +39,25 @@ KINDS = (("conv", ("conv",)), ("batchnorm", ("batch_norm",)),
          ("activation", ("gelu", "silu", "relu")), ("pooling", ("pool",)))
 
 
-def kind_of(op: str) -> str:
+def kind_of(op: str, outer: Sequence[str] = ()) -> str:
     """The kind of a profiled operator ('conv', 'batchnorm', ...; 'other'), and whether it is a
-    backward one: 'conv backward', 'batchnorm forward', ..."""
-    name = op.lower()
-    direction = "backward" if "backward" in name else "forward"
-    for kind, fragments in KINDS:
-        if any(f in name for f in fragments):
-            return f"{kind} {direction}"
+    backward one: 'conv backward', 'batchnorm forward', ... ``outer``: the operators it runs
+    inside, innermost first; the first with a kind gives it one when its own name has none."""
+    names = [n.lower() for n in (op, *outer)]
+    direction = "backward" if any("backward" in n for n in names) else "forward"
+    for name in names:
+        for kind, fragments in KINDS:
+            if any(f in name for f in fragments):
+                return f"{kind} {direction}"
     return f"other {direction}"
+
+
+def _outer(event) -> list[str]:
+    """The names of the profiled ranges around ``event``, innermost first."""
+    names = []
+    while (event := event.cpu_parent) is not None:
+        names.append(event.name)
+    return names
 
 
 def _ms(events, name: str) -> float:
@@ -52,14 +66,17 @@ def _ms(events, name: str) -> float:
 
 
 def profile_recipe(recipe: str, train, test, *, steps: int, warmup: int, eval_batch: int,
-                   quick: bool, device: str = "cpu") -> list[dict]:
-    """Rows {recipe, part, ms_per_step, share} for one recipe (see the module docstring)."""
-    cfg = configure(recipe, quick=quick, device=device, crop_epochs=0)
+                   quick: bool, device: str = "cpu", crop_size: int | None = None) -> list[dict]:
+    """Rows {recipe, image_size, images_per_step, part, ms_per_step, share} for one recipe's
+    steps on whole images, or on its crop_size×crop_size windows (see the module docstring)."""
+    cfg = configure(recipe, quick=quick, device=device)
     split = train.subset(cfg.train_subset)
     if quick and cfg.batch_size > len(split):  # tiny test data: still a whole step
         cfg = cfg.replace(batch_size=len(split))
     dev = select_device(device)
     t = prepare(cfg, split, dev)
+    t.batches.crop_size = crop_size  # as a crop epoch sets it (None: whole images)
+    size = crop_size or train.images.shape[-1]
     t.ddp_model.train()
     batches = iter(t.batches)
 
@@ -71,7 +88,7 @@ def profile_recipe(recipe: str, train, test, *, steps: int, warmup: int, eval_ba
             except StopIteration:
                 batches = iter(t.batches)
                 x, y = next(batches)
-        with record_function("forward+backward+optimizer"):
+        with record_function("training step"):
             train_step(t, x, y, i % t.total_steps)
 
     for i in range(warmup):
@@ -80,14 +97,15 @@ def profile_recipe(recipe: str, train, test, *, steps: int, warmup: int, eval_ba
         for i in range(steps):
             step(warmup + i)
     events = prof.key_averages()
-    total = _ms(events, "augmentation") + _ms(events, "forward+backward+optimizer")
+    total = _ms(events, "augmentation") + _ms(events, "training step")
     optimizer = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step")) / 1e3
     rows = [{"recipe": recipe, "part": "augmentation", "ms": _ms(events, "augmentation")},
             {"recipe": recipe, "part": "optimizer", "ms": optimizer}]
     by_kind: dict[str, float] = {}
-    for e in events:  # operators' own time, outside the optimiser and the batch making
-        if e.key.startswith(("aten::", "autograd::")) or "Backward" in e.key:
-            by_kind[kind_of(e.key)] = by_kind.get(kind_of(e.key), 0.0) + e.self_cpu_time_total
+    for e in prof.events():  # operators' own time, outside the optimiser and the batch making
+        if e.name.startswith(("aten::", "autograd::")) or "Backward" in e.name:
+            kind = kind_of(e.name, _outer(e))
+            by_kind[kind] = by_kind.get(kind, 0.0) + e.self_cpu_time_total
     # The operators' self time includes the optimiser's and the augmentation's own operators:
     # take those out of "other" so that the parts add up to the step.
     accounted = sum(by_kind.values()) / 1e3
@@ -98,16 +116,29 @@ def profile_recipe(recipe: str, train, test, *, steps: int, warmup: int, eval_ba
     for r in rows:
         r["ms_per_step"] = r.pop("ms") / steps
         r["share"] = r["ms_per_step"] / (total / steps) if total else 0.0
-    # one batch of the final evaluation, with the recipe's test-time augmentation
-    x = normalize(test.images[:eval_batch].to(dev), cfg.mean, cfg.std)
-    model = t.model.eval()
+    if crop_size is not None:  # the evaluation does not depend on the training images' size
+        return [{"recipe": recipe, "image_size": size, "images_per_step": cfg.batch_size, **r}
+                for r in rows]
+    # one batch of the final evaluation, as fit makes it (the recipe's test-time augmentation),
+    # once untimed first: the first pass at a new batch shape prepares its kernels
+    images = test.images[:eval_batch]
+
+    def evaluate():
+        with torch.inference_mode():
+            predict_logits(t.model, images, cfg.mean, cfg.std, tta_level=cfg.tta_level,
+                           batch_size=len(images), amp_dtype=t.amp_dtype,
+                           tta_fraction=cfg.tta_fraction, with_plain=True)
+
+    evaluate()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        with record_function("evaluation"), torch.inference_mode(), autocast(dev, t.amp_dtype):
-            tta_logits(model, x, cfg.tta_level)
-    rows.append({"recipe": recipe, "part": f"evaluation ({len(x)} images, TTA level "
-                 f"{cfg.tta_level})", "ms_per_step": _ms(prof.key_averages(), "evaluation"),
-                 "share": None})
-    return rows
+        with record_function("evaluation"):
+            evaluate()
+    which = f" on the least confident {cfg.tta_fraction:.0%}" if cfg.tta_fraction < 1 else ""
+    rows.append({"recipe": recipe, "part": f"evaluation ({len(images)} images, TTA level "
+                 f"{cfg.tta_level}{which})", "ms_per_step": _ms(prof.key_averages(),
+                                                              "evaluation"), "share": None})
+    return [{"recipe": recipe, "image_size": size, "images_per_step": cfg.batch_size, **r}
+            for r in rows]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -124,7 +155,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON record (default {DEFAULT_OUT})")
 
 
-COLUMNS = {"recipe": "recipe", "part": "part",
+COLUMNS = {"recipe": "recipe", "images": lambda r: f"{r['image_size']}×{r['image_size']}",
+           "part": "part",
            "ms per step": lambda r: f"{r['ms_per_step']:,.1f}",
            "share of the step": lambda r: "" if r["share"] is None else f"{r['share']:.1%}"}
 
@@ -136,9 +168,12 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must be ≥ 1 and --warmup ≥ 0, got {steps}, {warmup}")
     rows = []
     for recipe in args.recipes:
-        rows += profile_recipe(recipe, train, test, steps=steps, warmup=warmup,
-                               eval_batch=50 if args.quick else args.eval_batch,
-                               quick=args.quick, device=args.device)
+        kw = dict(steps=steps, warmup=warmup, eval_batch=50 if args.quick else args.eval_batch,
+                  quick=args.quick, device=args.device)
+        rows += profile_recipe(recipe, train, test, **kw)
+        window = get_recipe(recipe).crop_size_at(0)  # its first epoch's windows
+        if window is not None:
+            rows += profile_recipe(recipe, train, test, crop_size=window, **kw)
         print(f"{recipe}: profiled", file=sys.stderr)
     print_table(rows, COLUMNS)
     write_record(args.out, rows, benchmark="breakdown", command=args.command_line,

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from ..ablation import seconds_compare
 from ..records import markdown_table
-from ..recipes import get_recipe
 
 # Where the records are, relative to the repository root. The lessons' records are looked up in
 # each folder in turn (the first holding the file wins), so a folder can move without a gap.
@@ -446,25 +445,29 @@ def breakdown_table(root: Path = ROOT) -> str:
     if path is None:
         return _placeholder("breakdown", str(RESULTS / "breakdown.json"))
     record = _read(path)
-    recipes = list(dict.fromkeys(r["recipe"] for r in record["rows"]))
-    cells: dict[str, dict] = {}    # part → {recipe: "ms (share)"}, one row per part
-    for r in record["rows"]:
+    rows = record["rows"]
+    # one column per recipe and image size profiled: "fast, 24×24"
+    name = lambda r: (f"{r['recipe']}, {r['image_size']}×{r['image_size']}"
+                      if "image_size" in r else r["recipe"])
+    steps = list(dict.fromkeys(name(r) for r in rows))
+    cells: dict[str, dict] = {}    # part → {column: "ms (share)"}, one row per part
+    for r in rows:
         share = f" ({r['share']:.0%})" if r["share"] is not None else ""
-        cells.setdefault(r["part"], {"part": r["part"]})[r["recipe"]] = (
+        cells.setdefault(r["part"], {"part": r["part"]})[name(r)] = (
             f"{r['ms_per_step']:,.0f}{share}")
     totals = {"part": "a whole training step"}
-    for name in recipes:
-        step = sum(r["ms_per_step"] for r in record["rows"]
-                   if r["recipe"] == name and r["share"] is not None)
-        totals[name] = f"{step:,.0f}"
-    columns = {"part": "part", **{f"{name}: ms per step (share)": name for name in recipes}}
-    rows = [*cells.values(), totals]
-    return markdown_table(rows, {k: (lambda r, v=v: r.get(v, "")) for k, v in columns.items()}) \
-        + _caption(record, f"; {record['settings'].get('steps')} whole-image steps of each "
-                           f"recipe after {record['settings'].get('warmup')} untimed, "
-                           f"{record['machine']['torch_threads']} threads; a step is "
-                           + ", ".join(f"{get_recipe(n).batch_size:,} images for {n}"
-                                       for n in recipes))
+    for step in steps:
+        ms = sum(r["ms_per_step"] for r in rows if name(r) == step and r["share"] is not None)
+        totals[step] = f"{ms:,.0f}"
+    columns = {"part": "part", **{f"{step}: ms per step (share)": step for step in steps}}
+    sizes = {r["recipe"]: r["images_per_step"] for r in rows if "images_per_step" in r}
+    per_step = ("; a step is " + ", ".join(f"{n:,} images for {recipe}"
+                                           for recipe, n in sizes.items())) if sizes else ""
+    return markdown_table([*cells.values(), totals],
+                          {k: (lambda r, v=v: r.get(v, "")) for k, v in columns.items()}) \
+        + _caption(record, f"; {record['settings'].get('steps')} steps of each after "
+                           f"{record['settings'].get('warmup')} untimed, "
+                           f"{record['machine']['torch_threads']} threads{per_step}")
 
 
 def allocator_table(root: Path = ROOT) -> str:
