@@ -306,7 +306,10 @@ plot_whitening(whitening, held_out)
 #   head's effective learning rate.
 #
 # Written out, with the library's parameter names (it is an `nn.Sequential` too), and checked:
-# from the same seed it has exactly the library's weights, and gives exactly its outputs.
+# from the same seed it has exactly the library's weights, and gives exactly its outputs. (The
+# library's 3×3 convolutions, `Conv3x3`, differ from `nn.Conv2d` in one thing only: training
+# in bf16 on a CPU, they compute the weight gradient on maps of 5×5 and smaller as nine matrix
+# products, one per filter tap, which is faster there than the CPU's convolution routines.)
 
 # %%
 def conv_group(c_in: int, c_out: int) -> nn.Sequential:
