@@ -116,12 +116,21 @@ def profile_recipe(recipe: str, train, test, *, steps: int, warmup: int, eval_ba
     for r in rows:
         r["ms_per_step"] = r.pop("ms") / steps
         r["share"] = r["ms_per_step"] / (total / steps) if total else 0.0
-    if crop_size is not None:  # the evaluation does not depend on the training images' size
-        return [{"recipe": recipe, "image_size": size, "images_per_step": cfg.batch_size, **r}
-                for r in rows]
-    # one batch of the final evaluation, as fit makes it (the recipe's test-time augmentation),
-    # once untimed first: the first pass at a new batch shape prepares its kernels
-    images = test.images[:eval_batch]
+    if crop_size is None:  # the evaluation does not depend on the training images' size
+        images = test.images[:eval_batch]
+        which = f" on the least confident {cfg.tta_fraction:.0%}" if cfg.tta_fraction < 1 else ""
+        rows.append({"recipe": recipe, "part": f"evaluation ({len(images)} images, TTA level "
+                     f"{cfg.tta_level}{which})", "ms_per_step": _evaluation_ms(t, images),
+                     "share": None})
+    return [{"recipe": recipe, "image_size": size, "images_per_step": cfg.batch_size, **r}
+            for r in rows]
+
+
+def _evaluation_ms(t, images) -> float:
+    """Milliseconds of one batch of the final evaluation, as fit makes it (the recipe's
+    test-time augmentation), after one untimed pass: the first at a new batch shape prepares
+    its kernels."""
+    cfg = t.cfg
 
     def evaluate():
         with torch.inference_mode():
@@ -133,12 +142,7 @@ def profile_recipe(recipe: str, train, test, *, steps: int, warmup: int, eval_ba
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         with record_function("evaluation"):
             evaluate()
-    which = f" on the least confident {cfg.tta_fraction:.0%}" if cfg.tta_fraction < 1 else ""
-    rows.append({"recipe": recipe, "part": f"evaluation ({len(images)} images, TTA level "
-                 f"{cfg.tta_level}{which})", "ms_per_step": _ms(prof.key_averages(),
-                                                              "evaluation"), "share": None})
-    return [{"recipe": recipe, "image_size": size, "images_per_step": cfg.batch_size, **r}
-            for r in rows]
+    return _ms(prof.key_averages(), "evaluation")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
