@@ -127,30 +127,57 @@ class _TapGradConv(torch.autograd.Function):
         return grad_x, grad_w
 
 
+def dense_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.conv2d(x, weight, padding=1)`` for x N×C×H×W and weight O×C×3×3 as one matrix
+    product: x flattened to N×(H·W·C) times the convolution written out as an
+    (H·W·C)×(H·W·O) matrix, whose block (input position, output position) is the filter tap
+    that joins them, or zero. On a map this small every output position sees (nearly) every
+    input, so the product wastes little, and one large product runs far faster on a CPU than
+    the convolution library's three small ones. Autograd differentiates it as it stands."""
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    rows = torch.arange(h, device=x.device).repeat_interleave(w)  # row of each position
+    cols = torch.arange(w, device=x.device).repeat(h)
+    di = rows[:, None] - rows[None, :] + 1  # the tap joining input p to output q
+    dj = cols[:, None] - cols[None, :] + 1
+    tap = torch.where((di >= 0) & (di <= 2) & (dj >= 0) & (dj <= 2), di * 3 + dj, 9)
+    taps = torch.cat([weight.permute(1, 2, 3, 0).reshape(c, 9, o), weight.new_zeros(c, 1, o)], 1)
+    matrix = taps[:, tap].permute(1, 0, 2, 3).reshape(h * w * c, h * w * o)  # (p, c) × (q, o)
+    out = x.permute(0, 2, 3, 1).reshape(n, h * w * c) @ matrix
+    return out.reshape(n, h, w, o).permute(0, 3, 1, 2)
+
+
 class Conv3x3(nn.Conv2d):
     """3×3 convolution, padding 1, no bias: N×C×H×W → N×O×H×W, as ``nn.Conv2d`` computes it.
 
-    Only its weight gradient differs, where training runs in bfloat16 on a CPU and the map is
-    at most ``TAP_GRAD_MAX_SIZE`` wide: there the CPU's convolution library computes the
-    weight gradient several times slower than the forward pass, while nine matrix products
-    (``tap_weight_grad``) are faster. In airbench's network that is the last convolution on
-    32×32 images and the last three on 24×24 ones. Elsewhere (GPUs, float32, larger maps,
-    inference) it is ``nn.Conv2d``'s own path.
+    Only training on a CPU differs, on the smallest maps, where the CPU's convolution library
+    is slowest for the work it does. In float32, on maps at most ``DENSE_MAX_SIZE`` wide, the
+    whole convolution is one matrix product (``dense_conv3x3``). In bfloat16, on maps at most
+    ``TAP_GRAD_MAX_SIZE`` wide, the library computes the weight gradient several times slower
+    than the forward pass, so there it is nine matrix products instead (``tap_weight_grad``).
+    In airbench's network the small maps are those of the last one or two convolutions on
+    32×32 images and the last three on 24×24 ones. Elsewhere (GPUs, larger maps, inference)
+    it is ``nn.Conv2d``'s own path.
     """
 
-    TAP_GRAD_MAX_SIZE = 5  # measured faster on 2×2 to 5×5 maps, slower on 7×7
+    DENSE_MAX_SIZE = 3  # float32: measured faster on 2×2 and 3×3 maps, slower on 4×4
+    TAP_GRAD_MAX_SIZE = 5  # bfloat16: measured faster on 2×2 to 5×5 maps, slower on 7×7
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__(c_in, c_out, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and max(x.shape[-2:]) <= self.TAP_GRAD_MAX_SIZE
-                and torch.is_grad_enabled() and self.weight.requires_grad
-                and torch.is_autocast_enabled("cpu")
-                and torch.get_autocast_dtype("cpu") == torch.bfloat16):
-            with torch.autocast("cpu", enabled=False):  # cast once, as autocast would
-                return _TapGradConv.apply(x.to(torch.bfloat16),
-                                          self.weight.to(torch.bfloat16))
+        if x.device.type == "cpu" and torch.is_grad_enabled() and self.weight.requires_grad:
+            size = max(x.shape[-2:])
+            if not torch.is_autocast_enabled("cpu"):
+                if size <= self.DENSE_MAX_SIZE:
+                    return dense_conv3x3(x, self.weight)
+            # In bfloat16 the dense product is no faster than the tap gradient.
+            elif (torch.get_autocast_dtype("cpu") == torch.bfloat16
+                  and size <= self.TAP_GRAD_MAX_SIZE):
+                with torch.autocast("cpu", enabled=False):  # cast once, as autocast would
+                    return _TapGradConv.apply(x.to(torch.bfloat16),
+                                              self.weight.to(torch.bfloat16))
         return super().forward(x)
 
 

@@ -306,21 +306,25 @@ plot_whitening(whitening, held_out)
 #   head's effective learning rate.
 #
 # Written out, with the library's parameter names (it is an `nn.Sequential` too), and checked:
-# from the same seed it has exactly the library's weights, and gives exactly its outputs. (The
-# library's 3×3 convolutions, `Conv3x3`, differ from `nn.Conv2d` in one thing only: training
-# in bf16 on a CPU, they compute the weight gradient on maps of 5×5 and smaller as nine matrix
-# products, one per filter tap, which is faster there than the CPU's convolution routines.)
+# from the same seed it has exactly the library's weights, and gives exactly its outputs. Its
+# 3×3 convolutions are the library's `Conv3x3`, an `nn.Conv2d` that computes the same
+# convolution but trains faster on a CPU on the smallest maps: there the CPU's convolution
+# routines are slow for the little work they do, so `Conv3x3` uses matrix products instead (in
+# float32 the whole convolution as one, in bf16 the weight gradient as nine, one per filter tap).
 
 # %%
+from cifar_lib.models import Conv3x3  # nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+
+
 def conv_group(c_in: int, c_out: int) -> nn.Sequential:
     """conv 3×3 → max-pool 2 → BatchNorm → GELU → conv 3×3 → BatchNorm → GELU:
     c_in → c_out channels, height and width halved."""
     group = nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),  # BatchNorm adds the bias
+        Conv3x3(c_in, c_out),  # no bias: BatchNorm adds one
         nn.MaxPool2d(2),
         nn.BatchNorm2d(c_out, momentum=0.4, eps=1e-12),
         nn.GELU(),
-        nn.Conv2d(c_out, c_out, kernel_size=3, padding=1, bias=False),
+        Conv3x3(c_out, c_out),
         nn.BatchNorm2d(c_out, momentum=0.4, eps=1e-12),
         nn.GELU())
     for conv in (group[0], group[4]):  # Dirac: filter k passes input channel k through

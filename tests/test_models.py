@@ -1,11 +1,12 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cifar_lib.device import DeviceError, autocast_dtype, select_device
 from cifar_lib.batches import CIFAR10_MEAN_STD, normalize
 from cifar_lib import models
 from cifar_lib.models import (MODELS, Conv3x3, Whitening, UnknownModelError, build_model,
-                              count_parameters, tap_weight_grad)
+                              count_parameters, dense_conv3x3, tap_weight_grad)
 
 
 def test_simple_cnn_is_the_seed_network_exactly():
@@ -112,6 +113,7 @@ def test_conv3x3_under_bf16_matches_autocast_conv2d_and_takes_the_tap_gradient_o
     calls = []
     monkeypatch.setattr(models, "tap_weight_grad",
                         lambda *a: calls.append(1) or tap_weight_grad(*a))
+    monkeypatch.setattr(models, "dense_conv3x3", lambda *a: pytest.fail("dense product in bf16"))
     y, gx, gw = _conv3x3_grads(conv, x, True)
     y0, gx0, gw0 = _conv3x3_grads(plain, x, True)
     assert y.dtype == torch.bfloat16 and torch.equal(y, y0)  # the forward pass is autocast's own
@@ -120,13 +122,37 @@ def test_conv3x3_under_bf16_matches_autocast_conv2d_and_takes_the_tap_gradient_o
     assert len(calls) == (size <= Conv3x3.TAP_GRAD_MAX_SIZE)
 
 
-def test_conv3x3_in_float32_is_nn_conv2d_bit_for_bit(monkeypatch):
+def test_dense_conv3x3_is_the_convolution_with_its_gradients():
+    torch.manual_seed(0)
+    for h, w in ((1, 1), (2, 2), (3, 3), (2, 3), (4, 4), (5, 2)):
+        x = torch.randn(3, 4, h, w, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(5, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+        expected = F.conv2d(x, weight, padding=1)
+        got = dense_conv3x3(x, weight)
+        assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-12)
+        grad = torch.randn_like(expected)
+        for a, b in zip(torch.autograd.grad(got, (x, weight), grad),
+                        torch.autograd.grad(expected, (x, weight), grad)):
+            assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [2, 3, 4, 7])
+def test_conv3x3_in_float32_takes_the_dense_product_on_small_maps_only(size, monkeypatch):
     torch.manual_seed(0)
     conv = Conv3x3(8, 16)
     plain = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False)
     plain.weight = conv.weight
     monkeypatch.setattr(models, "tap_weight_grad", lambda *a: pytest.fail("tap gradient in fp32"))
-    x = torch.randn(3, 8, 2, 2)
+    calls = []
+    monkeypatch.setattr(models, "dense_conv3x3",
+                        lambda *a: calls.append(1) or dense_conv3x3(*a))
+    x = torch.randn(3, 8, size, size)
+    dense = size <= Conv3x3.DENSE_MAX_SIZE
     for a, b in zip(_conv3x3_grads(conv, x, False), _conv3x3_grads(plain, x, False)):
-        assert torch.equal(a, b)
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+        assert dense or torch.equal(a, b)  # larger maps: nn.Conv2d's own path
+    assert len(calls) == dense
+    with torch.no_grad():  # inference is nn.Conv2d's own path on every map
+        assert torch.equal(conv(x), plain(x))
+    assert len(calls) == dense
     assert set(conv.state_dict()) == set(plain.state_dict()) == {"weight"}
