@@ -5,8 +5,12 @@ import json
 
 import pytest
 
-from cifar_lib.bench.breakdown import kind_of
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from cifar_lib.bench.breakdown import kind_of, operator_kinds
 from cifar_lib.cli import main
+from cifar_lib.models import Conv3x3
 from cifar_lib.recipes import get_recipe
 
 
@@ -27,6 +31,18 @@ def test_an_operator_without_a_kind_takes_the_kind_of_the_one_it_runs_inside():
                                 "_TapGradConvBackward"]) == "conv backward"
     assert kind_of("aten::mm", ["training step"]) == "other forward"
     assert kind_of("aten::gelu", ["aten::something_backward"]) == "activation backward"
+
+
+def test_a_convolution_computed_as_matrix_products_counts_as_a_convolution_both_ways():
+    conv = Conv3x3(4, 8)  # float32 on a 2×2 map: one matrix product, differentiated by autograd
+    assert Conv3x3.DENSE_MAX_SIZE >= 2
+    x = torch.randn(3, 4, 2, 2, requires_grad=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        conv(x).square().sum().backward()
+    products = [kind for e, kind in operator_kinds(prof.events()) if e.name == "aten::mm"]
+    assert products.count("conv forward") == 1  # the product
+    assert products.count("conv backward") == 2  # its gradients for the input and the matrix
+    assert len(products) == 3
 
 
 def test_a_recipe_that_trains_on_windows_is_profiled_on_them_too(synthetic_root, tmp_path,

@@ -10,8 +10,8 @@ optimiser's update; then one batch of the final evaluation (the recipe's test-ti
 augmentation) runs under the profiler too. The forward and backward passes are split further by
 the operators' own (self) CPU time: convolutions, BatchNorm, activations, pooling and the rest.
 An operator without a kind of its own (a matrix product, a copy) takes the kind of the operator
-it runs inside, so that a weight gradient computed as matrix products counts as the
-convolution's backward pass. Rows give milliseconds per training step and the share of the
+it runs inside, and in the backward pass that of the forward operator whose gradient it
+computes, so that a convolution computed as matrix products counts as a convolution. Rows give milliseconds per training step and the share of the
 step; the evaluation row is per batch of ``--eval-batch`` images. Each recipe's whole-image
 steps are profiled, and for a recipe that trains its first epochs on smaller windows, steps on
 its first epoch's windows too (``image_size``; ``--quick`` keeps them).
@@ -52,12 +52,34 @@ def kind_of(op: str, outer: Sequence[str] = ()) -> str:
     return f"other {direction}"
 
 
-def _outer(event) -> list[str]:
-    """The names of the profiled ranges around ``event``, innermost first."""
+def _outer(event, forward: dict[int, list[str]] | None = None) -> list[str]:
+    """The names of the profiled ranges around ``event``, innermost first. Inside a backward
+    node, those of the forward operator that made the node follow (``forward``, from
+    ``_forward_names``): a matrix product's gradient inside a convolution is then the
+    convolution's."""
     names = []
     while (event := event.cpu_parent) is not None:
         names.append(event.name)
+        if forward and event.name.startswith("autograd::engine::evaluate_function"):
+            names += forward.get(event.sequence_nr, [])
     return names
+
+
+def _forward_names(events) -> dict[int, list[str]]:
+    """Autograd sequence number → the name of the forward operator that made that node and
+    the names of the ranges around it (its backward node carries the same number)."""
+    names: dict[int, list[str]] = {}
+    for e in events:
+        if e.sequence_nr >= 0 and not e.name.startswith("autograd::") and "Backward" not in e.name:
+            names.setdefault(e.sequence_nr, [e.name, *_outer(e)])
+    return names
+
+
+def operator_kinds(events) -> list[tuple]:
+    """(event, kind) for each profiled operator in ``events`` (``kind_of`` its names)."""
+    forward = _forward_names(events)
+    return [(e, kind_of(e.name, _outer(e, forward))) for e in events
+            if e.name.startswith(("aten::", "autograd::")) or "Backward" in e.name]
 
 
 def _ms(events, name: str) -> float:
@@ -102,10 +124,8 @@ def profile_recipe(recipe: str, train, test, *, steps: int, warmup: int, eval_ba
     rows = [{"recipe": recipe, "part": "augmentation", "ms": _ms(events, "augmentation")},
             {"recipe": recipe, "part": "optimizer", "ms": optimizer}]
     by_kind: dict[str, float] = {}
-    for e in prof.events():  # operators' own time, outside the optimiser and the batch making
-        if e.name.startswith(("aten::", "autograd::")) or "Backward" in e.name:
-            kind = kind_of(e.name, _outer(e))
-            by_kind[kind] = by_kind.get(kind, 0.0) + e.self_cpu_time_total
+    for e, kind in operator_kinds(prof.events()):  # own time, the optimiser's and batches' too
+        by_kind[kind] = by_kind.get(kind, 0.0) + e.self_cpu_time_total
     # The operators' self time includes the optimiser's and the augmentation's own operators:
     # take those out of "other" so that the parts add up to the step.
     accounted = sum(by_kind.values()) / 1e3
