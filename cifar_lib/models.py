@@ -133,8 +133,9 @@ def dense_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     product: x flattened to N×(H·W·C) times the convolution written out as an
     (H·W·C)×(H·W·O) matrix, whose block (input position, output position) is the filter tap
     that joins them, or zero. On a map this small every output position sees (nearly) every
-    input, so the product wastes little, and one large product runs far faster on a CPU than
-    the convolution library's three small ones. Autograd differentiates it as it stands."""
+    input, so the product wastes little work, and one large product, forward and backward,
+    runs far faster on a CPU than the convolution library's routines do on such maps.
+    Autograd differentiates it as it stands."""
     n, c, h, w = x.shape
     o = weight.shape[0]
     rows = torch.arange(h, device=x.device).repeat_interleave(w)  # row of each position
