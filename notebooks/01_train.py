@@ -767,9 +767,9 @@ print("every knob of the fast recipe explained:", not missing, *missing)
 # %% [markdown]
 # ## How long will it take on this machine?
 # Mostly a matter of hardware. Before the long run, `estimate_fit_seconds` builds the run
-# exactly as `fit` will, times 3 training steps (after one warm-up step that allocates memory and
-# picks kernels; on a GPU the clock is read only once the GPU has finished), times one batch of
-# evaluation, and multiplies out. Beside it, the shorter budgets with the accuracy each reached
+# exactly as `fit` will, times 3 training steps on each image size the run trains on (after one
+# warm-up step that allocates memory and picks kernels; on a GPU the clock is read only once the
+# GPU has finished), times one batch of evaluation, and multiplies out. Beside it, the shorter budgets with the accuracy each reached
 # when measured (`cifar_lib.recipes.EXPECTED_ACCURACY`, checked against the benchmark records by
 # the tests): `recipe = "short"` (a narrower airbench94 for 4 epochs) and `recipe = "tiny"`
 # (narrower still, one epoch). If the answer is longer than you want to wait, change the
@@ -807,9 +807,10 @@ wait = 0.0
 for name, plan in plans.items():
     e = estimate_fit_seconds(plan, train, test, **timing)
     wait += e["total_seconds"]
-    print(f"{name}: {e['total_steps']:,} steps × {e['seconds_per_step']:.3f} s + evaluation "
-          f"({e['eval_passes']} × {e['eval_images']:,} images) ≈ {duration(e['total_seconds'])} "
-          f"({duration(e['seconds_per_epoch'])} an epoch; {e['device']}, {e['precision']})")
+    print(f"{name}: {e['total_steps']:,} training steps ≈ {duration(e['train_seconds'])}, "
+          f"evaluation ({e['eval_passes']} × {e['eval_images']:,} images) ≈ "
+          f"{duration(e['eval_seconds'])}: in all ≈ {duration(e['total_seconds'])} "
+          f"({e['device']}, {e['precision']})")
 print(f"expected wait for the training below: about {duration(wait)}; "
       f"{recipe} as the recipe stands (full data, no overrides) reaches {expected(recipe)}")
 print("That is a long wait on this machine. Shorter budgets:" if wait > 20 * 60 else
