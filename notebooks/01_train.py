@@ -769,11 +769,12 @@ print("every knob of the fast recipe explained:", not missing, *missing)
 # Mostly a matter of hardware. Before the long run, `estimate_fit_seconds` builds the run
 # exactly as `fit` will, times 3 training steps on each image size the run trains on (after one
 # warm-up step that allocates memory and picks kernels; on a GPU the clock is read only once the
-# GPU has finished), times one batch of evaluation, and multiplies out. Beside it, the shorter budgets with the accuracy each reached
-# when measured (`cifar_lib.recipes.EXPECTED_ACCURACY`, checked against the benchmark records by
-# the tests): `recipe = "short"` (a narrower airbench94 for 4 epochs) and `recipe = "tiny"`
-# (narrower still, one epoch). If the answer is longer than you want to wait, change the
-# parameters cell and run again: `recipe`, `epochs`, or `compare_original = False`.
+# GPU has finished), times one batch of evaluation, and multiplies out. Beside it, the shorter
+# budgets with the accuracy each reached when measured (`cifar_lib.recipes.EXPECTED_ACCURACY`,
+# checked against the benchmark records by the tests): `recipe = "short"` (a narrower
+# airbench94 for 4 epochs) and `recipe = "tiny"` (narrower still, one epoch). If the answer is
+# longer than you want to wait, change the parameters cell and run again: `recipe`, `epochs`,
+# or `compare_original = False`.
 
 # %%
 from cifar_lib.speed import estimate_fit_seconds

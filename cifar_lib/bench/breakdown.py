@@ -13,9 +13,9 @@ An operator without a kind of its own (a matrix product, a copy) takes the kind 
 it runs inside, and in the backward pass that of the forward operator whose gradient it
 computes, so that a convolution computed as matrix products counts as a convolution. Rows give
 milliseconds per training step and the share of the step; the evaluation row is per batch of
-``--eval-batch`` images. Each recipe's whole-image
-steps are profiled, and for a recipe that trains its first epochs on smaller windows, steps on
-its first epoch's windows too (``image_size``; ``--quick`` keeps them).
+``--eval-batch`` images. Each recipe's whole-image steps are profiled, and for a recipe that
+trains its first epochs on smaller windows, steps on its first epoch's windows too
+(``image_size``; ``--quick`` keeps them).
 """
 from __future__ import annotations
 
