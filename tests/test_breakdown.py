@@ -6,11 +6,12 @@ import json
 import pytest
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
-from cifar_lib.bench.breakdown import kind_of, operator_kinds
+from cifar_lib.bench.breakdown import kind_of, network_ms, operator_kinds
 from cifar_lib.cli import main
 from cifar_lib.models import Conv3x3
+from cifar_lib.muon import Muon
 from cifar_lib.recipes import get_recipe
 
 
@@ -43,6 +44,19 @@ def test_a_convolution_computed_as_matrix_products_counts_as_a_convolution_both_
     assert products.count("conv forward") == 1  # the product
     assert products.count("conv backward") == 2  # its gradients for the input and the matrix
     assert len(products) == 3
+
+
+def test_the_optimiser_and_the_augmentation_are_not_counted_as_the_network():
+    weight = torch.nn.Parameter(torch.randn(16, 4, 3, 3))
+    weight.grad = torch.randn_like(weight)
+    optimizer = Muon([weight])  # its update is matrix products: 'other forward' if counted
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with record_function("augmentation"):
+            torch.randn(8, 8) @ torch.randn(8, 8)
+        optimizer.step()
+    products = [e for e, kind in operator_kinds(prof.events()) if e.name == "aten::mm"]
+    assert len(products) > 1  # both ran their products under the profiler ...
+    assert sum(network_ms(prof.events()).values()) == 0  # ... and none of them is the network's
 
 
 def test_a_recipe_that_trains_on_windows_is_profiled_on_them_too(synthetic_root, tmp_path,

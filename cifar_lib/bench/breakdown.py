@@ -8,7 +8,8 @@ Each recipe is built as ``fit`` builds it (``train.prepare``); after ``--warmup`
 (normalise, flip, shift, crop, jitter: *augmentation*), the forward and backward passes, and the
 optimiser's update; then one batch of the final evaluation (the recipe's test-time
 augmentation) runs under the profiler too. The forward and backward passes are split further by
-the operators' own (self) CPU time: convolutions, BatchNorm, activations, pooling and the rest.
+the operators' own (self) CPU time: convolutions, BatchNorm, activations, pooling and the rest
+(the optimiser's and the augmentation's operators count in their own parts only).
 An operator without a kind of its own (a matrix product, a copy) takes the kind of the operator
 it runs inside, and in the backward pass that of the forward operator whose gradient it
 computes, so that a convolution computed as matrix products counts as a convolution. Rows give
@@ -83,6 +84,21 @@ def operator_kinds(events) -> list[tuple]:
             if e.name.startswith(("aten::", "autograd::")) or "Backward" in e.name]
 
 
+# Ranges timed as parts of their own: their operators are not the network's.
+OWN_PARTS = ("augmentation", "Optimizer.step")
+
+
+def network_ms(events) -> dict[str, float]:
+    """Own (self) CPU milliseconds per kind (``kind_of``) of the profiled operators in
+    ``events`` that belong to the forward and backward passes: those inside the augmentation
+    or an optimiser's step are left out, as they are timed as parts of their own."""
+    by_kind: dict[str, float] = {}
+    for e, kind in operator_kinds(events):
+        if not any(name.startswith(OWN_PARTS) for name in _outer(e)):
+            by_kind[kind] = by_kind.get(kind, 0.0) + e.self_cpu_time_total / 1e3
+    return by_kind
+
+
 def _ms(events, name: str) -> float:
     """Total CPU milliseconds of the record_function ``name`` in ``events``."""
     return sum(e.cpu_time_total for e in events if e.key == name) / 1e3
@@ -124,16 +140,14 @@ def profile_recipe(recipe: str, train, test, *, steps: int, warmup: int, eval_ba
     optimizer = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step")) / 1e3
     rows = [{"recipe": recipe, "part": "augmentation", "ms": _ms(events, "augmentation")},
             {"recipe": recipe, "part": "optimizer", "ms": optimizer}]
-    by_kind: dict[str, float] = {}
-    for e, kind in operator_kinds(prof.events()):  # own time, the optimiser's and batches' too
-        by_kind[kind] = by_kind.get(kind, 0.0) + e.self_cpu_time_total
-    # The operators' self time includes the optimiser's and the augmentation's own operators:
-    # take those out of "other" so that the parts add up to the step.
-    accounted = sum(by_kind.values()) / 1e3
+    by_kind = network_ms(prof.events())
+    # The operators' own times leave out the Python between them: share the rest of the step
+    # out in proportion, so that the parts add up to the step.
+    accounted = sum(by_kind.values())
     rest = total - rows[0]["ms"] - optimizer
     scale = rest / accounted if accounted else 0.0
     for kind in sorted(by_kind):
-        rows.append({"recipe": recipe, "part": kind, "ms": by_kind[kind] / 1e3 * scale})
+        rows.append({"recipe": recipe, "part": kind, "ms": by_kind[kind] * scale})
     for r in rows:
         r["ms_per_step"] = r.pop("ms") / steps
         r["share"] = r["ms_per_step"] / (total / steps) if total else 0.0
