@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-export CIFAR10_ROOT ?= $(abspath ../shared/data)
 
 # Notebook parameters from the command line, e.g. `make run-notebooks EPOCHS=1 RECIPE=original`;
 # any other parameter with PARAMS="-p NAME VALUE ...".
@@ -42,7 +41,7 @@ test: install  ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q --durations=10 -n logical --dist loadfile
 
 train: install  ## the main job: train the fast recipe into runs/fast, calibrated
-	$(PY) -m cifar_lib train --recipe fast --run-dir runs/fast
+	$(PY) -m cifar_lib train --recipe fast --run-dir runs/fast --download
 
 run-notebooks: install  ## run the four notebooks in order with papermill into build/notebooks
 	$(PY) -m cifar_lib run-notebooks --out build/notebooks $(NB_PARAMS)
