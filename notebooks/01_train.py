@@ -250,8 +250,9 @@ print("fit and the hand-written loop give identical weights:",
 # covariance ≈ the identity: every direction reaches the next layer at the same scale, so SGD
 # does not have to discover the faint ones slowly. ε = 5·10⁻⁴ deliberately damps the faintest
 # directions (mostly noise) instead of blowing them up. The filters stay frozen; each also appears
-# negated (24 channels), so the GELU after it loses nothing. Here are the filters computed by
-# hand, checked against the library's `Whitening` layer, and the covariance before and after.
+# negated (24 channels), so the GELU after it (a smooth ReLU: positive inputs pass nearly
+# unchanged, negative ones are squashed towards 0) loses nothing. Here are the filters computed
+# by hand, checked against the library's `Whitening` layer, and the covariance before and after.
 
 # %% tags=["nbval-check-output"]
 from cifar_lib.models import Whitening
@@ -471,7 +472,9 @@ plot_label_smoothing(fast.label_smoothing, true_class=int(y[0]), classes=train.c
 
 # %% [markdown]
 # ### Muon for the filters, Nesterov SGD for the rest
-# The optimiser treats the parameters in four groups, each with its own learning rate:
+# The optimiser treats the parameters in four groups, each with its own learning rate. All of
+# them use momentum: a step follows a decaying sum of the past gradients rather than the newest
+# alone, and Nesterov's variant takes that step from one step further along it.
 # - **the conv filters: Muon.** A filter bank's gradient, reshaped to the matrix it is in the
 #   convolution (out × in·3·3), is dominated by a few large directions; SGD's step follows them
 #   and barely moves along the rest. Muon keeps SGD's (Nesterov) momentum but replaces the step
@@ -725,8 +728,9 @@ KNOBS = {
     "lookahead": "a slowly averaged copy of the weights (airbench94 needs it; Muon does not)",
     "whiten_bias_epochs": "the whitening bias learns for this many epochs (its rate falling to "
                           "0 over them), then is frozen",
-    "hardest_fraction": "1: every epoch trains on every image (below 1: only on this share, "
-                        "those with the highest loss when last trained on) ...",
+    "hardest_fraction": "the share of the images each epoch trains on, one per epoch (a "
+                        "single number: every epoch the same; 1: every image), those with the "
+                        "highest loss when last trained on ...",
     "hardest_from_epoch": "... from this epoch on, counting from 0",
     "flip": "`alternating`: every image mirrored in every other epoch",
     "translate": "random shifts of up to this many pixels, reflect-filled",
@@ -813,7 +817,10 @@ for name, plan in plans.items():
           f"{duration(e['eval_seconds'])}: in all ≈ {duration(e['total_seconds'])} "
           f"({e['device']}, {e['precision']})")
 print(f"expected wait for the training below: about {duration(wait)}; "
-      f"{recipe} as the recipe stands (full data, no overrides) reaches {expected(recipe)}")
+      f"{recipe} as published reaches {expected(recipe)}")
+if config.val_fraction:
+    print(f"this run holds out {config.val_fraction:.0%} of the training images for validation, "
+          f"so expect a little less (the ablation below measures how much)")
 print("That is a long wait on this machine. Shorter budgets:" if wait > 20 * 60 else
       "Shorter budgets:")
 for name in ("short", "tiny"):
@@ -929,8 +936,8 @@ from cifar_lib.records import markdown_table
 
 shown_recipe = "fast"
 measured = ablation.read_record(shown_recipe)
-print(f"the ablation of {shown_recipe!r}, measured with `{measured['command']}`; "
-      f"seeds: {measured['settings']['seeds']}")
+print(f"the ablation of {shown_recipe!r}, seeds {measured['settings']['seeds']} "
+      f"(to measure it again: python -m cifar_lib bench ablation --recipe {shown_recipe})")
 summary = measured["summary"]
 full = next(r for r in summary if r["variant"] == shown_recipe)  # the row with every trick
 # A record whose runs saw the machine's speed change says its seconds do not compare.

@@ -26,9 +26,11 @@
 #   the work is done;
 # - how to measure properly: warm-up, repeated runs, `torch.cuda.synchronize` (done for you by
 #   `torch.utils.benchmark`), median and spread;
-# - how throughput and latency change with the batch size, and what `channels_last`, bf16/fp16
-#   autocast, `torch.compile` and `torch.inference_mode` buy;
-# - why a fast input pipeline matters as much as a fast model;
+# - how throughput and latency change with the batch size, and what `channels_last` (each
+#   pixel's channels stored side by side, the layout fast convolution kernels want), bf16/fp16
+#   autocast (most layers computed in 16-bit numbers), `torch.compile` and
+#   `torch.inference_mode` buy;
+# - whether the input pipeline keeps up with the model, and where it would not;
 # - the original notebook's headline, measured: how much faster training is on a GPU than on a CPU,
 #   and the error you get when the model and the batch are on different devices.
 #
@@ -125,8 +127,12 @@ print("after batch.to(device=..., dtype=...):", tuple(fixed.shape), fixed.device
 # machine: that is the third point.
 
 # %%
+import logging
 import time
 
+# torch.utils.benchmark loads torch's builder of C++ extensions, which warns on a machine with a
+# CUDA build of torch but no GPU that it found no CUDA runtime: nothing to do with timing.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils import benchmark
 
 from cifar_lib.speed import synced_clock
@@ -195,9 +201,11 @@ print("variants timed:", ", ".join(sorted(table.variant.unique())))
 
 # %% [markdown]
 # ## The original notebook's method against a proper measurement
-# Same model, same batch, same device. The single cold call is slower than the Timer's median:
-# it pays a first call's one-off costs. (It is timed with the GPU synchronised; without that, a
-# GPU call looks misleadingly *fast*, as the stopwatch cell's "NOT synchronised" line shows.)
+# Same model, same batch, same device. The single cold call pays a first call's one-off costs
+# on top of the work: at small batches they dominate and it is far slower than the Timer's
+# median; at large batches the work dwarfs them, and one reading lands above or below the median
+# by chance. (It is timed with the GPU synchronised; without that, a GPU call looks
+# misleadingly *fast*, as the stopwatch cell's "NOT synchronised" line shows.)
 
 # %%
 plain = table[(table.variant == "no_grad") & (table.status == "ok")]
@@ -233,7 +241,9 @@ print("this CPU has native bf16:", cpu_has_native_bf16())
 timed.pivot_table(index=["device", "batch_size"], columns="variant", values="speedup").round(2)
 
 # %%
-table[table.status != "ok"][["device", "variant", "batch_size", "status"]].drop_duplicates("status")
+# What was not timed, and why: one line per device and reason, with how many rows it skipped.
+skipped = table[table.status != "ok"]
+skipped.groupby(["device", "status"]).size().rename("rows skipped").reset_index()
 
 # %% [markdown]
 # ## Training on the GPU against the CPU
@@ -254,9 +264,12 @@ fig
 
 # %% [markdown]
 # ## The input pipeline
-# Training needs batches as fast as the model eats them. The original notebook used torchvision's
+# Training can go no faster than its batches arrive. The original notebook used torchvision's
 # `Dataset` + `DataLoader` (one PIL image at a time through `ToTensor` and `Normalize`);
 # `cifar_lib` keeps the data set as one tensor and normalises and augments whole batches.
+# Compare the images per second below with the training table above: on a CPU the model is far
+# slower than either pipeline, while a GPU trains many times faster and can be held back by a
+# slow one.
 
 # %%
 pipeline = bench_pipeline(data_root, batch_size=128, limit=2000 if quick else 10_000,

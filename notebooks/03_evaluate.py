@@ -134,9 +134,11 @@ print(f"{report.info['model']} from {run}, TTA level {report.info['tta_level']}:
       f"accuracy {report.accuracy:.2%} on {report.n:,} test images (95% CI {low:.2%} – {high:.2%})")
 
 # %% [markdown]
-# `01_train` measured its accuracy in the precision it trained with (bf16 on recent GPUs and
-# on CPUs with native bf16, fp16 on older GPUs); here the model runs in float32, so the two can
-# differ by a few images: rounding, not a different model.
+# `01_train` measured its accuracy as `fit` does: in the precision it trained with (bf16 on
+# recent GPUs and on CPUs with native bf16, fp16 on older GPUs) and, for the fast recipe, with
+# TTA only on the least confident images (`tta_fraction`). Here the model runs in float32 and
+# every image gets TTA, so the two can differ by a few images: the same model, measured a
+# little differently.
 #
 # ## Per class
 # Precision: of the images predicted as this class, how many are? Recall (= per-class
@@ -304,9 +306,10 @@ pd.DataFrame([{"model": name, "temperature": c.temperature, "ECE before": c.ece_
 #
 # ## Robustness: photos are blurred, noisy, compressed, dark
 # A test set of clean images flatters a model.
-# [Hendrycks & Dietterich (2019)](https://arxiv.org/abs/1903.12261) measured networks on CIFAR-10-C: the test set under fifteen kinds of damage at five severities. `cifar_lib`
-# makes ten kinds of such copies on the fly, seeded, with torchvision's image operations. One
-# test image under four of them (noise, blur, JPEG, low contrast), at severities 1, 3 and 5:
+# [Hendrycks & Dietterich (2019)](https://arxiv.org/abs/1903.12261) measured networks on
+# CIFAR-10-C: the test set under fifteen kinds of damage at five severities. `cifar_lib` makes
+# ten kinds of such copies on the fly, seeded, with torchvision's image operations. One test
+# image under four of them (noise, blur, JPEG, low contrast), at severities 1, 3 and 5:
 
 # %%
 from cifar_lib.plots import plot_corruption_examples
@@ -356,7 +359,10 @@ if n_corrupt:
 
 # %% [markdown]
 # ## With and without test-time augmentation, and against other runs
-# Each run is evaluated without TTA and with its own TTA level (if it has one).
+# Each run is evaluated without TTA and with its own TTA level (if it has one). Only the
+# accuracy compares TTA alone: a run's temperature was fitted for its own TTA level, so its row
+# without TTA is uncalibrated (temperature 1), and its NLL (negative log-likelihood, the loss on
+# the test images) and ECE show calibration's effect as well.
 
 # %%
 others = [original_run] if compare_with is None else list(compare_with)

@@ -26,7 +26,8 @@
 # - how to *choose* that preprocessing: by measuring it on photos whose class you know;
 # - top-k predictions with calibrated probabilities, and a "not confident" threshold chosen to
 #   keep a stated accuracy on held-out images, not a round number;
-# - what the network looks at in a photo (Grad-CAM), and why a dog in a porch scene is not seen as a dog;
+# - what the network looks at in a photo (Grad-CAM), and why a dog in a porch scene is not
+#   seen as a dog;
 # - that bad files (not an image, truncated, absurdly large) give one clear error each.
 #
 # On Colab you can upload your own photos; elsewhere the sample photos are used.
@@ -175,9 +176,9 @@ pd.DataFrame(compare_methods(model, labelled)).pivot(index="photo", columns="met
 # %% [markdown]
 # Five photos, two of them close-ups cut from the others, are far too few to choose a method
 # on, so they choose nothing: `predict`'s default (`PHOTO_METHOD`) is squash because it is what
-# the original notebook did, and the table only shows what to look at. Zoomed crops tend to
-# help a small object and hurt one that already fills the frame. With a few dozen labelled
-# photos of your own, `compare_methods` makes the comparison a measurement.
+# the original notebook did, and the table only shows what to look at: which photos each
+# method helps and which it hurts. With a few dozen labelled photos of your own,
+# `compare_methods` makes the comparison a measurement.
 #
 # ## Predictions, with calibrated probabilities
 # Top-k classes with probabilities for each photo. The fast recipe's raw probabilities are too
@@ -342,10 +343,11 @@ pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.pro
 # What it still gets wrong:
 #
 # - **A giraffe can pass for a deer.** Compare the giraffe rows of the two models in the
-#   record: the six-class model lets most of its views through whatever the score; the fast
-#   model catches them with energy and the feature scores rather than with MSP, which rewards
-#   large one-sided logits. Whether this run's detector flags the photo is in the predictions
-#   above; one photo is no evidence either way.
+#   record: the six-class model lets most of its views through whatever the score. The fast
+#   model ranks them below most known images with every score but mahalanobis, yet at a
+#   threshold that keeps 95% of the known images, most of the views still pass. Whether this
+#   run's detector flags the photo is in the predictions above; one photo is no evidence
+#   either way.
 # - **Known classes in unfamiliar framing can be flagged.** A whole scene (a dog on a porch
 #   beside a bicycle, a herd in a landscape) is nothing like a centred CIFAR-10 object, and a
 #   detector fitted on CIFAR-10 may call it "none of these" (the table above says which photos
