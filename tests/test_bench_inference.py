@@ -31,7 +31,7 @@ def tiny_model() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def rows():
-    return bi.benchmark_inference(tiny_model(), batch_sizes=(1, 4), device="auto", **QUICK)
+    return bi.benchmark_inference(tiny_model(), batch_sizes=(1, 4), device="all", **QUICK)
 
 
 def test_rows_have_the_expected_shape(rows):
@@ -67,7 +67,7 @@ def test_original_method_rows(rows):
 
 def test_gpu_rows_say_there_is_no_gpu(rows):
     gpu = [r for r in rows if r["device"] == "cuda"]
-    assert gpu, "device='auto' must include the GPU rows"
+    assert gpu, "device='all' must include the GPU rows"
     if torch.cuda.is_available():
         assert all(r["status"] == "ok" for r in gpu)
     else:
@@ -162,3 +162,14 @@ def test_cli_bench(tmp_path, capsys):
     capsys.readouterr()
     assert main(["bench", "inference", "--run-dir", str(tmp_path), "--batch-sizes", "0"]) == 1
     assert "batch sizes must be positive" in capsys.readouterr().err
+
+
+def test_all_times_every_device_and_auto_the_one_training_would_use(monkeypatch):
+    from cifar_lib.speed.latency import _devices
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _devices("all") == ["cpu", "cuda"]  # the CUDA rows then say there is no GPU
+    assert _devices("auto") == ["cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _devices("auto") == ["cuda"]
+    with pytest.raises(ValueError, match="'all', 'auto'"):
+        _devices("tpu")

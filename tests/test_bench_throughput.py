@@ -99,7 +99,7 @@ def test_gpu_rows_say_there_is_no_gpu(quick_record):
 def test_default_options():
     from cifar_lib.cli import build_parser
     args = build_parser().parse_args(["bench", "throughput"])
-    assert args.recipes == ["original", "fast"] and args.devices == ["auto"]
+    assert args.recipes == ["original", "fast"] and args.devices == ["all"]
     assert args.out == "benchmarks/results/train_throughput.json"
 
 
@@ -134,13 +134,16 @@ def test_time_steps_does_not_synchronise_a_cpu(monkeypatch):
 
 def test_devices_for(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert tp.devices_for("auto") == ["cpu", "cuda"]
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert tp.devices_for("all") == ["cpu", "cuda"]
+    assert tp.devices_for("auto") == ["cpu"]  # 'auto' means what it means everywhere: one device
     assert tp.devices_for(["cpu", "cpu", "cuda:1"]) == ["cpu", "cuda:1"]
     with pytest.raises(ValueError, match="unknown benchmark device"):
         tp.devices_for("tpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert tp.devices_for(["auto"]) == ["cpu", "cuda:0", "cuda:1"]
+    assert tp.devices_for(["all"]) == ["cpu", "cuda:0", "cuda:1"]
+    assert tp.devices_for("auto") == ["cuda"]
 
 
 def test_speedup_is_against_the_same_recipes_cpu_row():

@@ -1,6 +1,6 @@
 """Inference: throughput and latency per batch size, CPU and GPU, measured properly.
 
-    python -m cifar_lib bench inference --run-dir RUN [--batch-sizes 1,8,32] [--device auto]
+    python -m cifar_lib bench inference --run-dir RUN [--batch-sizes 1,8,32] [--device all]
         [--compile] [--quick] [--out FILE.json]
 
 How it measures is explained in ``cifar_lib.speed.latency``; this command prints the rows as a
@@ -45,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", required=True, help="run folder (or checkpoint file)")
     p.add_argument("--batch-sizes",
                    help="comma-separated, e.g. 1,8,32,128,512,1024 (the default)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
-                   help="auto: CPU and GPU (GPU rows say when there is none); default auto")
+    p.add_argument("--device", choices=["all", "auto", "cpu", "cuda"], default="all",
+                   help="all: CPU and GPU (GPU rows say when there is none; the default); "
+                        "auto: the GPU if there is one, else the CPU")
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile (slow to compile on a CPU)")
     p.add_argument("--min-run-time", type=float, help="seconds of timing per row (default 0.3)")

@@ -1,7 +1,7 @@
 """Training throughput (images/s) of each recipe on the CPU and on each GPU present.
 
     python -m cifar_lib bench throughput [--recipes original fast] [--steps 20] [--warmup 3]
-        [--devices auto] [--quick] [--out FILE.json]
+        [--devices all] [--quick] [--out FILE.json]
 
 How it measures is explained in ``cifar_lib.speed.steps``; this command prints the rows as a
 table and writes them as a JSON record.
@@ -49,8 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"timed steps (default {STEPS}; {QUICK_STEPS} with --quick)")
     p.add_argument("--warmup", type=int,
                    help=f"untimed steps first (default {WARMUP}; {QUICK_WARMUP} with --quick)")
-    p.add_argument("--devices", nargs="+", default=["auto"],
-                   help="auto (the CPU and every GPU; default), or names: cpu cuda cuda:1 ...")
+    p.add_argument("--devices", nargs="+", default=["all"],
+                   help="all (the CPU and every GPU; default), auto (the device training "
+                        "would use), or names: cpu cuda cuda:1 ...")
     add_data_args(p)
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: 2,048 training images, batch ≤ 256, {QUICK_WARMUP} + "

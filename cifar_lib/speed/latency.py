@@ -69,12 +69,17 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 
 def _devices(device: str | Sequence[str]) -> list[str]:
-    """'auto' → CPU and CUDA (the CUDA rows say when there is no GPU); or one/several names."""
+    """'all' → CPU and CUDA (the CUDA rows say when there is no GPU); 'auto' → the GPU if there
+    is one, else the CPU (the device training would use, of those this benchmark times); or
+    one/several names."""
     if isinstance(device, str):
-        if device == "auto":
+        if device == "all":
             return ["cpu", "cuda"]
+        if device == "auto":
+            return ["cuda" if torch.cuda.is_available() else "cpu"]
         if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-            raise UsageError(f"unknown benchmark device {device!r}: use 'cpu', 'cuda' or 'auto'")
+            raise UsageError(f"unknown benchmark device {device!r}: use 'all', 'auto', 'cpu' or "
+                             f"'cuda'")
         return [device]
     return list(device)
 
@@ -236,14 +241,14 @@ def _add_speedups(rows: list[dict]) -> None:
 
 
 def benchmark_inference(model: nn.Module, *, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-                        device: str | Sequence[str] = "auto", variants: Sequence[str] | None = None,
+                        device: str | Sequence[str] = "all", variants: Sequence[str] | None = None,
                         compile: bool = False, original_method: bool = True, warmup: int = 3,
                         min_run_time: float = 0.3, min_repeats: int = 5, threads: int | None = None,
                         log: Callable[[str], None] | None = None) -> list[dict]:
     """Time ``model`` (float N×3×32×32 → N×10) on random batches; returns one dict per row.
 
-    device: 'cpu', 'cuda' or 'auto' (both; without a GPU every CUDA row has status
-    "no GPU available"). variants: default every one in VARIANTS except 'compile', which is added
+    device: 'all' (the CPU and CUDA; without a GPU every CUDA row has status
+    "no GPU available"), 'auto' (the GPU if there is one, else the CPU), 'cpu' or 'cuda'. variants: default every one in VARIANTS except 'compile', which is added
     only with ``compile=True`` (it takes tens of seconds per batch size on a CPU).
     Row keys: ROW_KEYS; times in ms per batch, throughput in images/s; 'speedup' is relative to
     the 'no_grad' fp32 row of the same device and batch size; 'status' is 'ok', NO_GPU or

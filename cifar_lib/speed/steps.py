@@ -45,21 +45,24 @@ ROW_KEYS = ("recipe", "model", "device", "device_name", "status", "precision", "
             "crop_size", "crop_images_per_s", "speedup_vs_cpu")
 
 
-def devices_for(requested: str | Sequence[str] = "auto") -> list[str]:
-    """'auto' → the CPU and every CUDA GPU present ('cuda' alone when there is none, so that its
-    row can say so); otherwise the names given."""
+def devices_for(requested: str | Sequence[str] = "all") -> list[str]:
+    """'all' → the CPU and every CUDA GPU present ('cuda' alone when there is none, so that its
+    row can say so); 'auto' → the one device training would use (``select_device``);
+    otherwise the names given."""
     if isinstance(requested, str):
         requested = [requested]
     out = []
     for name in requested:
-        if name == "auto":
+        if name == "all":
             n = torch.cuda.device_count() if torch.cuda.is_available() else 0
             out += ["cpu"] + ([f"cuda:{i}" for i in range(n)] if n else ["cuda"])
+        elif name == "auto":
+            out.append(str(select_device("auto")))
         elif name in ("cpu", "cuda", "mps") or name.startswith("cuda:"):
             out.append(name)
         else:
-            raise UsageError(f"unknown benchmark device {name!r}: use 'auto', 'cpu', 'cuda', "
-                             f"'cuda:N' or 'mps'")
+            raise UsageError(f"unknown benchmark device {name!r}: use 'all', 'auto', 'cpu', "
+                             f"'cuda', 'cuda:N' or 'mps'")
     return list(dict.fromkeys(out))  # in order, without repeats
 
 
@@ -190,7 +193,7 @@ def _add_speedups(rows: list[dict]) -> None:
             r["speedup_vs_cpu"] = r["images_per_s"] / cpu[r["recipe"]]
 
 
-def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] = "auto",
+def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] = "all",
         steps: int | None = None, warmup: int | None = None, root=None, quick: bool = False,
         download: bool = False, log: Callable[[str], None] | None = None) -> list[dict]:
     """One row (ROW_KEYS) per recipe × device: training images/s over ``steps`` timed steps
