@@ -12,6 +12,9 @@ GRID ?= lr=0.5,1.5 epochs=1,2
 # (constraints.txt); a user's `pip install` keeps pyproject's ranges.
 EXTRAS ?= course,test,demo,export
 CONSTRAINTS ?= constraints.txt
+# Extra options for train, e.g. `make train TRAIN_ARGS=--resume` after an interruption, or
+# TRAIN_ARGS=--overwrite to train runs/fast anew.
+TRAIN_ARGS ?=
 # Extra options for a benchmark, e.g. `make bench-train BENCH_ARGS=--resume` after an interruption.
 BENCH_ARGS ?=
 # The run folder bench-inference times: by default the fast model shipped with cifar_lib.
@@ -41,7 +44,7 @@ test: install  ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q --durations=10 -n logical --dist loadfile
 
 train: install  ## the main job: train the fast recipe into runs/fast, calibrated
-	$(PY) -m cifar_lib train --recipe fast --run-dir runs/fast --download
+	$(PY) -m cifar_lib train --recipe fast --run-dir runs/fast --download $(TRAIN_ARGS)
 
 run-notebooks: install  ## run the four notebooks in order with papermill into build/notebooks
 	$(PY) -m cifar_lib run-notebooks --out build/notebooks $(NB_PARAMS)

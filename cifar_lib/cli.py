@@ -40,7 +40,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model and save a run folder",
                        description="Train a recipe on CIFAR-10; writes checkpoint.pt, "
-                                   "history.json and metrics.json into --run-dir.")
+                                   "history.json and metrics.json into --run-dir (a folder "
+                                   "that already holds a run takes --resume or --overwrite).")
     p.add_argument("--recipe", default="fast",
                    help="'fast' (default), 'airbench94' (the published recipe it races), "
                         "'short' (for slow machines), 'tiny' (the original's accuracy in one "
@@ -63,6 +64,8 @@ def _add_train(sub) -> None:
                    help="smoke test: one epoch on 2,048 training / 500 test images")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --run-dir from its last epoch")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train anew in a --run-dir that already holds a run, replacing it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_override_args(p, "FIELD=None sets None where the field takes it (crop_window=None: "
                          "crops cut out, not resized)")
@@ -83,7 +86,13 @@ def _cmd_train(args) -> int:
     from . import distributed
     from .data import load_cifar10
     from .train import fit
+    from pathlib import Path
+    from .checkpoint import CHECKPOINT
     cfg = train_config(args)
+    if (Path(args.run_dir) / CHECKPOINT).is_file() and not (args.resume or args.overwrite):
+        raise UsageError(f"{args.run_dir} already holds a run ({CHECKPOINT}): --resume continues "
+                         f"an interrupted one, --overwrite trains a new one in its place, or "
+                         f"choose another --run-dir")
     train, test = load_cifar10(args.data_root, download=args.download)
     result = fit(cfg, train, test, run_dir=args.run_dir, resume=args.resume,
                  progress=not args.no_progress)

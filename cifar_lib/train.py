@@ -442,9 +442,12 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     if resume:
         restore(t, ckpt_path)
     if run_dir is not None and dist.is_main:
-        # New weights make the folder's temperature and detector stale: fit them again.
-        for stale in (CALIBRATION, OOD_JSON, OOD_TENSORS):
-            (run_dir / stale).unlink(missing_ok=True)
+        # New weights make the folder's temperature and detector stale: fit them again. A new
+        # run also makes an earlier run's history and metrics stale; until it finishes, the
+        # folder holds its checkpoint alone, never a mix of the two runs.
+        stale = (CALIBRATION, OOD_JSON, OOD_TENSORS) + (() if resume else (HISTORY, METRICS))
+        for name in stale:
+            (run_dir / name).unlink(missing_ok=True)
     t.ddp_model = dist.wrap(t.model)
     bar = tqdm(total=t.total_steps, initial=t.start_epoch * t.steps_per_epoch, unit="step",
                desc=f"train {cfg.model}", disable=not progress or not dist.is_main)

@@ -54,6 +54,23 @@ def test_train_then_evaluate_a_run_folder(synthetic_root, tmp_path, capsys):
     assert (run / "ood.json").is_file()  # and with its "none of these" detector
 
 
+def test_train_into_a_folder_holding_a_run_stops_unless_told_to_resume_or_overwrite(
+        synthetic_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
+            "--data-root", str(synthetic_root), "--run-dir", str(run)]
+    assert main(args) == 0
+    before = (run / "checkpoint.pt").read_bytes(), (run / "calibration.json").read_text()
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume" in err and "--overwrite" in err
+    assert ((run / "checkpoint.pt").read_bytes(), (run / "calibration.json").read_text()) == before
+    assert main(args + ["--overwrite", "--seed", "1"]) == 0  # replaced, calibrated again
+    assert (run / "checkpoint.pt").read_bytes() != before[0]
+    assert (run / "calibration.json").is_file()
+
+
 def test_set_overrides_any_config_field_and_bad_ones_are_one_line_errors(synthetic_root,
                                                                          tmp_path, capsys):
     run = tmp_path / "run"

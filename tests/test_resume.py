@@ -138,3 +138,15 @@ def test_restore_maps_everything_to_the_models_device(data, tmp_path, monkeypatc
     assert t.lookahead.state and all(v.device == param_device for v in t.lookahead.state.values())
     momenta = [s["momentum_buffer"] for s in t.optimizer.state.values() if "momentum_buffer" in s]
     assert momenta and all(m.device == param_device for m in momenta)
+
+
+def test_a_new_run_in_a_folder_never_leaves_an_earlier_runs_metrics_beside_its_weights(
+        data, tmp_path):
+    run_dir = tmp_path / "run"
+    fit(_tiny_airbench(epochs=1), *data, run_dir=run_dir, progress=False)
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "history.json").is_file()
+    with pytest.raises(KeyboardInterrupt):  # a new run into the same folder, interrupted
+        fit(_tiny_airbench(epochs=2), *data, run_dir=run_dir, callbacks=[_interrupt_after(1)],
+            progress=False)
+    assert load_checkpoint(run_dir)["epoch"] == 1
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "history.json").exists()
