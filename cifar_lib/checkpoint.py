@@ -90,11 +90,18 @@ def load_weights(model: nn.Module, ckpt: dict, model_name: str | None = None) ->
                               f"({ckpt['model_kwargs']}), not {model_name!r}: "
                               f"build {ckpt['model']!r} or use load_model() which reads it")
     state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
-    try:
-        unwrap(model).load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint does not fit this model ({ckpt['model']} "
-                              f"{ckpt['model_kwargs']}): {str(e).splitlines()[0]}") from None
+    own = unwrap(model).state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshapen = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or misshapen:
+        first = (missing or unexpected or misshapen)[0]
+        raise CheckpointError(
+            f"checkpoint does not fit the model it names ({ckpt['model']} {ckpt['model_kwargs']}):"
+            f" {len(missing)} weights missing, {len(unexpected)} unexpected, {len(misshapen)} of "
+            f"another shape (first: {first!r}); the file was changed or mixed with another run's: "
+            f"use the checkpoint.pt that its run wrote")
+    unwrap(model).load_state_dict(state)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"

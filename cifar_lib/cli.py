@@ -104,10 +104,7 @@ def _cmd_train(args) -> int:
         if cfg.val_fraction:  # a finished run comes calibrated, on the images it held out
             _calibrate(args.run_dir, cfg.val_fraction, train, test, device=cfg.device,
                        progress=not args.no_progress)
-            from .ood import fit_run
-            d = fit_run(args.run_dir, train)
-            print(f"'none of these' below {d.score} score {d.threshold:.4g}: chosen to keep "
-                  f"{d.tpr:.0%} of the validation images")
+            _fit_detector(args.run_dir, train)
     return 0
 
 
@@ -152,8 +149,9 @@ def _add_calibrate(sub) -> None:
                                    "threshold on the run's validation split (training images it "
                                    "held out), report NLL and ECE before/after on the test set, "
                                    "and write calibration.json into the run folder; predict and "
-                                   "evaluate then use softmax(logits / T). `train` does this "
-                                   "itself at the end of a run.")
+                                   "evaluate then use softmax(logits / T). Then fit the 'none of "
+                                   "these' detector on the same images (ood.json). `train` does "
+                                   "both itself at the end of a run.")
     p.add_argument("--run-dir", required=True, help="run folder (or checkpoint file)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -176,7 +174,16 @@ def _cmd_calibrate(args) -> int:
                           f"default val_fraction")
     train, test = load_cifar10(args.data_root, download=args.download)
     _calibrate(lm, fraction, train, test, device=args.device, progress=not args.no_progress)
+    _fit_detector(args.run_dir, train)
     return 0
+
+
+def _fit_detector(run_dir, train) -> None:
+    """Fit the run's "none of these" detector on its validation split and say what it chose."""
+    from .ood import fit_run
+    d = fit_run(run_dir, train)
+    print(f"'none of these' below {d.score} score {d.threshold:.4g}: chosen to keep "
+          f"{d.tpr:.0%} of the validation images")
 
 
 def _calibrate(run, val_fraction: float, train, test, *, device: str, progress: bool) -> None:

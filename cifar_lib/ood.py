@@ -269,8 +269,9 @@ class Detector:
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"{folder / OOD_JSON} (with {OOD_TENSORS}) is not a readable "
                                   f"detector ({type(e).__name__}: {str(e).splitlines()[0]}): fit "
-                                  f"it again with `python -m cifar_lib train` (which fits one) or `ood.fit_run`, or delete "
-                                  f"both files") from None
+                                  f"it again with python -m cifar_lib calibrate --run-dir "
+                                  f"{folder} (in Python: ood.fit_run), or delete both "
+                                  f"files") from None
 
 
 def fit_detector(run, fit_images: torch.Tensor, fit_labels: torch.Tensor,
@@ -308,7 +309,8 @@ def detector_for(run) -> Detector | None:
     if sha is not None and sha != checkpoint_digest(lm.folder):
         raise CheckpointError(f"{lm.folder / OOD_JSON} was fitted for another "
                               f"{resolve_checkpoint(lm.folder).name}; fit it again with "
-                              f"`ood.fit_run({lm.folder!r}, train)`, or delete it")
+                              f"python -m cifar_lib calibrate --run-dir {lm.folder} (in Python: "
+                              f"ood.fit_run(run, train)), or delete it")
     return detector
 
 

@@ -52,6 +52,10 @@ def test_train_then_evaluate_a_run_folder(synthetic_root, tmp_path, capsys):
     assert report["temperature"] == pytest.approx(cal["temperature"]) != 1.0
     assert "fitted on the validation split" in report["calibration"]
     assert (run / "ood.json").is_file()  # and with its "none of these" detector
+    (run / "ood.json").unlink()  # calibrate fits the detector again too
+    assert main(["calibrate", "--run-dir", str(run), "--data-root", str(synthetic_root),
+                 "--no-progress"]) == 0
+    assert (run / "ood.json").is_file() and "none of these" in capsys.readouterr().out
 
 
 def test_train_into_a_folder_holding_a_run_stops_unless_told_to_resume_or_overwrite(
