@@ -102,9 +102,14 @@ def _cmd_train(args) -> int:
         print(f"test accuracy {m['test_acc']:.2%}{tta} after {m['epochs']} epochs "
               f"({m['train_seconds']:.0f} s training); run saved in {args.run_dir}")
         if cfg.val_fraction:  # a finished run comes calibrated, on the images it held out
-            _calibrate(args.run_dir, cfg.val_fraction, train, test, device=cfg.device,
-                       progress=not args.no_progress)
-            _fit_detector(args.run_dir, train)
+            try:
+                _calibrate(args.run_dir, cfg.val_fraction, train, test, device=cfg.device,
+                           progress=not args.no_progress)
+                _fit_detector(args.run_dir, train)
+            except KeyboardInterrupt:
+                print(f"Interrupted after training: the run is saved; calibrate it with "
+                      f"python -m cifar_lib calibrate --run-dir {args.run_dir}", file=sys.stderr)
+                raise
     return 0
 
 

@@ -271,7 +271,8 @@ def restore(t: Training, ckpt_path: Path | None) -> None:
     load_weights(t.model, ckpt, model_name=t.cfg.model)
     if "optimizer" not in ckpt:
         raise CheckpointError(f"{ckpt_path} is a finished run ({ckpt['epoch']} epochs), "
-                              f"nothing to resume; train into a new run folder")
+                              f"nothing to resume; train into a new run folder (or, if it "
+                              f"lacks calibration.json, python -m cifar_lib calibrate)")
     t.optimizer.load_state_dict(ckpt["optimizer"])
     if t.lookahead is not None:
         t.lookahead.state = ckpt["lookahead"]

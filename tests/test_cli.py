@@ -75,6 +75,20 @@ def test_train_into_a_folder_holding_a_run_stops_unless_told_to_resume_or_overwr
     assert (run / "calibration.json").is_file()
 
 
+def test_an_interrupt_after_training_says_how_to_calibrate_the_saved_run(
+        synthetic_root, tmp_path, capsys, monkeypatch):
+    from cifar_lib import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_calibrate", interrupted)
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
+                 "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 130
+    assert f"calibrate --run-dir {run}" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").is_file() and (run / "metrics.json").is_file()
+
+
 def test_set_overrides_any_config_field_and_bad_ones_are_one_line_errors(synthetic_root,
                                                                          tmp_path, capsys):
     run = tmp_path / "run"
