@@ -248,8 +248,9 @@ def benchmark_inference(model: nn.Module, *, batch_sizes: Sequence[int] = DEFAUL
     """Time ``model`` (float N×3×32×32 → N×10) on random batches; returns one dict per row.
 
     device: 'all' (the CPU and CUDA; without a GPU every CUDA row has status
-    "no GPU available"), 'auto' (the GPU if there is one, else the CPU), 'cpu' or 'cuda'. variants: default every one in VARIANTS except 'compile', which is added
-    only with ``compile=True`` (it takes tens of seconds per batch size on a CPU).
+    "no GPU available"), 'auto' (the GPU if there is one, else the CPU), 'cpu' or 'cuda'.
+    variants: default every one in VARIANTS except 'compile', which is added only with
+    ``compile=True`` (it takes tens of seconds per batch size on a CPU).
     Row keys: ROW_KEYS; times in ms per batch, throughput in images/s; 'speedup' is relative to
     the 'no_grad' fp32 row of the same device and batch size; 'status' is 'ok', NO_GPU or
     'error: ...' (e.g. when torch.compile finds no compiler). threads: CPU threads to use
