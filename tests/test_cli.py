@@ -216,3 +216,18 @@ def test_the_old_course_entry_point_names_the_new_commands():
     proc = subprocess.run([sys.executable, "-m", "cifar_lib.course"], capture_output=True,
                           text=True)
     assert proc.returncode == 1 and "python -m cifar_lib run-notebooks" in proc.stderr
+
+
+def test_ctrl_c_while_the_command_line_loads_exits_quietly(monkeypatch, capsys):
+    import runpy
+    import sys
+    import types
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name):  # as if Ctrl-C arrived while cli (and torch) were importing
+            raise KeyboardInterrupt
+    monkeypatch.setitem(sys.modules, "cifar_lib.cli", Loading("cifar_lib.cli"))
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("cifar_lib", run_name="__main__")
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"
