@@ -262,9 +262,23 @@ def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
                     batches=batches, history=[], steps_per_epoch=len(batches), hardest=hardest)
 
 
+# What a resumed run may change: where it runs and how often it is evaluated, not what it learns.
+RESUMABLE_CHANGES = ("device", "channels_last", "eval_every", "test_subset")
+
+
+def changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
+    """``cfg``'s settings that differ from ``saved`` (a checkpoint's ``config``), as
+    "name=saved (now now)", leaving out ``RESUMABLE_CHANGES`` and fields ``saved`` lacks."""
+    saved = json.loads(json.dumps(saved))  # tuples as lists, as the checkpoint holds them
+    now = json.loads(json.dumps(cfg.to_dict()))
+    return [f"{name}={saved[name]!r} (now {value!r})" for name, value in now.items()
+            if name not in RESUMABLE_CHANGES and name in saved and saved[name] != value]
+
+
 def restore(t: Training, ckpt_path: Path | None) -> None:
     """Continue from the last finished epoch saved at ``ckpt_path``: weights, optimiser,
-    lookahead and scaler state, all moved to the model's device, and the history so far."""
+    lookahead and scaler state, all moved to the model's device, and the history so far.
+    Refuses a run started with other settings (``changed_settings``)."""
     if ckpt_path is None:
         raise CheckpointError("resume=True needs run_dir: the folder of the run to continue")
     ckpt = load_checkpoint(ckpt_path, map_location=t.device)
@@ -273,6 +287,11 @@ def restore(t: Training, ckpt_path: Path | None) -> None:
         raise CheckpointError(f"{ckpt_path} is a finished run ({ckpt['epoch']} epochs), "
                               f"nothing to resume; train into a new run folder (or, if it "
                               f"lacks calibration.json, python -m cifar_lib calibrate)")
+    changed = changed_settings(ckpt.get("config", {}), t.cfg)
+    if changed:
+        raise CheckpointError(f"{ckpt_path} was started with other settings: "
+                              f"{', '.join(changed)}; resume it with the settings it started "
+                              f"with, or train a new run (command line: --overwrite)")
     t.optimizer.load_state_dict(ckpt["optimizer"])
     if t.lookahead is not None:
         t.lookahead.state = ckpt["lookahead"]

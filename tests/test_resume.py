@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cifar_lib import train as train_module
-from cifar_lib.checkpoint import CHECKPOINT, load_checkpoint
+from cifar_lib.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint
 from cifar_lib.data import load_cifar10
 from cifar_lib.recipes import configure
 from cifar_lib.train import fit, prepare, restore
@@ -150,3 +150,18 @@ def test_a_new_run_in_a_folder_never_leaves_an_earlier_runs_metrics_beside_its_w
             progress=False)
     assert load_checkpoint(run_dir)["epoch"] == 1
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "history.json").exists()
+
+
+def test_a_run_resumes_only_with_the_settings_it_started_with(data, tmp_path):
+    cfg = configure("original", epochs=2, batch_size=64, device="cpu", precision="fp32")
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, *data, run_dir=tmp_path, callbacks=[_interrupt_after(1)], progress=False)
+    with pytest.raises(CheckpointError) as err:  # what it learns: refused, naming both values
+        fit(cfg.replace(epochs=3, lr=0.01), *data, run_dir=tmp_path, resume=True,
+            progress=False)
+    assert "epochs=2 (now 3)" in str(err.value) and "lr=0.001 (now 0.01)" in str(err.value)
+    assert load_checkpoint(tmp_path)["epoch"] == 1  # the interrupted run is kept
+    # Where it runs and how often it is evaluated may change.
+    resumed = fit(cfg.replace(eval_every=0, device="auto"), *data, run_dir=tmp_path,
+                  resume=True, progress=False)
+    assert len(resumed.history) == 2
