@@ -182,8 +182,8 @@ def load_cifar10(root: str | os.PathLike | None = None,
     if missing:
         raise DataError(
             f"CIFAR-10 not found: looked in {folder} (missing {', '.join(missing)}). "
-            f"Pass root=<folder containing {FOLDER}>, set {ENV_VAR}, "
-            f"or use download=True (--download on the command line) where there is internet.")
+            f"Pass root=<folder containing {FOLDER}> (command line: --data-root), set "
+            f"{ENV_VAR}, or use download=True (--download) where there is internet.")
     return _load_split(folder, TRAIN_FILES), _load_split(folder, TEST_FILES)
 
 

@@ -33,7 +33,8 @@ def select_device(requested: str | torch.device | None = "auto") -> torch.device
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"device {name!r} requested but no CUDA GPU is available here; "
-                              "use device='auto' or 'cpu' (on Colab: Runtime → Change runtime type → GPU)")
+                              "use 'auto' or 'cpu' (command line: --device cpu; on Colab: "
+                              "Runtime → Change runtime type → GPU)")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
     if device.type == "mps" and not _mps_available():

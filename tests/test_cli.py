@@ -33,7 +33,8 @@ def test_unknown_model_and_missing_data_are_one_line_errors(synthetic_root, tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "valid names: airbench, simple_cnn" in err
     assert main(["train", "--data-root", str(tmp_path / "none"), "--quick"]) == 1
-    assert "CIFAR-10 not found" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the fix, as the command line spells it
+    assert "CIFAR-10 not found" in err and "--data-root" in err and "--download" in err
 
 
 def test_train_then_evaluate_a_run_folder(synthetic_root, tmp_path, capsys):

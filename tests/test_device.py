@@ -119,7 +119,7 @@ def no_gpu(monkeypatch):
 
 
 def test_cuda_without_a_gpu_says_how_to_get_one_on_colab(no_gpu):
-    with pytest.raises(DeviceError, match=r"no CUDA GPU.*Colab.*Change runtime type"):
+    with pytest.raises(DeviceError, match=r"no CUDA GPU.*--device cpu.*Colab.*Change runtime type"):
         select_device("cuda")
 
 
