@@ -176,13 +176,15 @@ def checkpoint_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_run(run, device: str | torch.device = "cpu") -> LoadedModel:
+def load_run(run, device: str | torch.device = "cpu", *, calibrated: bool = True
+             ) -> LoadedModel:
     """The one way to get a usable model: a run folder or checkpoint path, a (model, ckpt) pair
     from ``load_model``, or a ``LoadedModel`` (returned as it is).
 
     A bare nn.Module is refused: without its checkpoint the normalisation is unknown, and a wrong
     one silently ruins every prediction. A run folder's ``calibration.json``, when present, gives
-    its ``calibration`` (a broken one raises CheckpointError naming the fix).
+    its ``calibration`` (a broken one raises CheckpointError naming the fix); ``calibrated=False``
+    leaves it unread, for plain softmax probabilities.
     """
     if isinstance(run, LoadedModel):
         return run
@@ -190,7 +192,8 @@ def load_run(run, device: str | torch.device = "cpu") -> LoadedModel:
         from .device import select_device
         file = resolve_checkpoint(run)
         # before the weights: a bad calibration.json fails fast
-        calibration = read_calibration(file.parent, checkpoint_digest(file))
+        calibration = (read_calibration(file.parent, checkpoint_digest(file)) if calibrated
+                       else None)
         model, ckpt = load_model(file, select_device(device))
         lm = LoadedModel.from_checkpoint(model, ckpt, file.parent)
         lm.calibration = calibration

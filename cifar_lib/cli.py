@@ -134,7 +134,8 @@ def _cmd_evaluate(args) -> int:
     from .checkpoint import load_run
     from .data import load_cifar10
     from .evaluation import evaluate_run
-    lm = load_run(args.run_dir, args.device)  # a missing run fails before the data load
+    # a missing run fails before the data load
+    lm = load_run(args.run_dir, args.device, calibrated=not args.uncalibrated)
     _, test = load_cifar10(args.data_root, download=args.download)
     report = evaluate_run(lm, test.subset(args.test_subset), args.tta_level, write=False,
                           progress=not args.no_progress,
@@ -260,7 +261,7 @@ def _cmd_predict(args) -> int:
     from .calibration import describe_calibration
     from .checkpoint import load_run
     from .photos import predict
-    lm = load_run(args.run_dir, args.device)
+    lm = load_run(args.run_dir, args.device, calibrated=not args.uncalibrated)
     print(describe_calibration(lm, calibrated=not args.uncalibrated))
     threshold = (lm.confidence_threshold(not args.uncalibrated) if args.threshold is None
                  else args.threshold)

@@ -181,6 +181,21 @@ def test_a_bad_calibration_file_is_one_clear_error(tmp_path, content, why):
         load_run(run)
     assert why in str(e.value)
     assert f"python -m cifar_lib calibrate --run-dir {tmp_path}" in str(e.value)
+    assert load_run(run, calibrated=False).calibration is None  # plain softmax needs no file
+
+
+def test_uncalibrated_commands_work_beside_a_stale_calibration(synthetic_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
+                 "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 0
+    write_json(run / "calibration.json", {"temperature": 1.5, "checkpoint_sha256": "abc"})
+    evaluate = ["evaluate", "--run-dir", str(run), "--device", "cpu", "--no-progress",
+                "--data-root", str(synthetic_root)]
+    predict_ = ["predict", str(PHOTO), "--run-dir", str(run), "--device", "cpu"]
+    capsys.readouterr()
+    for argv in (evaluate, predict_):
+        assert main(argv) == 1 and "calibrate --run-dir" in capsys.readouterr().err
+        assert main([*argv, "--uncalibrated"]) == 0, capsys.readouterr().err
 
 
 def test_a_hand_written_temperature_is_used(tmp_path):
