@@ -132,11 +132,11 @@ def _add_evaluate(sub) -> None:
 def _cmd_evaluate(args) -> int:
     from .calibration import describe_calibration
     from .checkpoint import load_run
-    from .data import load_cifar10
+    from .data import load_cifar10_test
     from .evaluation import evaluate_run
     # a missing run fails before the data load
     lm = load_run(args.run_dir, args.device, calibrated=not args.uncalibrated)
-    _, test = load_cifar10(args.data_root, download=args.download)
+    test = load_cifar10_test(args.data_root, download=args.download)
     report = evaluate_run(lm, test.subset(args.test_subset), args.tta_level, write=False,
                           progress=not args.no_progress,
                           calibrated=not args.uncalibrated)

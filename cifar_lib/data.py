@@ -173,18 +173,31 @@ def load_cifar10(root: str | os.PathLike | None = None,
 
     ``root`` is the folder that contains ``cifar-10-batches-py`` (as in torchvision).
     """
+    folder = _data_folder(root, download, TRAIN_FILES + TEST_FILES)
+    return _load_split(folder, TRAIN_FILES), _load_split(folder, TEST_FILES)
+
+
+def load_cifar10_test(root: str | os.PathLike | None = None,
+                      download: bool = False) -> CifarSplit:
+    """The 10,000 test images alone (``load_cifar10``'s second split), for work that reads no
+    training image: a missing or damaged training file does not stop it."""
+    return _load_split(_data_folder(root, download, TEST_FILES), TEST_FILES)
+
+
+def _data_folder(root, download: bool, files: tuple[str, ...]) -> Path:
+    """The ``cifar-10-batches-py`` folder under ``root`` once it holds ``files``."""
     root = resolve_root(root)
     folder = root / FOLDER
-    missing = [f for f in TRAIN_FILES + TEST_FILES if not (folder / f).is_file()]
+    missing = [f for f in files if not (folder / f).is_file()]
     if missing and download:
         _download(root)
-        missing = [f for f in TRAIN_FILES + TEST_FILES if not (folder / f).is_file()]
+        missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         raise DataError(
             f"CIFAR-10 not found: looked in {folder} (missing {', '.join(missing)}). "
             f"Pass root=<folder containing {FOLDER}> (command line: --data-root), set "
             f"{ENV_VAR}, or use download=True (--download) where there is internet.")
-    return _load_split(folder, TRAIN_FILES), _load_split(folder, TEST_FILES)
+    return folder
 
 
 def write_batch(path: str | os.PathLike, images: np.ndarray, labels) -> None:

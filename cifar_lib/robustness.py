@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import records
 from .checkpoint import LoadedModel, load_run
 from .corruptions import CORRUPTIONS, corrupt
-from .data import CifarSplit, load_cifar10
+from .data import CifarSplit, load_cifar10_test
 from .device import select_device
 from .errors import UsageError
 from .inference import accuracy, predict_logits
@@ -146,7 +146,7 @@ def run(runs, *, images: int = TEST_IMAGES, seed: int = 0, tta_level: int = 0,
     if images < 1:
         raise UsageError(f"--images must be at least 1 (10000 is the whole test set), got {images}")
     dev = select_device(device)
-    _, test = load_cifar10(root, download=download)
+    test = load_cifar10_test(root, download=download)
     test = test.subset(images)
     models = [load_run(r, dev) for r in runs]
     paths = {model_name(lm): _shown(r) for lm, r in zip(models, runs)}

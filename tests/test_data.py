@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_lib.data import (CLASSES, FOLDER, CifarSplit, DataError, load_cifar10, resolve_root,
-                            split_validation, validation_size, write_batch)
+from cifar_lib.data import (CLASSES, FOLDER, CifarSplit, DataError, load_cifar10,
+                            load_cifar10_test, resolve_root, split_validation,
+                            validation_size, write_batch)
 
 
 def test_loads_synthetic_folder_with_shapes_and_types(synthetic_root):
@@ -48,6 +49,17 @@ def test_truncated_batch_names_the_file(synthetic_root):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(DataError, match="data_batch_3"):
         load_cifar10(synthetic_root)
+
+
+def test_the_test_split_alone_reads_no_training_file(synthetic_root, tmp_path):
+    _, test = load_cifar10(synthetic_root)
+    (synthetic_root / FOLDER / "data_batch_2").unlink()
+    only = load_cifar10_test(synthetic_root)  # what evaluate and robustness read
+    assert torch.equal(only.images, test.images) and torch.equal(only.labels, test.labels)
+    with pytest.raises(DataError, match="missing data_batch_2"):
+        load_cifar10(synthetic_root)
+    with pytest.raises(DataError, match="missing test_batch"):
+        load_cifar10_test(tmp_path / "none")
 
 
 def test_wrong_shape_and_out_of_range_labels_are_refused(synthetic_root):
