@@ -159,8 +159,9 @@ def configure(recipe: str | TrainConfig = "fast", *, quick: bool = False,
     the number of epochs (or ``quick``) without ``crop_epochs`` keeps the recipe's share of
     crop epochs, rounded down, so that a shorter run still ends on whole images; without
     ``hardest_fraction`` or ``hardest_from_epoch`` it keeps the recipe's schedule of hardest
-    images over the run (``_hardest_over``). Every value is validated; a bad one raises
-    ``ConfigError``.
+    images over the run (``_hardest_over``), whether or not ``model`` changes too. Every value
+    is validated; a bad one raises ``ConfigError`` (an unknown model name
+    ``models.UnknownModelError``; both are ValueErrors).
 
     >>> configure("fast").epochs, configure("fast", epochs=5).crop_epochs
     (10, 3)
@@ -173,15 +174,16 @@ def configure(recipe: str | TrainConfig = "fast", *, quick: bool = False,
         limits = dict(QUICK)
         limits["batch_size"] = min(cfg.batch_size, limits.pop("max_batch_size"))
         overrides = {**limits, **overrides}
+    epochs = overrides.get("epochs", cfg.epochs)
     if overrides.get("model", cfg.model) != cfg.model:
         overrides.setdefault("model_kwargs", {})
         if "crop_epochs" not in overrides:
             overrides.update(_crops_over(cfg, 0))
-    elif overrides.get("epochs", cfg.epochs) != cfg.epochs:
-        if "crop_epochs" not in overrides:
-            overrides.update(_crops_over(cfg, overrides["epochs"]))
-        if "hardest_fraction" not in overrides and "hardest_from_epoch" not in overrides:
-            overrides.update(_hardest_over(cfg, overrides["epochs"]))
+    elif epochs != cfg.epochs and "crop_epochs" not in overrides:
+        overrides.update(_crops_over(cfg, epochs))
+    if (epochs != cfg.epochs and "hardest_fraction" not in overrides
+            and "hardest_from_epoch" not in overrides):
+        overrides.update(_hardest_over(cfg, epochs))
     return cfg.replace(**overrides)
 
 

@@ -132,6 +132,12 @@ def test_model_override_without_kwargs_resets_them_and_builds():
     cfg = configure("fast", model="simple_cnn")
     assert cfg.model == "simple_cnn" and cfg.model_kwargs == {} and cfg.crop_epochs == 0
     assert build_model(cfg.model, **cfg.model_kwargs)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    # with other epochs too, the hardest images still follow the recipe's schedule
+    for kw in (dict(epochs=5), dict(quick=True)):
+        other, same = configure("fast", model="simple_cnn", **kw), configure("fast", **kw)
+        assert other.model == "simple_cnn" and other.crop_epochs == 0
+        assert (other.hardest_fraction, other.hardest_from_epoch) == \
+            (same.hardest_fraction, same.hardest_from_epoch)
 
 
 @pytest.mark.parametrize("epochs, crop_epochs", [(10, 6), (5, 3), (1, 0), (3, 1), (20, 12)])
