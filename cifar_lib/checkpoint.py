@@ -184,7 +184,8 @@ def load_run(run, device: str | torch.device = "cpu", *, calibrated: bool = True
     A bare nn.Module is refused: without its checkpoint the normalisation is unknown, and a wrong
     one silently ruins every prediction. A run folder's ``calibration.json``, when present, gives
     its ``calibration`` (a broken one raises CheckpointError naming the fix); ``calibrated=False``
-    leaves it unread, for plain softmax probabilities.
+    leaves it unread, for plain softmax probabilities. ``device`` applies to a run read from a
+    path; a ``LoadedModel`` or pair is returned on the device its model is on (never moved).
     """
     if isinstance(run, LoadedModel):
         return run

@@ -171,7 +171,8 @@ def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
     ``info`` records ``temperature`` (1.0: none) and ``calibrated``. Writes the report's
     summary to ``<run folder>/evaluation.json`` (``write`` None: unless the run is one the package
     ships; False: don't; ``json_name``: another file, e.g. to keep the TTA and no-TTA results
-    side by side). ``progress``: a progress bar over the batches.
+    side by side). ``progress``: a progress bar over the batches. ``device``: where a run read
+    from a path is loaded; a ``LoadedModel`` or ``load_model`` pair runs where its model is.
 
     >>> from cifar_lib import load_pretrained
     >>> from cifar_lib.data import CifarSplit
