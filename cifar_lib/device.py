@@ -95,9 +95,9 @@ def sync(device: torch.device | str) -> None:
 def use_channels_last(device: torch.device, requested: bool | str = "auto") -> bool:
     """Whether to train in the channels-last (NHWC) memory layout.
 
-    'auto': on CUDA (cuDNN's tensor-core kernels want NHWC) and on CPUs (oneDNN's too: the
-    inference benchmark measured 1.45× at batch 128), not on Apple MPS, where NHWC convolutions
-    are converted back and forth. True/False force it.
+    'auto': on CUDA (cuDNN's tensor-core kernels want NHWC) and on CPUs (oneDNN's too; the
+    inference benchmark compares both layouts), not on Apple MPS, where NHWC convolutions are
+    converted back and forth. True/False force it.
     """
     if requested == "auto":
         return device.type in ("cuda", "cpu")

@@ -162,8 +162,9 @@ class Conv3x3(nn.Conv2d):
     inference) it is ``nn.Conv2d``'s own path.
     """
 
-    DENSE_MAX_SIZE = 2  # float32: whole training steps faster with 2×2 maps, not with 3×3
-    TAP_GRAD_MAX_SIZE = 5  # bfloat16: measured faster on 2×2 to 5×5 maps, slower on 7×7
+    # The largest maps where each path pays for a whole training step (benchmarks/HISTORY.md).
+    DENSE_MAX_SIZE = 2  # float32
+    TAP_GRAD_MAX_SIZE = 5  # bfloat16
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__(c_in, c_out, 3, padding=1, bias=False)

@@ -467,7 +467,8 @@ def predict(model_or_run, images: Source | Sequence[Source], *, top_k: int = 3,
     unusable image raises ImageError) or 'report' (its Prediction carries ``error`` and the
     other photos are still classified).
 
-    >>> from cifar_lib import CLASSES, load_pretrained
+    >>> from cifar_lib import CLASSES, load_pretrained, predict
+    >>> from cifar_lib.photos import sample_images
     >>> p = predict(load_pretrained("fast"), sample_images()[0], top_k=3)
     >>> len(p.top_k), p.label in CLASSES, 0 < p.probability <= 1
     (3, True, True)
@@ -503,7 +504,7 @@ def predict(model_or_run, images: Source | Sequence[Source], *, top_k: int = 3,
             r.top_k = [(lm.classes[i], float(q)) for i, q in zip(ti, tp)]
             r.confident = tp[0] >= threshold
             r.temperature = temperature
-            if len(r.input) == 1:  # one view: keep the 3×32×32 the network saw, as before
+            if len(r.input) == 1:  # one view: keep the 3×32×32 the network saw
                 r.input = r.input[0]
         from .ood import annotate  # "none of these", when the run has a detector
         annotate(lm, ok)

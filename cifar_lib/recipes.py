@@ -18,6 +18,8 @@ test images.
 """
 from __future__ import annotations
 
+import copy
+
 from .batches import CIFAR10_MEAN_STD
 from .config import ConfigError, TrainConfig
 from .models import UnknownModelError
@@ -108,9 +110,9 @@ RECIPES["race64"] = RECIPES["fast"].replace(
     hardest_from_epoch=0, crop_epochs=0, crop_window=None, brightness=0.0, contrast=0.0,
     tta_level=0, tta_fraction=1.0, whiten_bias_epochs=1, train_subset=20_000)
 
-# Former names of today's recipes (the same settings), with the name to use now.
+# Other names of recipes (the same settings): refused, naming the recipe's name.
 RENAMED = {"seed": "original", "fast_short": "short", "fast_small": "tiny"}
-# Recipes that no longer exist, with the recipe that serves their purpose now (other settings).
+# Retired recipes: refused, naming the recipe that serves their purpose (other settings).
 REPLACED = {"fast_muon": "fast", "fast_muon_crop": "fast", "fast_micro": "fast",
             "muon_small": "race64"}
 
@@ -133,8 +135,8 @@ QUICK = dict(epochs=1, train_subset=2048, test_subset=500, max_batch_size=256)
 
 
 def get_recipe(name: str) -> TrainConfig:
-    """The ``TrainConfig`` of recipe ``name``; a former or retired name gets a one-line error
-    naming the recipe to use now."""
+    """A copy of recipe ``name``'s ``TrainConfig`` (changing it leaves the recipe as it is);
+    another name of a recipe, or a retired one, gets a one-line error naming the recipe to use."""
     if name in RENAMED:
         raise ConfigError(f"recipe {name!r} is now called {RENAMED[name]!r}: use "
                           f"--recipe {RENAMED[name]} (recipe={RENAMED[name]!r})")
@@ -144,7 +146,7 @@ def get_recipe(name: str) -> TrainConfig:
                           f"(recipe={REPLACED[name]!r})")
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; valid names: {', '.join(RECIPES)}")
-    return RECIPES[name]
+    return copy.deepcopy(RECIPES[name])
 
 
 def configure(recipe: str | TrainConfig = "fast", *, quick: bool = False,

@@ -444,7 +444,7 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     Under ``torchrun`` it trains data-parallel (see ``cifar_lib.distributed``).
 
     >>> import torch
-    >>> from cifar_lib import CifarSplit, configure
+    >>> from cifar_lib import CifarSplit, configure, fit
     >>> images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
     >>> data = CifarSplit(images, torch.arange(100) % 10)
     >>> result = fit(configure("original", epochs=1, batch_size=30, device="cpu"), data, data,

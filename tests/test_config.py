@@ -384,3 +384,9 @@ def test_hardest_fraction_is_one_fraction_or_one_per_epoch_from_hardest_from_epo
     # a per-epoch tuple in a run too short for it (--quick trains one epoch) names the field to fix
     with pytest.raises(ConfigError, match=r"hardest_from_epoch must be below epochs \(1\)"):
         configure("fast", quick=True, hardest_fraction=(0.8, 0.6), hardest_from_epoch=3)
+
+
+def test_a_recipe_changed_by_hand_leaves_the_recipe_as_it_is():
+    before, mine = get_recipe("fast"), get_recipe("fast")
+    mine.epochs, mine.model_kwargs["widths"] = before.epochs + 1, (8, 8, 8)
+    assert get_recipe("fast") == before != mine
