@@ -121,6 +121,11 @@ class LoadedModel:
     """A model with what it needs to be used: class names, normalisation, its TTA level, where
     it came from (``folder``: the run folder, None when built in memory), and its
     ``calibration`` (the fitted temperature and confidence threshold; None: uncalibrated).
+
+    ``model`` maps float N×3×32×32 images, scaled to [0, 1] and then normalised with ``mean``
+    and ``std``, to logits N×len(classes) (``inference.predict_logits`` does that from uint8
+    images). ``name``: the architecture ("airbench", "simple_cnn"); ``config``: the training
+    settings (``TrainConfig.to_dict()``).
     """
     model: nn.Module
     classes: tuple[str, ...]

@@ -79,7 +79,8 @@ class TrainConfig:
     mean: tuple = HALF_MEAN_STD[0]       # per-channel normalisation of the inputs
     std: tuple = HALF_MEAN_STD[1]
     # evaluation
-    tta_level: int = 0                   # test-time augmentation for the final evaluation ...
+    tta_level: int = 0                   # test-time augmentation for the final evaluation: 0 the
+                                         # image, 1 + its mirror, 2 + shifted mirrors ...
     tta_fraction: float = 1.0            # ... of this fraction of the test images, least confident
     eval_every: int = 1                  # evaluate on the test set every N epochs (0: only at end)
     # hardware and reproducibility (the same result, only faster or slower)

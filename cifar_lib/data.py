@@ -169,9 +169,11 @@ def add_data_args(parser) -> None:
 
 def load_cifar10(root: str | os.PathLike | None = None,
                  download: bool = False) -> tuple[CifarSplit, CifarSplit]:
-    """Load (train, test): 50,000 and 10,000 images as uint8 N×3×32×32 tensors.
+    """Load (train, test): 50,000 and 10,000 images as uint8 N×3×32×32 tensors, labels int64 N.
 
-    ``root`` is the folder that contains ``cifar-10-batches-py`` (as in torchvision).
+    ``root`` is the folder that contains ``cifar-10-batches-py`` (as in torchvision); None:
+    ``$CIFAR10_ROOT``, else ``~/.cache/cifar_lib/data``. ``download``: fetch what is missing
+    with torchvision. A missing or damaged file raises ``DataError`` naming the fix.
     """
     folder = _data_folder(root, download, TRAIN_FILES + TEST_FILES)
     return _load_split(folder, TRAIN_FILES), _load_split(folder, TEST_FILES)

@@ -248,7 +248,10 @@ class UnknownModelError(ValueError):
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model by name; ``kwargs`` go to its constructor."""
+    """A new model by its registered name (``MODELS``: "airbench", "simple_cnn"); ``kwargs`` go
+    to its constructor. It maps normalised float N×3×32×32 images to logits N×10. An
+    airbench model's whitening layer still has to be fitted to the data
+    (``model.whitening.init_from(images)``), as ``fit`` does."""
     if name not in MODELS:
         raise UnknownModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
     return MODELS[name](**kwargs)

@@ -57,6 +57,13 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class FitResult:
+    """What ``fit`` returns. ``model``: the trained network, on the device it trained on, in
+    eval mode; it maps normalised float N×3×32×32 to logits N×10 and carries no normalisation,
+    so to predict or evaluate use ``load_run(run_dir)`` (the checkpoint knows its mean, std and
+    classes). ``history``: one dict per epoch (epoch, images, train loss and accuracy, seconds,
+    images per second, lr, and test loss and accuracy when evaluated). ``metrics``: the final
+    test loss and accuracy (and with TTA when the recipe uses it), the training images and
+    seconds, model, seed, device and precision (also written as ``metrics.json``)."""
     model: nn.Module
     history: list[dict]
     metrics: dict
@@ -439,8 +446,12 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
     left for choices made after training (calibration).
 
     Writes ``checkpoint.pt`` (after every epoch, so an interrupted run can resume), then
-    ``history.json`` and ``metrics.json`` into ``run_dir`` when given. ``callbacks`` get each
-    history row (a dict) at the end of every epoch, e.g. to draw live curves.
+    ``history.json`` and ``metrics.json`` into ``run_dir`` when given; a run's earlier
+    ``calibration.json`` and detector there are deleted (they belong to other weights), and so
+    are its ``history.json`` and ``metrics.json`` unless ``resume``. ``resume``: continue the
+    interrupted run in ``run_dir`` from its last finished epoch (with the settings it started
+    with). ``callbacks`` get each history row (a dict) at the end of every epoch, e.g. to draw
+    live curves. ``progress``: a progress bar over the steps.
     Under ``torchrun`` it trains data-parallel (see ``cifar_lib.distributed``).
 
     >>> import torch
