@@ -117,7 +117,7 @@ class EvaluationReport:
     confusion: np.ndarray
     most_confused: list[tuple[str, str, int]]
     ece: float
-    calibration: list[dict]
+    reliability_bins: list[dict]     # calibration_bins: confidence bins, their accuracy
     mistakes: list[dict]
     info: dict = field(default_factory=dict)  # run, model, tta_level, date ...
 
@@ -132,7 +132,7 @@ class EvaluationReport:
              "classes": list(self.classes), "per_class": self.per_class,
              "confusion": self.confusion.tolist(),
              "most_confused": [list(t) for t in self.most_confused],
-             "calibration": self.calibration, "mistakes": self.mistakes}
+             "reliability_bins": self.reliability_bins, "mistakes": self.mistakes}
         return json_safe(d)
 
 
@@ -154,7 +154,7 @@ def evaluate_predictions(probs, labels, classes: Sequence[str], *, n_bins: int =
         per_class=per_class_metrics(cm, classes), confusion=cm,
         most_confused=most_confused_pairs(cm, classes, n_pairs),
         ece=expected_calibration_error(probs, labels, n_bins),
-        calibration=calibration_bins(probs, labels, n_bins),
+        reliability_bins=calibration_bins(probs, labels, n_bins),
         mistakes=confident_mistakes(probs, labels, classes, n_mistakes), info=dict(info or {}))
 
 
