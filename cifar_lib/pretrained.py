@@ -46,9 +46,10 @@ def is_shipped(folder) -> bool:
     return RUNS in Path(folder).resolve().parents
 
 
-def load_pretrained(name: str = "fast", device: str = "cpu"):
+def load_pretrained(name: str = "fast", device: str = "auto"):
     """The shipped model ``name`` ('fast' or 'original') as a ``LoadedModel``: weights, class
-    names, normalisation and calibration, ready for ``predict`` and ``evaluate_run``.
+    names, normalisation and calibration, ready for ``predict`` and ``evaluate_run``, on
+    ``device`` ('auto': the best device present, as everywhere).
 
     >>> run = load_pretrained("fast")
     >>> run.classes[:3], run.calibration is not None
