@@ -67,9 +67,10 @@ if ON_COLAB:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", target], check=True)
 
 # %% tags=["parameters"]
-run_dir = "runs/fast"    # folder for checkpoint.pt, metrics.json, history.json (next lessons read it)
+run_dir = "runs/fast"    # the run folder: checkpoint, metrics, history (the next lessons read it)
 keep_on_drive = False    # on Colab: keep run folders on Google Drive (mounted only when True)
-recipe = "fast"          # "fast", "airbench94" (its anchor, slower), "short", "tiny" or "original" (the original notebook's); what each reached: below
+recipe = "fast"          # "fast", "airbench94" (its anchor, slower), "short", "tiny" or "original"
+                         # (the original notebook's); what each reached: below
 model = None             # override the recipe's model: "simple_cnn" or "airbench" (None: recipe's)
 epochs = None            # override the number of epochs (None: the recipe's own)
 batch_size = None        # override the batch size (None: the recipe's own)
@@ -79,7 +80,7 @@ data_root = None         # folder containing cifar-10-batches-py (None: $CIFAR10
 download = ON_COLAB      # fetch CIFAR-10 with torchvision if missing (needs internet)
 device = "auto"          # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda" or "mps"
 compare_original = True  # also train the original recipe, to compare with
-retrain = False          # False: a finished run of these very settings in run_dir is loaded, not trained again
+retrain = False          # False: a finished run of these settings in run_dir is loaded
 rerun_ablation = False   # re-measure the ablation table here (cheap: 1 seed, 1 epoch, narrow net)
 quick = False            # CI smoke test: 2,048 training and 500 test images, one epoch
 

@@ -57,7 +57,7 @@ if ON_COLAB:
 
 # %% tags=["parameters"]
 run_dir = "runs/fast"     # the run folder written by 01_train (figures and results go here too)
-if_missing = "shipped"    # no checkpoint in run_dir: "shipped" (the model cifar_lib ships), "train" or "error"
+if_missing = "shipped"    # no run in run_dir: "shipped" (cifar_lib's model), "train" or "error"
 keep_on_drive = False     # on Colab: run folders on Google Drive (where 01_train kept them)
 batch_sizes = [1, 8, 32, 128, 512, 1024]  # batch sizes to time
 device = "all"            # "all": the CPU and any GPU side by side; or "auto", "cpu", "cuda"

@@ -51,15 +51,16 @@ if ON_COLAB:
 
 # %% tags=["parameters"]
 run_dir = "runs/fast"     # the run folder written by 01_train (figures and results go here too)
-if_missing = "shipped"    # no checkpoint in run_dir: "shipped" (the model cifar_lib ships), "train" or "error"
+if_missing = "shipped"    # no run in run_dir: "shipped" (cifar_lib's model), "train" or "error"
 keep_on_drive = False     # on Colab: run folders on Google Drive (where 01_train kept them)
 compare_with = None       # run folders to compare with (None: the original recipe's run, see below)
-tta_level = None          # test-time augmentation: None (the run's own), 0 (off), 1 (flip), 2 (+shifts)
+tta_level = None          # test-time augmentation: None (the run's), 0 (off), 1 (flip), 2 (+shifts)
 data_root = None          # folder containing cifar-10-batches-py (None: $CIFAR10_ROOT or ~/.cache)
 download = ON_COLAB       # fetch CIFAR-10 with torchvision if missing (needs internet)
 device = "auto"           # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda" or "mps"
-measure_corruptions = 0   # N > 0: also measure the corruptions here on the first N test images (0: show the record)
-quick = False             # CI smoke test: the first 250 test images only (and 50 for the corruptions)
+measure_corruptions = 0   # N > 0: measure the corruptions here on the first N test images
+                          # (0: show the record)
+quick = False             # CI smoke test: the first 250 test images (50 for the corruptions)
 
 # %%
 # %matplotlib inline

@@ -54,18 +54,18 @@ if ON_COLAB:
 
 # %% tags=["parameters"]
 run_dir = "runs/fast"     # the run folder written by 01_train (figures and results go here too)
-if_missing = "shipped"    # no checkpoint in run_dir: "shipped" (the model cifar_lib ships), "train" or "error"
+if_missing = "shipped"    # no run in run_dir: "shipped" (cifar_lib's model), "train" or "error"
 keep_on_drive = False     # on Colab: run folders on Google Drive (where 01_train kept them)
 image_paths = None        # photos to classify (None: the sample photos shipped with cifar_lib)
 upload = True             # on Colab: offer an upload button (ignored elsewhere)
 top_k = 3                 # how many classes to show per photo
-method = None             # photo → 32×32: "squash" or "center_crop" (None: "squash", the original's way)
-threshold = None          # "not confident" below this top probability (None: the run's calibrated one)
+method = None             # photo → 32×32: "squash" (None: the original's way) or "center_crop"
+threshold = None          # "not confident" below this top probability (None: the run's calibrated)
 device = "auto"           # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda" or "mps"
 data_root = None          # folder containing cifar-10-batches-py (None: $CIFAR10_ROOT or ~/.cache)
 download = ON_COLAB       # fetch CIFAR-10 with torchvision if missing (needs internet)
-quick = False             # CI smoke test: 1,000 test images for the detector check, the demo closed at once
-launch_demo = True        # end with the photo demo in the notebook (needs pip install "cifar_lib[demo]")
+quick = False             # CI smoke test: 1,000 test images for the detector, no demo left open
+launch_demo = True        # end with the photo demo (needs pip install "cifar_lib[demo]")
 close_demo = False        # close the demo at once (headless runs: papermill, CI)
 
 # %%
