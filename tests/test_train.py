@@ -337,6 +337,6 @@ def test_resuming_with_hardest_images_a_run_started_without_is_refused(data, tmp
     with pytest.raises(KeyboardInterrupt):
         fit(_tiny("fast", epochs=3, hardest_fraction=1.0), *data, run_dir=tmp_path,
             callbacks=[stop], progress=False)
-    with pytest.raises(CheckpointError, match="not training on its hardest images"):
+    with pytest.raises(CheckpointError, match=r"other settings: hardest_fraction=1.0 \(now 0.5\)"):
         fit(_tiny("fast", epochs=3, hardest_fraction=0.5), *data, run_dir=tmp_path, resume=True,
             progress=False)
