@@ -110,7 +110,7 @@ RECIPES["race64"] = RECIPES["fast"].replace(
     hardest_from_epoch=0, crop_epochs=0, crop_window=None, brightness=0.0, contrast=0.0,
     tta_level=0, tta_fraction=1.0, whiten_bias_epochs=1, train_subset=20_000)
 
-# Other names of recipes (the same settings): refused, naming the recipe's name.
+# Other names of recipes (the same settings): refused with one line naming the recipe.
 RENAMED = {"seed": "original", "fast_short": "short", "fast_small": "tiny"}
 # Retired recipes: refused, naming the recipe that serves their purpose (other settings).
 REPLACED = {"fast_muon": "fast", "fast_muon_crop": "fast", "fast_micro": "fast",

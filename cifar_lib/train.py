@@ -275,7 +275,7 @@ RESUMABLE_CHANGES = ("device", "channels_last", "eval_every", "test_subset")
 
 def changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
     """``cfg``'s settings that differ from ``saved`` (a checkpoint's ``config``), as
-    "name=saved (now now)", leaving out ``RESUMABLE_CHANGES`` and fields ``saved`` lacks."""
+    "name=<saved> (now <new>)", leaving out ``RESUMABLE_CHANGES`` and fields ``saved`` lacks."""
     saved = json.loads(json.dumps(saved))  # tuples as lists, as the checkpoint holds them
     now = json.loads(json.dumps(cfg.to_dict()))
     return [f"{name}={saved[name]!r} (now {value!r})" for name, value in now.items()
