@@ -105,6 +105,10 @@ def test_evaluate_predictions_report():
     d = r.to_dict()
     text = json.dumps(d, allow_nan=False)  # NaN (bins without images) became null
     assert json.loads(text)["per_class"][0]["class"] == "a"
+    # the reliability diagram's bins, under a name that is not the run's calibration
+    assert [b["count"] for b in d["reliability_bins"]] == [b["count"] for b in r.reliability_bins]
+    assert "calibration" not in d
+    assert sum(b["count"] for b in r.reliability_bins) == r.n
 
 
 # ----------------------------------------------------------------------------- runs
