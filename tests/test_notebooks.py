@@ -82,6 +82,14 @@ def test_committed_notebooks_carry_outputs_of_a_real_run(name):
     assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs)
 
 
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebooks_carry_no_trace_of_where_and_when_they_ran(name):
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    traces = [key for key in ("papermill",) if key in nb.metadata] + \
+        sorted({key for c in nb.cells for key in ("papermill", "execution") if key in c.metadata})
+    assert not traces, f"{name}: papermill's paths and times ({traces}); run `make sync`"
+
+
 # What each committed notebook records (its run's results), and what a real default run shows.
 RECORDED_KEYS = {
     "01_train": {"recipe", "model", "epochs", "seed", "quick", "parameters", "device", "precision",
@@ -100,9 +108,6 @@ RECORDED_KEYS = {
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_committed_notebooks_are_a_default_run(name):
-    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
-    injected = nb.metadata.get("papermill", {}).get("parameters", {})
-    assert not injected.get("quick"), f"{name}: the committed run is a quick run"
     results = read_results(NOTEBOOK_DIR / f"{name}.ipynb")
     assert set(results) == RECORDED_KEYS[name]
     assert results["quick"] is False
