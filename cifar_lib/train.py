@@ -306,7 +306,7 @@ def restore(t: Training, ckpt_path: Path | None) -> None:
     if ckpt.get("scaler"):
         t.scaler.load_state_dict(ckpt["scaler"])
     if t.hardest is not None:
-        if ckpt.get("hardest_loss") is None:
+        if ckpt.get("hardest_loss") is None:  # a checkpoint without saved settings
             raise CheckpointError(f"{ckpt_path} was not training on its hardest images: resume "
                                   f"it with the settings it started with (hardest_fraction=1)")
         t.hardest.loss = ckpt["hardest_loss"].to(t.device)
