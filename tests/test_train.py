@@ -340,3 +340,10 @@ def test_resuming_with_hardest_images_a_run_started_without_is_refused(data, tmp
     with pytest.raises(CheckpointError, match=r"other settings: hardest_fraction=1.0 \(now 0.5\)"):
         fit(_tiny("fast", epochs=3, hardest_fraction=0.5), *data, run_dir=tmp_path, resume=True,
             progress=False)
+    # A checkpoint without saved settings is refused too, by what it lacks.
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    del ckpt["config"]
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="not training on its hardest images"):
+        fit(_tiny("fast", epochs=3, hardest_fraction=0.5), *data, run_dir=tmp_path, resume=True,
+            progress=False)
