@@ -30,6 +30,9 @@ def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     ``mean``/``std``: 3 numbers, or ``channel_stats`` tensors already on the images' device
     (what ``BatchIterator`` passes, so no constant is copied to the GPU per batch).
     """
+    if images.dtype != torch.uint8:  # float images would be divided by 255 a second time
+        raise ValueError(f"expected uint8 images (0–255), got {images.dtype}: pass "
+                         f"(images * 255).round().to(torch.uint8) for floats in [0, 1]")
     mean_t, std_t = channel_stats(mean, images.device), channel_stats(std, images.device)
     return (images.float().div_(255) - mean_t) / std_t
 

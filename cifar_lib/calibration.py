@@ -266,7 +266,7 @@ def calibrate_run(run, validation: CifarSplit, test: CifarSplit | None = None, *
         checkpoint_digest,
         load_run,
     )
-    lm = load_run(run, device)
+    lm = load_run(run, device, calibrated=False)  # fitted afresh: the old one is not read
 
     def logits_of(split: CifarSplit, label: str) -> torch.Tensor:
         return predict_logits(lm.model, split.images, lm.mean, lm.std, tta_level=lm.tta_level,

@@ -87,8 +87,9 @@ def load_weights(model: nn.Module, ckpt: dict, model_name: str | None = None) ->
     """
     if model_name is not None and ckpt["model"] != model_name:
         raise CheckpointError(f"checkpoint is for model {ckpt['model']!r} "
-                              f"({ckpt['model_kwargs']}), not {model_name!r}: "
-                              f"build {ckpt['model']!r} or use load_model() which reads it")
+                              f"({ckpt['model_kwargs']}), not {model_name!r}: use the recipe "
+                              f"or model it was trained with (command line: --recipe, --model), "
+                              f"or load_model(), which reads it")
     state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
     own = unwrap(model).state_dict()
     missing = [k for k in own if k not in state]
@@ -197,12 +198,12 @@ def load_run(run, device: str | torch.device = "cpu", *, calibrated: bool = True
     if isinstance(run, (str, os.PathLike)):
         from .device import select_device
         file = resolve_checkpoint(run)
-        # before the weights: a bad calibration.json fails fast
-        calibration = (read_calibration(file.parent, checkpoint_digest(file)) if calibrated
-                       else None)
+        # the weights first: a damaged checkpoint is the error to report, not the calibration
+        # fitted for its earlier bytes
         model, ckpt = load_model(file, select_device(device))
         lm = LoadedModel.from_checkpoint(model, ckpt, file.parent)
-        lm.calibration = calibration
+        if calibrated:
+            lm.calibration = read_calibration(file.parent, checkpoint_digest(file))
         return lm
     if isinstance(run, tuple) and len(run) == 2:
         return LoadedModel.from_checkpoint(*run)

@@ -168,7 +168,8 @@ def _cmd_calibrate(args) -> int:
     from .checkpoint import load_run
     from .data import load_cifar10
     from .pretrained import is_shipped
-    lm = load_run(args.run_dir, args.device)  # a missing run fails before the data load
+    # a missing run fails before the data load; the calibration it replaces is not read
+    lm = load_run(args.run_dir, args.device, calibrated=False)
     if lm.folder is not None and is_shipped(lm.folder):
         raise ConfigError(f"{lm.folder} ships inside cifar_lib, already calibrated; to calibrate "
                           f"it again, copy it first: cp -r {lm.folder} my_run && python -m "
@@ -245,11 +246,11 @@ def _add_predict(sub) -> None:
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
     p.add_argument("--threshold", type=float, default=None,
                    help="below this top probability the answer is marked 'not confident' "
-                        "(default: the run's calibrated threshold, which kept 99%% accuracy on "
-                        "held-out test images; 0.5 for an uncalibrated run)")
+                        "(default: the run's calibrated threshold, chosen to keep 99%% accuracy "
+                        "on its validation split; 0.5 for an uncalibrated run)")
     p.add_argument("--method", choices=list(METHODS), default=PHOTO_METHOD,
                    help=f"how a photo becomes 32×32: {', '.join(METHODS)} (default "
-                        f"{PHOTO_METHOD}, the best on the sample photos; multi_crop averages "
+                        f"{PHOTO_METHOD}, the original notebook's way; multi_crop averages "
                         f"six crops)")
     p.add_argument("--device", default="auto",
                    help="auto (default: CUDA, then MPS, then CPU), cpu, cuda or mps")
@@ -341,7 +342,7 @@ def _cmd_course(args) -> int:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="classify photos in the browser (needs cifar_lib[demo])",
+    p = sub.add_parser("demo", help="classify photos in the browser (needs gradio)",
                        description="Start a Gradio app: drop, paste or take a photo and see its "
                                    "preprocessing, top-3 probabilities, 'none of these' verdict "
                                    "and Grad-CAM. Stop it with Ctrl-C.")

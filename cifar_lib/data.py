@@ -6,6 +6,7 @@ few globals that a genuine CIFAR batch needs are admitted.
 """
 from __future__ import annotations
 
+import numbers
 import os
 import pickle
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .errors import UsageError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
@@ -42,6 +45,10 @@ class CifarSplit:
 
     def subset(self, n: int | None) -> "CifarSplit":
         """The first ``n`` examples (all when ``n`` is None): quick runs and tests."""
+        if n is not None and not (isinstance(n, numbers.Integral) and not isinstance(n, bool)
+                                  and n >= 1):
+            raise UsageError(f"the number of examples to use must be None (all) or a whole "
+                             f"number ≥ 1, got {n!r}")
         if n is None or n >= len(self):
             return self
         return CifarSplit(self.images[:n], self.labels[:n], self.classes)
@@ -154,8 +161,14 @@ def _load_split(folder: Path, files: tuple[str, ...]) -> CifarSplit:
 
 def _download(root: Path) -> None:
     from torchvision.datasets import CIFAR10  # only needed for the download itself
-    for train in (True, False):
-        CIFAR10(root=str(root), train=train, download=True)
+    try:
+        for train in (True, False):
+            CIFAR10(root=str(root), train=train, download=True)
+    except (OSError, RuntimeError) as e:  # no connection, a refused or damaged download
+        raise DataError(
+            f"could not download CIFAR-10 into {root} ({e}): check the connection, or unpack "
+            f"cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html there "
+            f"yourself, so that {root / FOLDER} exists") from e
 
 
 def add_data_args(parser) -> None:

@@ -17,6 +17,7 @@ import torch
 from .calibration import calibration_bins, expected_calibration_error
 from .checkpoint import METRICS, load_run
 from .data import CifarSplit
+from .errors import UsageError
 from .files import json_safe, read_json, write_json
 from .inference import predict_logits
 from .models import count_parameters
@@ -142,6 +143,11 @@ def evaluate_predictions(probs, labels, classes: Sequence[str], *, n_bins: int =
     """All metrics from probabilities N×C (rows sum to 1) and integer labels N."""
     probs = _np(probs).astype(np.float32)
     labels = _np(labels).astype(np.int64)
+    if len(labels) != len(probs):
+        raise UsageError(f"expected one label per prediction ({len(probs)}), got {len(labels)}")
+    if len(labels) and not (labels.min() >= 0 and labels.max() < len(classes)):
+        raise UsageError(f"labels must be class indices 0–{len(classes) - 1}, got values from "
+                         f"{labels.min()} to {labels.max()}")
     preds = probs.argmax(1)
     correct = int((preds == labels).sum())
     cm = confusion_matrix(labels, preds, len(classes))
@@ -183,7 +189,7 @@ def evaluate_run(run, test_split: CifarSplit, tta_level: int | None = None, *,
     >>> report.n, report.confusion.shape
     (20, (10, 10))
     """
-    lm = load_run(run, device)
+    lm = load_run(run, device, calibrated=calibrated)
     tta = lm.tta_level if tta_level is None else tta_level
     logits = predict_logits(lm.model, test_split.images, lm.mean, lm.std, tta_level=tta,
                             batch_size=batch_size, progress="evaluate" if progress else None)

@@ -478,7 +478,7 @@ def predict(model_or_run, images: Source | Sequence[Source], *, top_k: int = 3,
     check_method(method)
     single = not _is_batch(images)
     sources = [images] if single else list(images)
-    lm = load_run(model_or_run, device)
+    lm = load_run(model_or_run, device, calibrated=calibrated)
     k = max(1, min(top_k, len(lm.classes)))
     results: list[Prediction] = []
     for src in sources:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 
 from .batches import CIFAR10_MEAN_STD
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, _is_int
 from .models import UnknownModelError
 
 # airbench94 states lr=11.5 and weight_decay=0.0153 per 1024 images for a summed loss, scaled
@@ -177,13 +177,15 @@ def configure(recipe: str | TrainConfig = "fast", *, quick: bool = False,
         limits["batch_size"] = min(cfg.batch_size, limits.pop("max_batch_size"))
         overrides = {**limits, **overrides}
     epochs = overrides.get("epochs", cfg.epochs)
+    # an invalid epochs adjusts nothing: ``replace`` then refuses it, naming the value
+    adjust = _is_int(epochs) and epochs >= 1 and epochs != cfg.epochs
     if overrides.get("model", cfg.model) != cfg.model:
         overrides.setdefault("model_kwargs", {})
         if "crop_epochs" not in overrides:
             overrides.update(_crops_over(cfg, 0))
-    elif epochs != cfg.epochs and "crop_epochs" not in overrides:
+    elif adjust and "crop_epochs" not in overrides:
         overrides.update(_crops_over(cfg, epochs))
-    if (epochs != cfg.epochs and "hardest_fraction" not in overrides
+    if (adjust and "hardest_fraction" not in overrides
             and "hardest_from_epoch" not in overrides):
         overrides.update(_hardest_over(cfg, epochs))
     return cfg.replace(**overrides)

@@ -505,7 +505,7 @@ def fit(cfg: TrainConfig, train: CifarSplit, test: CifarSplit, *, run_dir: str |
         write_json(run_dir / HISTORY, t.history)
         write_json(run_dir / METRICS, metrics)
     dist.close()
-    return FitResult(t.model, t.history, metrics)
+    return FitResult(t.model.eval(), t.history, metrics)
 
 
 def load_finished(cfg: TrainConfig, run_dir: str | Path) -> FitResult | None:

@@ -16,7 +16,7 @@ from cifar_lib import plots
 from cifar_lib.calibration import (Calibration, calibrate_run, calibration_bins,
                                    describe_calibration, fit_temperature, mean_nll,
                                    threshold_for_accuracy)
-from cifar_lib.checkpoint import CheckpointError, load_run, save_checkpoint
+from cifar_lib.checkpoint import CheckpointError, checkpoint_digest, load_run, save_checkpoint
 from cifar_lib.files import write_json
 from cifar_lib.cli import main
 from cifar_lib.data import CLASSES, CifarSplit
@@ -196,6 +196,35 @@ def test_uncalibrated_commands_work_beside_a_stale_calibration(synthetic_root, t
     for argv in (evaluate, predict_):
         assert main(argv) == 1 and "calibrate --run-dir" in capsys.readouterr().err
         assert main([*argv, "--uncalibrated"]) == 0, capsys.readouterr().err
+
+
+def test_a_stale_calibration_leaves_calibrate_and_plain_probabilities_working(
+        synthetic_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
+                 "--data-root", str(synthetic_root), "--run-dir", str(run)]) == 0
+    write_json(run / "calibration.json", {"temperature": 1.5, "checkpoint_sha256": "abc"})
+    split = load_cifar10(synthetic_root)[1]
+    assert predict(run, PHOTO, device="cpu", calibrated=False).temperature == 1.0
+    assert evaluate_run(run, split, device="cpu", write=False, calibrated=False,
+                        progress=False).info["temperature"] == 1.0
+    assert calibrate_run(run, split, device="cpu", write=False, progress=False).temperature > 0
+    # the fix the error names works: calibrate replaces the stale file
+    capsys.readouterr()
+    assert main(["calibrate", "--run-dir", str(run), "--device", "cpu", "--no-progress",
+                 "--data-root", str(synthetic_root)]) == 0, capsys.readouterr().err
+    assert load_run(run).calibration is not None
+
+
+def test_a_damaged_checkpoint_is_reported_before_its_calibration(tmp_path):
+    run = _save_run(tmp_path)
+    write_json(tmp_path / "calibration.json",
+               {"temperature": 1.5, "checkpoint_sha256": checkpoint_digest(run)})
+    data = (tmp_path / "checkpoint.pt").read_bytes()
+    (tmp_path / "checkpoint.pt").write_bytes(data[:len(data) // 2])  # an interrupted copy
+    with pytest.raises(CheckpointError, match="not a readable checkpoint") as e:
+        load_run(run)
+    assert "calibration" not in str(e.value)  # nothing asks to delete a file that is fine
 
 
 def test_a_hand_written_temperature_is_used(tmp_path):

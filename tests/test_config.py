@@ -70,6 +70,14 @@ def test_bad_field_value_raises_config_error_naming_the_field(field, value):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("value", [2.5, "3", 0, True])
+def test_a_bad_epochs_is_named_for_a_recipe_whose_schedules_follow_it(value):
+    # fast's window and hardest-image schedules are rescaled to the epochs: not with a bad one
+    with pytest.raises(ConfigError) as e:
+        configure("fast", epochs=value)
+    assert str(e.value) == f"epochs must be a whole number ≥ 1, got {value!r}"
+
+
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("lr", -1), ("flip", "vertical")])
 def test_dataclass_constructor_validates_too(field, value):
     # not only configure(): building a TrainConfig directly checks the same rules
@@ -346,6 +354,17 @@ def trained_run(data_root, tmp_path_factory):
     assert main(["train", "--recipe", "original", "--quick", "--no-progress", "--device", "cpu",
                  "--data-root", str(data_root), "--run-dir", str(run)]) == 0
     return run
+
+
+@pytest.mark.parametrize("n", ["0", "-9990"])
+def test_cli_evaluate_of_no_test_images_is_one_line(cli, trained_run, data_root, n, capsys):
+    capsys.readouterr()
+    assert cli(["evaluate", "--run-dir", str(trained_run), "--device", "cpu", "--no-progress",
+                "--data-root", str(data_root), "--test-subset", n]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no report of nothing
+    assert captured.err == f"error: the number of examples to use must be None (all) or a " \
+                           f"whole number ≥ 1, got {int(n)}\n"
 
 
 def test_cli_predict_of_a_folder_says_it_is_a_folder(cli, trained_run, tmp_path, capsys):

@@ -44,6 +44,29 @@ def test_missing_folder_error_names_folder_env_var_and_download(tmp_path):
     assert "CIFAR10_ROOT" in msg and "download=True" in msg
 
 
+def test_a_failed_download_is_one_data_error_naming_where_to_unpack(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno 111] Connection refused")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError) as e:
+        load_cifar10(tmp_path / "nowhere", download=True)
+    msg = str(e.value)
+    assert "could not download CIFAR-10" in msg and "Connection refused" in msg
+    assert str(tmp_path / "nowhere" / FOLDER) in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("n", [0, -5, 2.5, True])
+def test_a_subset_of_no_examples_is_refused(n):
+    split = CifarSplit(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.arange(4))
+    with pytest.raises(ValueError, match=f"whole number ≥ 1, got {n!r}"):
+        split.subset(n)
+    assert len(split.subset(np.int64(2))) == 2 and split.subset(None) is split
+
+
 def test_truncated_batch_names_the_file(synthetic_root):
     path = synthetic_root / FOLDER / "data_batch_3"
     path.write_bytes(path.read_bytes()[:1000])

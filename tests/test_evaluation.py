@@ -111,6 +111,17 @@ def test_evaluate_predictions_report():
     assert sum(b["count"] for b in r.reliability_bins) == r.n
 
 
+@pytest.mark.parametrize("labels, message", [
+    ([0, 1, 2, 3, 0], "labels must be class indices 0–2, got values from 0 to 3"),
+    ([-1, 1, 2, 0, 0], "labels must be class indices 0–2, got values from -1 to 2"),
+    ([0, 1, 2], "expected one label per prediction (5), got 3"),
+])
+def test_labels_that_do_not_fit_the_classes_are_named(labels, message):
+    with pytest.raises(ValueError) as e:
+        ev.evaluate_predictions(torch.tensor(PROBS), torch.tensor(labels), ABC)
+    assert str(e.value) == message
+
+
 # ----------------------------------------------------------------------------- runs
 
 

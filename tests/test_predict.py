@@ -99,6 +99,22 @@ def test_model_without_checkpoint_is_refused(run_dir):
     assert load_run(lm) is lm and predict(lm, PHOTOS[0]).label in CLASSES
 
 
+def test_float_images_are_refused_and_left_as_they_were(run_dir):
+    lm = load_run(run_dir)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    scaled = images.float()  # 0–255 as floats: the same pixels, the wrong type
+    with pytest.raises(ValueError, match="expected uint8 images"):
+        predict_logits(lm.model, scaled, lm.mean, lm.std)
+    assert torch.equal(scaled, images.float())  # not divided in place
+
+
+def test_fit_returns_the_model_ready_to_predict(run_dir):
+    train = CifarSplit(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8),
+                       torch.arange(64) % 10)
+    cfg = configure("original", epochs=1, batch_size=32, val_fraction=0, device="cpu")
+    assert not fit(cfg, train, train, progress=False).model.training  # eval mode, as documented
+
+
 def test_figures(run_dir, tmp_path):
     preds = predict(run_dir, PHOTOS + [tmp_path / "missing.png"], errors="report")
     fig = plots.plot_topk(preds[0])
