@@ -206,6 +206,36 @@ def test_anchor_runs_are_spread_evenly_among_the_recipe_runs(n_recipe, n_anchor,
     assert " ".join(f"{part[0]}{i}" for part, i in order) == expected
 
 
+def _spy_on_training(monkeypatch):
+    calls = []
+
+    def fake(recipe, seed, train, test, device, quick, precision=None, overrides=None):
+        calls.append((recipe, seed, dict(overrides or {})))
+        return {"recipe": recipe, "seed": seed, "test_acc": 94.0, "seconds": 1.0}
+    monkeypatch.setattr(bench_train, "train_once", fake)
+    return calls
+
+
+def test_each_raced_recipe_warms_up_untimed_before_the_first_timed_run(monkeypatch,
+                                                                     synthetic_root):
+    calls = _spy_on_training(monkeypatch)
+    result = bench_train.run([0, 1], [0], synthetic_root, device="cpu",
+                             overrides={"label_smoothing": 0.1})
+    # fast's hardest 60% must fill a batch: 3 batches of 1,000; airbench94 2 batches of 1,024
+    warm = [("fast", 0, {"label_smoothing": 0.1, "train_subset": 3000, "test_subset": 1000}),
+            ("airbench94", 0, {"train_subset": 2048, "test_subset": 1000})]
+    timed = [("fast", 0, {"label_smoothing": 0.1}), ("airbench94", 0, {}),
+             ("fast", 1, {"label_smoothing": 0.1})]
+    assert calls == warm + timed
+    assert [(r["recipe"], r["seed"]) for r in result["runs"]] == [(r, s) for r, s, _ in timed]
+    # nothing left to time (a resumed race that was done): no warm-up; a smoke test: none either
+    calls.clear()
+    bench_train.run([0], [0], synthetic_root, device="cpu", done=result["runs"][:2])
+    assert calls == []
+    bench_train.run([0], [], synthetic_root, device="cpu", quick=True)
+    assert calls == [("fast", 0, {})]
+
+
 def test_train_record_goes_to_one_file_per_kind_of_machine(monkeypatch):
     monkeypatch.setattr(bench_train, "cpu_has_native_bf16", lambda: True)
     assert bench_train.default_out(torch.device("cpu")) == "benchmarks/results/train_cpu-bf16.json"
