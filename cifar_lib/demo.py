@@ -6,8 +6,8 @@ Drop, paste or take (webcam) a photo and see what ``predict`` does with it: the 
 steps (``images.preprocessing_steps``), the top-3 calibrated probabilities, the "none of these"
 verdict of the run's detector (``cifar_lib.ood``) with its score, and a Grad-CAM overlay
 (``cifar_lib.attribution``). The sample photos are clickable examples. A file that is not a
-usable image gets the command line's one-line error. Gradio is an optional extra:
-``pip install "cifar_lib[demo]"``.
+usable image gets the command line's one-line error. Gradio is an optional extra (``demo``):
+``pip install gradio``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .ood import detector_for
 from .photos import (PHOTO_METHOD, ImageError, Upload, predict, preprocessing_steps,
                      sample_images)
 
-INSTALL_HINT = 'the demo needs gradio: pip install "cifar_lib[demo]"'
+INSTALL_HINT = "the demo needs gradio: pip install gradio"
 SHOWN = 160  # pixels: small steps (32×32) are enlarged to this, pixel for pixel, to be seen
 
 

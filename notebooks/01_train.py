@@ -40,8 +40,8 @@
 # networks](https://kellerjordan.github.io/posts/muon/)); its colour jitter comes from the
 # [CIFAR-10 speedrun](https://github.com/hiverge/cifar10-speedrun).
 #
-# Training the fast recipe takes minutes on a GPU and much longer on a CPU, depending on the
-# CPU and its bf16 support; the cell before training measures yours. On
+# Training the fast recipe takes minutes on a GPU and longer on a CPU, how much longer depending
+# on the CPU and its bf16 support; the cell before training measures yours. On
 # Colab, ask for a GPU (*Runtime → Change runtime type → GPU*), and set `keep_on_drive = True`
 # to keep the trained run on Google Drive for the next lessons (each notebook gets a fresh
 # runtime); without it, lessons 02–04 use the fast model that ships with `cifar_lib`.
@@ -75,7 +75,7 @@ model = None             # override the recipe's model: "simple_cnn" or "airbenc
 epochs = None            # override the number of epochs (None: the recipe's own)
 batch_size = None        # override the batch size (None: the recipe's own)
 lr = None                # override the peak learning rate (None: the recipe's own)
-seed = 0                 # the random seed, for everything: same seed, same result on a CPU
+seed = 0                 # the random seed, for everything: same seed, same result on the same CPU
 data_root = None         # folder containing cifar-10-batches-py (None: $CIFAR10_ROOT or ~/.cache)
 download = ON_COLAB      # fetch CIFAR-10 with torchvision if missing (needs internet)
 device = "auto"          # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda" or "mps"
@@ -737,10 +737,10 @@ KNOBS = {
     "translate": "random shifts of up to this many pixels, reflect-filled",
     "brightness": "a random shift of each image's normalised values, up to ± this",
     "contrast": "then a random factor for each image, 1 ± this",
-    "crop_epochs": "the first epochs train on small random crops ...",
+    "crop_epochs": "the first epochs train on small random windows ...",
     "crop_size": "... of this many pixels square",
-    "crop_window": "None: the crops are cut out; a number: each is a random window of at least "
-                   "this share of the image's side, resized to `crop_size`",
+    "crop_window": "None: windows cut out as they are; a number: each is a random window of at "
+                   "least this share of the image's side, resized to `crop_size`",
     "mean": "per-channel mean of CIFAR-10's training images, subtracted ...",
     "std": "... then divided by its standard deviation",
     "tta_level": "test-time augmentation for the final evaluation: 2 is six views",
@@ -968,7 +968,7 @@ plot_ablation_differences(summary, full=shown_recipe, full_label=shown_recipe, t
 # seeds, so the rows listed above as within their error bars bought nothing this ablation can
 # measure (a smaller effect may still be there). Tricks that regularise (flips, shifts, jitter)
 # pay once a run is long enough for the network to start memorising its training images; ten
-# epochs is short, so here they buy little, and they cost next to no time either.
+# epochs is short, so here they buy little.
 #
 # A trick can also be kept for the time it saves rather than the accuracy it adds. The early
 # small images and the hardest images are such trades: whole images throughout, or every image

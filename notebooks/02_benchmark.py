@@ -294,16 +294,15 @@ record({"model": info["model"], "quick": quick,
 #    `device = "cuda"` in the parameters cell (on Colab, with a GPU runtime): how many images
 #    per second does batch size 1 reach, compared with 1024? Where does the time of one small
 #    batch go, if not into arithmetic? *Hint:* count the kernels one forward pass launches.
-#    <details><summary>Answer</summary>A few percent of the big batch's throughput: each call
+#    <details><summary>Answer</summary>A small share of the big batch's throughput: each call
 #    launches the same dozens of kernels whatever the batch size, and with one image each
 #    kernel finishes long before the next launch; the GPU waits on Python and the driver.
 #    </details>
 # 2. **Forget to synchronise.** In the stopwatch cell, replace both `synced_clock(dev)` with
 #    `time.perf_counter()` and run it on a GPU: what does the warmed-up time become, and why
 #    is it wrong? *Hint:* what has the GPU finished when `model(x)` returns?
-#    <details><summary>Answer</summary>It drops to the time of launching the kernels (tens of
-#    microseconds), because the call returns as soon as the work is queued; the work itself is
-#    not measured.</details>
+#    <details><summary>Answer</summary>It drops to the time of launching the kernels, because
+#    the call returns as soon as the work is queued; the work itself is not measured.</details>
 # 3. **One CPU thread.** In the same cell, remove `num_threads=torch.get_num_threads()` from the
 #    `benchmark.Timer(...)` line: how much slower is the CPU number, and what does that tell you
 #    about a benchmark run with the Timer's defaults?

@@ -65,7 +65,7 @@ device = "auto"           # "auto" (CUDA, then Apple MPS, then CPU), "cpu", "cud
 data_root = None          # folder containing cifar-10-batches-py (None: $CIFAR10_ROOT or ~/.cache)
 download = ON_COLAB       # fetch CIFAR-10 with torchvision if missing (needs internet)
 quick = False             # CI smoke test: 1,000 test images for the detector, no demo left open
-launch_demo = True        # end with the photo demo (needs pip install "cifar_lib[demo]")
+launch_demo = True        # end with the photo demo (needs gradio: pip install gradio)
 close_demo = False        # close the demo at once (headless runs: papermill, CI)
 
 # %%
@@ -280,9 +280,9 @@ pd.DataFrame([{"photo": p.name, "top class": p.label, "probability": round(p.pro
 # - **energy**: `logsumexp` of the logits. Softmax only sees how the logits differ; the energy
 #   also sees how large they are, and a network's logits tend to be smaller for what it has
 #   never seen;
-# - **mahalanobis**: how far the image's *penultimate features* (the 256 numbers the last
-#   layer turns into ten logits, caught with a forward hook) lie from the nearest class's mean,
-#   measured in units of how the training features vary;
+# - **mahalanobis**: how far the image's *penultimate features* (the numbers the last layer
+#   turns into logits, 256 in the fast model, caught with a forward hook) lie from the nearest
+#   class's mean, measured in units of how the training features vary;
 # - **knn**: how similar those features are to the k-th most similar training image's.
 #
 # How to measure a detector without photos of everything else? Train a network on six
@@ -422,7 +422,7 @@ record({"model": model.name, "run": str(run), "quick": quick,
 # preprocessing, the top three classes, the "none of these" verdict and the Grad-CAM map. The
 # sample photos are examples to click. On Colab it appears below this cell; from a terminal,
 # `python -m cifar_lib demo --run-dir runs/fast` does the same. It needs Gradio
-# (`pip install "cifar_lib[demo]"`).
+# (`pip install gradio`).
 
 # %%
 if launch_demo:
