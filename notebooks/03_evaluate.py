@@ -218,7 +218,7 @@ fig
 # stays the same.
 #
 # **Which images choose T?** Not the test images: a number measured on the images that chose
-# it flatters it, and the test set is there to measure, once. Every run of this course holds
+# it flatters it, and the test set is there to measure, once. Every recipe, by default, holds
 # out a *validation split*: 5,000 of the 50,000 training images (500 of each class, the same
 # ones for every run), which it never trains on. That is enough to pin down one temperature and
 # one threshold, and costs the training little (the README gives the measured price). T is fitted
@@ -288,7 +288,7 @@ plot_reliability_before_after(original_calibration.bins_before, original_calibra
                                     f"{original_calibration.temperature:.2f}")
 
 # %%
-calibrations = {report.info["model"] + " (this run)": calibration,
+calibrations = {f"{Path(run_dir).name} (this run)": calibration,
                 "original recipe": original_calibration}
 pd.DataFrame([{"model": name, "temperature": c.temperature, "ECE before": c.ece_before,
                "ECE after": c.ece_after, "NLL before": c.nll_before, "NLL after": c.nll_after,
