@@ -9,8 +9,9 @@ published hyperparameters) once per anchor seed, the anchor's runs spread evenly
 recipe's (``run_order``) so that a slow spell on a shared machine falls on both; full data, test
 accuracy with TTA on all 10,000 test images; ``seconds`` is timed as airbench times itself
 (``CLOCK``): the wall time from loaded data to that final accuracy, with no evaluation between
-epochs (the accuracy without TTA, also reported, comes from the same pass). ``time_ratio`` is the
-recipe's mean seconds over the anchor's, on the same device, threads and precision rules.
+epochs (the accuracy without TTA, also reported, comes from the same pass), after an untimed
+warm-up of each recipe (``warm_up``). ``time_ratio`` is the recipe's mean seconds over the
+anchor's, on the same device, threads and precision rules.
 (The race to the original notebook's 64% is its own benchmark, ``time_to_64``.) ``--set``
 changes fields of the raced recipe only, to race a variant before it becomes a recipe; the
 record keeps both recipes' settings in full.
