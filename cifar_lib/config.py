@@ -113,6 +113,10 @@ class TrainConfig:
             return self.hardest_fraction
         return self.hardest_fraction[epoch - self.hardest_from_epoch]
 
+    def fewest_hardest_fraction(self) -> float:
+        """The smallest ``hardest_fraction_at`` over the run's epochs (1.0: every image always)."""
+        return min(self.hardest_fraction_at(epoch) for epoch in range(self.epochs))
+
     def replace(self, **changes) -> "TrainConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:

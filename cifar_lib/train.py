@@ -257,7 +257,7 @@ def prepare(cfg: TrainConfig, train: CifarSplit, device: torch.device,
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {len(train)} training "
                           f"images per process: lower batch_size or use more data")
     hardest = None
-    fewest = min(cfg.hardest_fraction_at(epoch) for epoch in range(cfg.epochs))
+    fewest = cfg.fewest_hardest_fraction()
     if fewest < 1:
         hardest = HardestImages(len(train), device)
         if int(fewest * len(train)) // dist.world_size < cfg.batch_size:

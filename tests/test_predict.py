@@ -108,13 +108,6 @@ def test_float_images_are_refused_and_left_as_they_were(run_dir):
     assert torch.equal(scaled, images.float())  # not divided in place
 
 
-def test_fit_returns_the_model_ready_to_predict(run_dir):
-    train = CifarSplit(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8),
-                       torch.arange(64) % 10)
-    cfg = configure("original", epochs=1, batch_size=32, val_fraction=0, device="cpu")
-    assert not fit(cfg, train, train, progress=False).model.training  # eval mode, as documented
-
-
 def test_figures(run_dir, tmp_path):
     preds = predict(run_dir, PHOTOS + [tmp_path / "missing.png"], errors="report")
     fig = plots.plot_topk(preds[0])

@@ -30,6 +30,7 @@ def data(synthetic_root):
 def test_quick_run_learns_well_above_chance(data, recipe):
     result = fit(_tiny(recipe, epochs=4), *data, progress=False)
     assert result.metrics["test_acc"] > 0.5  # chance is 0.1 on this toy data
+    assert not result.model.training  # eval mode, ready to predict, as FitResult says
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     assert {"train_loss", "train_acc", "test_loss", "test_acc", "seconds",
             "images_per_second"} <= set(result.history[-1])

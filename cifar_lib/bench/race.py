@@ -91,8 +91,8 @@ def warm_up(recipes: Sequence[tuple[str, dict | None]], train: CifarSplit, test:
     first (airbench's own races warm up the same way, on dummy data)."""
     for name, changes in recipes:
         cfg = configure_with(name, (changes or {}).items())
-        fewest = min(cfg.hardest_fraction_at(epoch) for epoch in range(cfg.epochs))
-        n = cfg.batch_size * max(2, math.ceil(1 / fewest) + 1)  # a whole batch of the hardest
+        # enough images for a whole batch of the hardest
+        n = cfg.batch_size * max(2, math.ceil(1 / cfg.fewest_hardest_fraction()) + 1)
         train_once(name, 0, train, test, device, False, precision,
                    {**(changes or {}), "train_subset": n, "test_subset": WARM_UP_TEST})
 
@@ -175,10 +175,11 @@ def run(seeds=SEEDS, anchor_seeds=SEEDS, root=None, quick: bool = False, device:
     parts = {"recipe": (recipe, seeds, our_rows, overrides),
              "anchor": (anchor, anchor_seeds, their_rows, None)}
     order = run_order(len(seeds), len(anchor_seeds))
-    to_run = [part for part, i in order if (parts[part][0], parts[part][1][i]) not in measured]
-    if to_run and not quick:  # a smoke test needs no warm-up, and its images are too few
-        warm_up([(parts[part][0], parts[part][3]) for part in dict.fromkeys(to_run)], train,
-                test, dev, precision)
+    # each recipe with a run still to time, and its overrides, in the order they first run
+    pending = {parts[part][0]: parts[part][3] for part, i in order
+               if (parts[part][0], parts[part][1][i]) not in measured}
+    if pending and not quick:  # a smoke test needs no warm-up, and its images are too few
+        warm_up(list(pending.items()), train, test, dev, precision)
     for part, i in order:  # noise falls on both alike
         name, seed_list, rows, changes = parts[part]
         row = measured.get((name, seed_list[i]))
