@@ -88,7 +88,7 @@ def test_fast_is_one_flat_config_and_every_recipe_holds_out_the_same_validation_
 
 def test_the_docs_and_lessons_use_only_current_recipe_names():
     from cifar_lib.recipes import RENAMED, REPLACED
-    docs = [ROOT / "README.md", ROOT / "benchmarks" / "README.md",
+    docs = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "benchmarks" / "README.md",
             *sorted((ROOT / "notebooks").glob("*.py"))]  # not HISTORY.md: it is the history
     for path in docs:
         text = path.read_text()
