@@ -164,7 +164,7 @@ def features_and_logits(run, images: torch.Tensor, batch_size: int = 1000
     """(features float32 N×D, logits float32 N×C), on the CPU, for uint8 images N×3×32×32:
     one pass in eval mode, without test-time augmentation, normalised with the run's mean/std.
     ``run``: anything ``load_run`` takes."""
-    lm = load_run(run)
+    lm = load_run(run, calibrated=False)  # no score uses the temperature
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"images must be uint8 N×3×H×W, got {images.dtype} "
                          f"{tuple(images.shape)}")
@@ -280,7 +280,7 @@ def fit_detector(run, fit_images: torch.Tensor, fit_labels: torch.Tensor,
     """Fit ``score`` for ``run`` on training images (uint8 N×3×32×32, labels N) and choose its
     threshold on validation images (uint8 M×3×32×32, held out of those training images) so
     that ``tpr`` of them count as known."""
-    lm = load_run(run)
+    lm = load_run(run, calibrated=False)  # no score uses the temperature
     state = {}
     if score == "mahalanobis":
         state = fit_mahalanobis(features_and_logits(lm, fit_images)[0], fit_labels,
@@ -301,7 +301,7 @@ def fit_detector(run, fit_images: torch.Tensor, fit_labels: torch.Tensor,
 def detector_for(run) -> Detector | None:
     """The detector saved in a run's folder (None when it has none, or the run has no folder).
     A detector fitted for other weights (the run was trained again) raises CheckpointError."""
-    lm = load_run(run)
+    lm = load_run(run, calibrated=False)  # no score uses the temperature
     if lm.folder is None or not (lm.folder / OOD_JSON).is_file():
         return None
     detector = Detector.load(lm.folder)
@@ -335,7 +335,7 @@ def fit_run(run, train, *, score: str = "energy", tpr: float = TPR,
     the validation split; saves it in the run folder and returns it. ``python -m cifar_lib
     train`` and ``ship`` call it."""
     from .data import split_validation, validation_size
-    lm = load_run(run)
+    lm = load_run(run, calibrated=False)  # no score uses the temperature
     if lm.folder is None:
         raise ValueError("fit_run needs a run folder to save the detector in")
     fraction = lm.config.get("val_fraction", 0)

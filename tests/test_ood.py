@@ -120,6 +120,20 @@ def test_detector_fit_threshold_save_load_and_predict(tmp_path):
         predict(run, sample_images()[0])
 
 
+def test_the_detector_does_not_read_the_calibration(tmp_path):
+    # no score uses the temperature, so a stale calibration.json (its own error, naming
+    # calibrate, for calibrated probabilities) does not stop open-set scoring
+    run = _tiny_run(tmp_path)
+    (run / "calibration.json").write_text('{"temperature": 1.5, "checkpoint_sha256": "abc"}')
+    images = torch.randint(0, 256, (20, 3, 32, 32), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    det = ood.fit_detector(run, images, torch.arange(10).repeat(2), images, score="energy")
+    det.save(run)
+    assert ood.detector_for(run).threshold == det.threshold
+    p = predict(run, sample_images()[0], calibrated=False)
+    assert p.ood_score is not None and p.none_of_these == (p.ood_score < det.threshold)
+
+
 def test_no_detector_leaves_predictions_alone(tmp_path):
     p = predict(_tiny_run(tmp_path), sample_images()[0])
     assert p.none_of_these is None and p.ood_score is None
