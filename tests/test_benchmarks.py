@@ -38,6 +38,17 @@ def test_every_benchmark_is_a_subcommand_with_help(name, capsys):
     assert "--out" in out or name == "report"  # the report writes the docs, not a record
 
 
+def test_a_smoke_test_without_out_leaves_the_committed_record_alone(synthetic_root, tmp_path,
+                                                                    monkeypatch, capsys,
+                                                                    one_thread):
+    monkeypatch.chdir(tmp_path)   # the default record path is relative to the repository
+    assert main(["bench", "breakdown", "--quick", "--recipes", "tiny", "--data-root",
+                 str(synthetic_root)]) == 0
+    assert json.loads((tmp_path / "build/bench/breakdown.json").read_text())["quick"] is True
+    assert not (tmp_path / "benchmarks").exists()
+    assert "build/bench/breakdown.json" in capsys.readouterr().err
+
+
 def test_markdown_table_columns():
     rows = [{"a": 1.23456, "b": None, "c": "x"}, {"a": 2, "b": 0.5, "c": "y"}]
     assert markdown_table(rows) == ("| a | b | c |\n|---|---|---|\n| 1.235 |  | x |\n"

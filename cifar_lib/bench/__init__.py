@@ -35,6 +35,10 @@ from . import (
               time_to_64,
 )
 
+# Where a smoke test's record goes (--quick, or bench data's --limit) when no --out is given:
+# out of the way of the committed records that the docs' tables are built from.
+SMOKE_DIR = "build/bench"
+
 BENCHMARKS = {"ablation": ablate, "data": pipeline, "train": race,
               "inference": inference_speed, "throughput": throughput, "robustness": corrupt,
               "breakdown": breakdown, "report": report, "open-set": open_set,
