@@ -89,3 +89,11 @@ def test_every_lesson_installs_the_version_it_was_written_against(name):
     # $CIFAR_LIB_INSTALL still overrides; otherwise the repository at this version's tag
     assert installs == [f'"{INSTALL_ENV}", "{INSTALL_TARGET}"'], installs
     assert '"pip", "install"' in source
+
+
+def test_the_docs_install_this_version():
+    # the README's install line names this version's tag, as the lessons' setup cells do
+    for doc in ("README.md", "CONTRIBUTING.md"):
+        for target in re.findall(r"git\+https://github\.com/[^\s\"'`]+", (ROOT / doc).read_text()):
+            assert target == INSTALL_TARGET, (doc, target)
+    assert INSTALL_TARGET in (ROOT / "README.md").read_text()
