@@ -27,12 +27,13 @@ def _shipped(name: str, pretrained: bool):
 
 
 def fast(pretrained: bool = True):
-    """The fast recipe's model (airbench-style net, ~94% test accuracy with the run's TTA):
-    float32 N×3×32×32 images in [0, 1] → logits N×10. ``pretrained=False``: untrained weights."""
+    """The fast recipe's shipped model (the airbench network; its accuracy: the README's
+    results): float32 N×3×32×32 images in [0, 1] → logits N×10. ``pretrained=False``: untrained
+    weights."""
     return _shipped("fast", pretrained)
 
 
 def original(pretrained: bool = True):
-    """The seed notebook's SimpleCNN (~66% test accuracy): float32 N×3×32×32 images in [0, 1]
-    → logits N×10. ``pretrained=False``: untrained weights."""
+    """The original notebook's SimpleCNN, as shipped (its accuracy: the README's results):
+    float32 N×3×32×32 images in [0, 1] → logits N×10. ``pretrained=False``: untrained weights."""
     return _shipped("original", pretrained)

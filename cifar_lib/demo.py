@@ -3,7 +3,7 @@
     python -m cifar_lib demo [--run-dir RUN]          # or, in a notebook: launch(run, inline=True)
 
 Drop, paste or take (webcam) a photo and see what ``predict`` does with it: the preprocessing
-steps (``images.preprocessing_steps``), the top-3 calibrated probabilities, the "none of these"
+steps (``photos.preprocessing_steps``), the top-3 calibrated probabilities, the "none of these"
 verdict of the run's detector (``cifar_lib.ood``) with its score, and a Grad-CAM overlay
 (``cifar_lib.attribution``). The sample photos are clickable examples. A file that is not a
 usable image gets the command line's one-line error. Gradio is an optional extra (``demo``):

@@ -1,4 +1,4 @@
-"""What lessons 02–04 show step by step, checked: ``images.preprocessing_steps``.
+"""What lessons 02–04 show step by step, checked: ``photos.preprocessing_steps``.
 
 04_real_images prints every intermediate of a photo's way to the network; these tests pin that
 the steps come in order, have the shapes the lesson states, follow the EXIF orientation, and end

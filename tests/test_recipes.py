@@ -95,3 +95,17 @@ def test_the_docs_and_lessons_use_only_current_recipe_names():
         for old in [*RENAMED, *REPLACED]:
             if old != "seed":  # "seed" is also the random seed
                 assert f"`{old}`" not in text and f'"{old}"' not in text, (path.name, old)
+    # the retired name of the original recipe, where "seed" alone cannot be searched for
+    for path in [*docs, ROOT / "hubconf.py", *sorted((ROOT / "cifar_lib").rglob("*.py"))]:
+        assert "seed notebook" not in path.read_text().lower(), path.name
+
+
+def test_the_command_line_and_the_readme_name_every_recipe():
+    import re
+    from cifar_lib.cli import build_parser
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    recipe_help = next(a.help for a in train._actions if a.dest == "recipe")
+    readme = (ROOT / "README.md").read_text()
+    for name in RECIPES:
+        assert f"'{name}'" in recipe_help, name
+        assert re.search(rf"`{name}` \(", readme), name   # "`name` (what it is for)"

@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 
 from cifar_lib import notebook
-from cifar_lib import photos as images
-from cifar_lib import photos as predict_mod
+from cifar_lib import photos
 from cifar_lib.data import CLASSES
 from cifar_lib.photos import ImageError, Upload, load_image, to_model_input
 from cifar_lib.notebook import upload_or_paths
@@ -90,7 +89,7 @@ def test_max_pixels_is_configurable(tmp_path):
     assert load_image(f).size == (100, 100)
     with pytest.raises(ImageError, match="limit"):
         load_image(f, max_pixels=5_000)
-    assert images.MAX_PIXELS == 64_000_000
+    assert photos.MAX_PIXELS == 64_000_000
 
 
 def test_cmyk_becomes_rgb(tmp_path):
@@ -227,7 +226,7 @@ def test_resize_is_antialiased():
 def test_sample_photos_load():
     for name in ("dog.jpg", "eagle.jpg", "giraffe.jpg"):
         img = load_image(SAMPLES / name)
-        assert img.mode == "RGB" and max(img.size) <= images.MAX_SIDE
+        assert img.mode == "RGB" and max(img.size) <= photos.MAX_SIDE
 
 
 def test_upload_or_paths_without_colab(monkeypatch):
@@ -267,31 +266,31 @@ def _noise(w: int, h: int, seed: int = 0) -> Image.Image:
 def test_model_views_shapes_and_single_views(w, h):
     img = _noise(w, h)
     for method in ("center_crop", "squash"):
-        v = images.model_views(img, 32, method)
+        v = photos.model_views(img, 32, method)
         assert v.shape == (1, 3, 32, 32) and v.dtype == torch.uint8
         assert torch.equal(v[0], to_model_input(img, 32, method))
-    multi = images.model_views(img, 16, "multi_crop")
+    multi = photos.model_views(img, 16, "multi_crop")
     assert multi.shape == (6, 3, 16, 16) and multi.dtype == torch.uint8
-    assert torch.equal(multi, images.model_views(img, 16, "multi_crop"))  # deterministic
+    assert torch.equal(multi, photos.model_views(img, 16, "multi_crop"))  # deterministic
     # the 'squash' and 'centre' views are exactly the single-view methods
     assert torch.equal(multi[0], to_model_input(img, 16, "squash"))
     assert torch.equal(multi[1], to_model_input(img, 16, "center_crop"))
 
 
 def test_multi_crop_boxes_landscape_portrait_square():
-    assert images.multi_crop_boxes((60, 40)) == [
+    assert photos.multi_crop_boxes((60, 40)) == [
         ("squash", (0, 0, 60, 40)), ("centre", (10, 0, 50, 40)), ("zoom 80%", (14, 4, 46, 36)),
         ("zoom 64%", (17, 7, 43, 33)), ("left", (0, 0, 40, 40)), ("right", (20, 0, 60, 40))]
-    portrait = dict(images.multi_crop_boxes((40, 60)))
+    portrait = dict(photos.multi_crop_boxes((40, 60)))
     assert portrait["top"] == (0, 0, 40, 40) and portrait["bottom"] == (0, 20, 40, 60)
     assert portrait["centre"] == (0, 10, 40, 50) and "left" not in portrait
-    square = dict(images.multi_crop_boxes((50, 50)))
+    square = dict(photos.multi_crop_boxes((50, 50)))
     assert square["left"] == square["right"] == square["centre"] == square["squash"]
 
 
 @pytest.mark.parametrize("w, h", [(60, 40), (40, 60)])
 def test_multi_crop_views_all_differ(w, h):
-    v = images.model_views(_noise(w, h, seed=1), 32, "multi_crop").float()
+    v = photos.model_views(_noise(w, h, seed=1), 32, "multi_crop").float()
     for i in range(len(v)):
         for j in range(i + 1, len(v)):
             assert (v[i] - v[j]).abs().mean() > 5, (i, j)
@@ -299,14 +298,14 @@ def test_multi_crop_views_all_differ(w, h):
 
 def test_tiny_images_work_and_bad_sizes_are_refused():
     for w, h in [(20, 10), (10, 20), (1, 1), (3, 1)]:
-        for method in images.METHODS:
-            v = images.model_views(Image.new("RGB", (w, h), (10, 200, 30)), 32, method)
+        for method in photos.METHODS:
+            v = photos.model_views(Image.new("RGB", (w, h), (10, 200, 30)), 32, method)
             assert v.shape[1:] == (3, 32, 32)
             assert v[:, 1].min() > 190   # a flat colour stays that colour when upsampled
     with pytest.raises(ValueError, match="size must be"):
-        images.model_views(_noise(20, 10), 0)
+        photos.model_views(_noise(20, 10), 0)
     with pytest.raises(ValueError, match="center_crop"):
-        images.model_views(_noise(20, 10), 32, "stretch")
+        photos.model_views(_noise(20, 10), 32, "stretch")
 
 
 def test_multi_crop_needs_model_views():
@@ -314,7 +313,7 @@ def test_multi_crop_needs_model_views():
     with pytest.raises(ValueError, match=r"model_views\(img, size, 'multi_crop'\)"):
         to_model_input(img, 32, "multi_crop")
     with pytest.raises(ValueError, match="model_views"):
-        images.preprocessing_steps(img, method="multi_crop")
+        photos.preprocessing_steps(img, method="multi_crop")
 
 
 def _colour_model():
@@ -333,43 +332,43 @@ def _colour_model():
 def test_photo_probabilities_average_the_views():
     from cifar_lib.inference import predict_logits
     lm = _colour_model()
-    views = [images.model_views(_noise(40, 30, s), 32, "multi_crop") for s in range(2)]
-    views.append(images.model_views(_noise(30, 40), 32, "center_crop"))
-    probs = predict_mod.photo_probabilities(lm, views)
+    views = [photos.model_views(_noise(40, 30, s), 32, "multi_crop") for s in range(2)]
+    views.append(photos.model_views(_noise(30, 40), 32, "center_crop"))
+    probs = photos.photo_probabilities(lm, views)
     assert probs.shape == (3, 10) and torch.allclose(probs.sum(1), torch.ones(3))
     for v, p in zip(views, probs):
         by_view = lm.probabilities(predict_logits(lm.model, v, lm.mean, lm.std, tta_level=1))
         assert torch.allclose(p, by_view.mean(0), atol=1e-6)
-    assert predict_mod.photo_probabilities(lm, []).shape == (0, 10)
+    assert photos.photo_probabilities(lm, []).shape == (0, 10)
     with pytest.raises(ValueError, match=r"views\[0\] must be a uint8 tensor V×3×H×W"):
-        predict_mod.photo_probabilities(lm, [views[0][0]])  # one view without its V dimension
+        photos.photo_probabilities(lm, [views[0][0]])  # one view without its V dimension
 
 
 def test_compare_methods_rows_and_scores():
     lm = _colour_model()
     red = Image.new("RGB", (48, 32), (250, 20, 20))
     blue = Upload(_jpeg_bytes(Image.new("RGB", (32, 48), (20, 20, 250))), "blue.jpg")
-    rows = predict_mod.compare_methods(lm, [(red, "airplane"), (blue, "airplane")])
+    rows = photos.compare_methods(lm, [(red, "airplane"), (blue, "airplane")])
     assert [(r["method"], r["photo"]) for r in rows] == [
-        (m, p) for m in images.METHODS for p in ("<PIL image>", "blue.jpg")]
+        (m, p) for m in photos.METHODS for p in ("<PIL image>", "blue.jpg")]
     assert set(rows[0]) == {"photo", "true_class", "method", "predicted", "p_true", "correct"}
     assert [r["predicted"] for r in rows] == ["airplane", "dog"] * 3
     assert [r["correct"] for r in rows] == [True, False] * 3
     assert all(0 < r["p_true"] < 1 for r in rows)
     assert rows[0]["p_true"] > 0.5 > rows[1]["p_true"]
-    multi = predict_mod.photo_probabilities(lm, [images.model_views(red, 32, "multi_crop")])
+    multi = photos.photo_probabilities(lm, [photos.model_views(red, 32, "multi_crop")])
     assert rows[4]["p_true"] == pytest.approx(float(multi[0, 0]))  # averaged over 6 views
-    scores = predict_mod.method_scores(rows)
-    assert {s["method"] for s in scores} == set(images.METHODS)
+    scores = photos.method_scores(rows)
+    assert {s["method"] for s in scores} == set(photos.METHODS)
     assert all(s["photos"] == 2 and s["top1"] == 0.5 for s in scores)
     logs = [s["mean_log_p_true"] for s in scores]
     assert logs == sorted(logs, reverse=True)
     assert scores[0]["mean_log_p_true"] == pytest.approx(
         np.mean([np.log(r["p_true"]) for r in rows if r["method"] == scores[0]["method"]]))
     with pytest.raises(ValueError, match="unknown class 'giraffe'"):
-        predict_mod.compare_methods(lm, [(red, "giraffe")])
+        photos.compare_methods(lm, [(red, "giraffe")])
     with pytest.raises(ValueError, match="unknown method"):
-        predict_mod.compare_methods(lm, [(red, "dog")], methods=["zoom"])
+        photos.compare_methods(lm, [(red, "dog")], methods=["zoom"])
 
 
 def _jpeg_bytes(img: Image.Image) -> bytes:
@@ -386,7 +385,7 @@ def test_shipped_close_ups_are_the_documented_crops(tmp_path):
     spec.loader.exec_module(tool)
     made = tool.make_sample_crops(SAMPLES, tmp_path)
     assert [p.name for p in made] == list(tool.SAMPLE_CROPS)
-    shipped = {p.name for p in images.sample_images()}
+    shipped = {p.name for p in photos.sample_images()}
     for path in made:
         source, box, why = tool.SAMPLE_CROPS[path.name]
         assert path.name in shipped and source in shipped and why
@@ -399,8 +398,8 @@ def test_shipped_close_ups_are_the_documented_crops(tmp_path):
 
 
 def test_every_sample_photo_has_a_label_entry():
-    names = {p.name for p in images.sample_images()}
-    assert names == set(images.SAMPLE_LABELS)            # a new photo needs its label here
-    labelled = images.labelled_samples()
-    assert {p.name for p, _ in labelled} == {n for n, c in images.SAMPLE_LABELS.items() if c}
+    names = {p.name for p in photos.sample_images()}
+    assert names == set(photos.SAMPLE_LABELS)            # a new photo needs its label here
+    labelled = photos.labelled_samples()
+    assert {p.name for p, _ in labelled} == {n for n, c in photos.SAMPLE_LABELS.items() if c}
     assert all(c in CLASSES for _, c in labelled)
