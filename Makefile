@@ -22,7 +22,7 @@ BENCH_RUN ?= cifar_lib/pretrained_runs/fast
 
 .PHONY: install constraints test train run-notebooks sweep sync bench-data bench-train bench-time-to-64 \
 	bench-inference bench-throughput bench-ablation bench-breakdown bench-open-set \
-	bench-report bench-robustness clean
+	bench-report bench-robustness clean help
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -87,3 +87,6 @@ bench-robustness: install  ## accuracy under 10 corruptions × 5 severities, shi
 
 clean:
 	rm -rf build runs notebooks/runs .pytest_cache
+
+help:  ## this list
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## /  \1\t/' | expand -t 20

@@ -7,7 +7,7 @@ copied from the .py afterwards, cell by cell. The metadata of the run that made 
 (papermill's paths, dates and durations, each cell's execution times) is dropped: outputs are
 what a reader needs; where and when they were made is the record's business.
 """
-import sys
+import argparse
 from pathlib import Path
 
 import jupytext
@@ -39,7 +39,13 @@ def sync(py: Path) -> None:
 
 
 if __name__ == "__main__":
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "notebooks")
-    for py in sorted(folder.glob("[0-9]*.py")):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", nargs="?", default="notebooks",
+                        help="the lessons' folder (default: notebooks)")
+    folder = parser.parse_args().folder
+    lessons = sorted(Path(folder).glob("[0-9]*.py"))
+    if not lessons:
+        parser.error(f"no lessons (NN_name.py) in {folder}")
+    for py in lessons:
         sync(py)
         print(f"synced {py.with_suffix('.ipynb')}")
