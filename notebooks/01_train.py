@@ -26,7 +26,7 @@
 #   out by hand for the original notebook's network and then checked, bit for bit, against the
 #   library's `fit`;
 # - the fast recipe, written out by hand one idea at a time: a whitening first layer, the
-#   network around it, flips, shifts, small windows and colour jitter of whole batches, label
+#   network around it, flips, shifts, small crops and colour jitter of whole batches, label
 #   smoothing, Muon's orthogonalised steps for the filters and Nesterov SGD for the rest, the
 #   hardest images, and the training step that puts them together, checked, bit for bit,
 #   against `fit`;
@@ -379,7 +379,7 @@ with torch.no_grad():
     print("identical outputs for 16 training images:", torch.equal(my_fast(x), library_fast(x)))
 
 # %% [markdown]
-# ### Flips, shifts, small windows and colour jitter, on whole batches
+# ### Flips, shifts, small crops and colour jitter, on whole batches
 # Augmentation makes new training images out of old ones: a mirrored car is still a car, and so
 # is a car two pixels to the left. `BatchIterator` does it to whole batches on the device, with
 # the random draws made once per epoch from the seed:
@@ -388,11 +388,11 @@ with torch.no_grad():
 #   epochs (random flips would show some images the same way several epochs running);
 # - **shifts**: each image moves by (dy, dx) pixels, both in [−2, 2], its border filled by
 #   reflection;
-# - **small images first**: a convolution's cost grows with the number of pixels, so the first
+# - **small crops first**: a convolution's cost grows with the number of pixels, so the first
 #   six of the ten epochs train on 24×24 images (56% of the pixels) while the net learns coarse
 #   features, and the last four on whole images, so it ends at the test images' size (the
-#   whitened image is smaller by one pixel, and the global max-pool takes any size). Each small
-#   image is a random square **window** of the image, its side between ¾ of the image's and
+#   whitened image is smaller by one pixel, and the global max-pool takes any size). Each crop
+#   is a random square **window** of the image, its side between ¾ of the image's and
 #   all of it, shrunk to 24×24 pixels (bilinear interpolation, `resize_window`): it shows more of
 #   the object than a 24×24 square cut out of it would, at the same cost;
 # - **colour jitter**: each image's normalised values get a brightness shift (up to ±0.14) and
@@ -582,7 +582,7 @@ print(f"pixels trained on over the run: {work / (fast.epochs * n_train * 32 * 32
 # ### The training step, all together
 # Everything above in one loop: the four parameter groups; for each parameter its momentum
 # (the first step starts it at the gradient, as PyTorch's SGD does) and its Nesterov direction;
-# for the filters the renormalisation and Newton–Schulz; small resized windows in the first
+# for the filters the renormalisation and Newton–Schulz; small crops (resized windows) in the first
 # epochs; the whitening bias frozen after its epochs; label smoothing in the loss; and each
 # epoch after the first on its hardest images, chosen by the losses of the steps before.
 #
@@ -590,7 +590,7 @@ print(f"pixels trained on over the run: {work / (fast.epochs * n_train * 32 * 32
 # no bf16 rounding), in the ordinary memory layout (`channels_last=False`: the same arithmetic
 # in another order rounds differently), on 2,000 images of a narrow network (widths 16/32/32)
 # for 4 epochs in batches of 100. `configure` keeps the recipe's schedule in proportion over
-# the shorter run: the same share of epochs on small images, and in each epoch the share of
+# the shorter run: the same share of epochs on crops, and in each epoch the share of
 # hardest images of the matching point of the full run (the loop prints both). The batches
 # come from `BatchIterator`, whose work was written out above.
 
@@ -737,7 +737,7 @@ KNOBS = {
     "translate": "random shifts of up to this many pixels, reflect-filled",
     "brightness": "a random shift of each image's normalised values, up to ± this",
     "contrast": "then a random factor for each image, 1 ± this",
-    "crop_epochs": "the first epochs train on small random windows ...",
+    "crop_epochs": "the first epochs train on small crops of random windows ...",
     "crop_size": "... of this many pixels square",
     "crop_window": "None: windows cut out as they are; a number: each is a random window of at "
                    "least this share of the image's side, resized to `crop_size`",
@@ -867,8 +867,8 @@ if "test_loss" in last:
 # measured against the smoothed targets, whose own entropy (printed above) is a floor it can
 # never go below, on augmented images and, from the second epoch on, on the epoch's hardest
 # images only, while the test loss is plain cross-entropy on every test image. And where the
-# small images end (the dotted line), the training accuracy jumps and each epoch takes longer:
-# whole images are easier to classify than 24×24 windows, and have 1.8× the pixels to compute.
+# crops end (the dotted line), the training accuracy jumps and each epoch takes longer:
+# whole images are easier to classify than 24×24 crops, and have 1.8× the pixels to compute.
 #
 # ## Test-time augmentation, on the model you just trained
 # At test time the model can also look at each image several ways and average its logits.
@@ -971,7 +971,7 @@ plot_ablation_differences(summary, full=shown_recipe, full_label=shown_recipe, t
 # epochs is short, so here they buy little.
 #
 # A trick can also be kept for the time it saves rather than the accuracy it adds. The early
-# small images and the hardest images are such trades: whole images throughout, or every image
+# crops and the hardest images are such trades: whole images throughout, or every image
 # in every epoch, score as high or higher with more work per run (the cell on the hardest images
 # prints the share of that work `fast` does); they are how `fast` keeps its time down. Where the
 # record's seconds compare, the table and a second panel show each variant's time; a record
@@ -1049,7 +1049,7 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 #    few seeds of the full recipe.
 #    </details>
 #
-# 5. **Windows shrunk or cut out.** After the batch by hand, add a cell that draws the same
+# 5. **Crops resized or cut out.** After the batch by hand, add a cell that draws the same
 #    batch with the windows cut out (no `crop_window`: the other draws are the same) and shows
 #    both, the resized windows above:
 #
@@ -1067,7 +1067,7 @@ record({"recipe": recipe, "model": config.model, "epochs": config.epochs, "seed"
 #            ax.axis("off")
 #    ```
 #
-#    Which row shows more of each object? Then train with cut-out windows: right after the
+#    Which row shows more of each object? Then train with cut-out crops: right after the
 #    `configure(recipe, ...)` call add `config = config.replace(crop_window=None)` (`configure`
 #    itself reads None as "the recipe's own"). Same cost per step: what does it change in
 #    accuracy, and how sure can one run make you? Compare with the ablation's "cut-out crops"

@@ -15,7 +15,7 @@ it runs inside, and in the backward pass that of the forward operator whose grad
 computes, so that a convolution computed as matrix products counts as a convolution. Rows give
 milliseconds per training step and the share of the step; the evaluation row is per batch of
 ``--eval-batch`` images. Each recipe's whole-image steps are profiled, and for a recipe that
-trains its first epochs on smaller windows, steps on its first epoch's windows too
+trains its first epochs on smaller crops, steps on its first epoch's crops too
 (``image_size``; ``--quick`` keeps them).
 """
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _ms(events, name: str) -> float:
 def profile_recipe(recipe: str, train, test, *, steps: int, warmup: int, eval_batch: int,
                    quick: bool, device: str = "cpu", crop_size: int | None = None) -> list[dict]:
     """Rows {recipe, image_size, images_per_step, part, ms_per_step, share} for one recipe's
-    steps on whole images, or on its crop_size×crop_size windows (see the module docstring)."""
+    steps on whole images, or on its crop_size×crop_size crops (see the module docstring)."""
     cfg = configure(recipe, quick=quick, device=device)
     split = train.subset(cfg.train_subset)
     if quick and cfg.batch_size > len(split):  # tiny test data: still a whole step
@@ -210,9 +210,9 @@ def main(args: argparse.Namespace) -> int:
         kw = dict(steps=steps, warmup=warmup, eval_batch=50 if args.quick else args.eval_batch,
                   quick=args.quick, device=args.device)
         rows += profile_recipe(recipe, train, test, **kw)
-        window = get_recipe(recipe).crop_size_at(0)  # its first epoch's windows
-        if window is not None:
-            rows += profile_recipe(recipe, train, test, crop_size=window, **kw)
+        crop = get_recipe(recipe).crop_size_at(0)  # its first epoch's crops
+        if crop is not None:
+            rows += profile_recipe(recipe, train, test, crop_size=crop, **kw)
         print(f"{recipe}: profiled", file=sys.stderr)
     print_table(rows, COLUMNS)
     write_record(args.out, rows, benchmark="breakdown", command=args.command_line,

@@ -346,7 +346,7 @@ def throughput_table(root: Path = ROOT) -> str:
         "ms per step": lambda r: (f"{1000 * r['seconds_per_step']:,.1f}" if r["status"] == "ok"
                                   else r["status"]),
         "images/s": ok(lambda r: f"{r['images_per_s']:,.0f}"),
-        "images/s on its windows": ok(lambda r: f"{r['crop_images_per_s']:,.0f} "
+        "images/s on its crops": ok(lambda r: f"{r['crop_images_per_s']:,.0f} "
                                       f"({r['crop_size']}×{r['crop_size']})"
                                       if r.get("crop_size") else ""),
         "vs CPU": ok(lambda r: f"{r['speedup_vs_cpu']:.2f}×"),

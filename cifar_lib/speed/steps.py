@@ -200,7 +200,7 @@ def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] =
     after ``warmup`` untimed ones (None: 20 and 3, or 3 and 2 when ``quick``), seconds per
     step, the autocast precision ('fp32' when none), channels-last, batch size, device name
     (CPU model or GPU name), ``speedup_vs_cpu`` (None where no GPU), and 'status': 'ok' or
-    NO_GPU; for a recipe with crop epochs also images/s on its first crop epoch's windows
+    NO_GPU; for a recipe with crop epochs also images/s on its first epoch's crops
     (``crop_size``, ``crop_images_per_s``; None otherwise). ``quick``: each recipe's quick
     settings (2,048 training images, batch ≤ 256, and no larger than the data). ``devices``: see
     ``devices_for``. ``root``, ``download``: as for ``load_cifar10``.
@@ -229,7 +229,7 @@ def run(recipes: Sequence[str] = DEFAULT_RECIPES, devices: str | Sequence[str] =
                        precision=precision_name(t.amp_dtype),
                        channels_last=t.batches.channels_last)
             row.update(measure(t, steps, warmup))
-            if cfg.crop_epochs:  # its first epochs train on smaller windows: time those too
+            if cfg.crop_epochs:  # its first epochs train on smaller crops: time those too
                 row["crop_size"] = t.batches.crop_size = cfg.crop_size_at(0)
                 row["crop_images_per_s"] = measure(t, steps, warmup)["images_per_s"]
                 t.batches.crop_size = None
