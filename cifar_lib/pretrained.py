@@ -1,11 +1,11 @@
-"""The trained fast model that ships inside the package, so that every lesson runs on its own.
+"""The trained models that ship inside the package, so that every lesson runs on its own.
 
 Colab gives each notebook a fresh runtime: the run folder 01_train wrote is gone when a learner
-opens 02, 03 or 04 from its badge. ``pip install`` of the course therefore brings one trained
-run along: ``cifar_lib/pretrained_runs/fast/`` holds the checkpoint with its weights in fp16
-(4 MB instead of 8; the accuracy in ``metrics.json`` is measured on those very weights), the
-training history, and ``provenance.json``: the command, seed, machine, and the cifar_lib version
-and git commit that made it.
+opens 02, 03 or 04 from its badge. ``pip install`` of the course therefore brings trained runs
+along, ``fast`` and ``original``: each folder of ``cifar_lib/pretrained_runs/`` holds the
+checkpoint with its weights in fp16 (half the size; the accuracy in ``metrics.json`` is
+measured on those very weights), the training history, and ``provenance.json``: the command,
+seed, machine, and the cifar_lib version and git commit that made it.
 
 ``ship`` makes such a folder from any finished run (``python -m cifar_lib ship --run-dir ...``).
 """
