@@ -140,7 +140,7 @@ def test_table_record_and_plot(rows, tmp_path):
     assert len(ax.get_legend().get_texts()) == len(bi.VARIANTS)  # 5 variants + the original's method
 
 
-def test_cli_bench(tmp_path, capsys):
+def test_cli_bench(tmp_path, capsys, monkeypatch):
     save_checkpoint(tmp_path / "checkpoint.pt", build_model("simple_cnn"), model_name="simple_cnn",
                     model_kwargs={}, classes=CLASSES, mean=(0.5,) * 3, std=(0.5,) * 3)
     out = tmp_path / "b.json"
@@ -157,8 +157,10 @@ def test_cli_bench(tmp_path, capsys):
     assert saved["model"]["parameters"] == 620_362 and saved["model"]["model"] == "simple_cnn"
     assert saved["settings"]["batch_sizes"] == "1,2" and "command_line" not in saved["settings"]
     assert "| device |" in capsys.readouterr().out
-    # Without --out the record goes into the run folder.
-    assert main(argv[:-2]) == 0 and (tmp_path / "bench_inference.json").is_file()
+    # Without --out a smoke test's record goes into build/bench (a measurement's: the run folder)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv[:-2]) == 0 and (tmp_path / "build/bench/inference.json").is_file()
+    assert not (tmp_path / "bench_inference.json").exists()
     capsys.readouterr()
     assert main(["bench", "inference", "--run-dir", str(tmp_path), "--batch-sizes", "0"]) == 1
     assert "batch sizes must be positive" in capsys.readouterr().err
