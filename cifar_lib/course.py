@@ -3,15 +3,20 @@
     python -m cifar_lib run-notebooks [--out build/notebooks] [-p NAME VALUE ...] [--quick]
     python -m cifar_lib sweep --grid lr=0.5,1.5 epochs=1,2 [-p NAME VALUE ...]
 
-Parameters given with ``-p`` go to every notebook that has them (papermill ignores the rest).
-The notebooks are found with ``--notebooks DIR``, else in ``./notebooks`` or the ``notebooks``
-folder of the repository the current folder is in (they are not part of the installed package).
-Needs the ``course`` extra: ``pip install "cifar_lib[course]"`` (papermill, nbformat).
+Parameters given with ``-p`` go to every notebook that has them; a name that none of them has
+is refused, naming theirs. A sweep's folder keeps what it swept (``sweep.json``): another sweep
+there is refused, the same one again loads the points that finished; the command fails (exit
+status 1) when a point failed. The notebooks are found with ``--notebooks DIR``, else in
+``./notebooks`` or the ``notebooks`` folder of the repository the current folder is in (they
+are not part of the installed package), and run with that folder as working directory, as
+Jupyter runs them: their run folders (``runs/fast``) land inside it. Needs the ``course``
+extra (papermill, nbformat, ipykernel and a few more).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import itertools
 import json
 import os
@@ -20,6 +25,7 @@ from pathlib import Path
 
 NOTEBOOKS = ("01_train", "02_benchmark", "03_evaluate", "04_real_images")
 QUICK = {"quick": True}
+SWEEP_JSON = "sweep.json"  # what a sweep folder swept: the notebook, the grid, the parameters
 
 
 def find_notebooks(start: str | Path | None = None) -> Path:
@@ -100,6 +106,24 @@ def drop_widget_outputs(path: Path) -> int:
     return dropped
 
 
+def check_parameters(given, names, notebook_dir: Path | None = None) -> None:
+    """UsageError for a parameter name in ``given`` that none of the notebooks ``names`` has
+    (papermill would drop it, and every run would use the default), naming theirs."""
+    import difflib
+    import papermill as pm
+    from .errors import UsageError
+    notebook_dir = Path(notebook_dir) if notebook_dir else find_notebooks()
+    known = {}
+    for name in names:
+        known.update(pm.inspect_notebook(str(notebook_dir / f"{name}.ipynb")))
+    for name in given:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise UsageError(f"{' and '.join(names)} has no parameter {name!r}"
+                             + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; its parameters: {', '.join(known)}")
+
+
 def run_all(out_dir: Path, parameters: dict, names=NOTEBOOKS, progress: bool = True,
             notebook_dir: Path | None = None) -> list[Path]:
     """Every notebook in order; stops at the first failure (later lessons use earlier ones' runs)."""
@@ -117,9 +141,23 @@ def sweep(grid: dict[str, list], out_dir: Path, parameters: dict, notebook: str 
     """Run ``notebook`` once per point of ``grid`` (a cartesian product), collecting results.
 
     A failing run is recorded (status 'failed' with the error) and the sweep goes on.
-    Writes ``sweep.csv`` and ``sweep.png`` into ``out_dir``; returns the rows.
+    Writes ``sweep.json`` (what was swept), ``sweep.csv`` and ``sweep.png`` into ``out_dir``;
+    returns the rows. A folder that holds another sweep is refused (its runs would be trained
+    over and its table replaced); the same sweep again loads the points that finished.
     """
+    from .errors import UsageError
+    from .files import read_json, write_json
     from .notebook import read_results
+    plan = {"notebook": notebook, "grid": grid, "parameters": parameters}
+    if (out_dir / "sweep.csv").exists() or (out_dir / SWEEP_JSON).exists():
+        try:
+            before = read_json(out_dir / SWEEP_JSON)
+        except (OSError, ValueError):
+            before = None
+        if before != json.loads(json.dumps(plan)):
+            raise UsageError(f"{out_dir} holds another sweep ({_describe(before)}): choose "
+                             f"another --out, or delete {out_dir}")
+    write_json(out_dir / SWEEP_JSON, plan)
     rows = []
     names = list(grid)
     for i, values in enumerate(itertools.product(*(grid[n] for n in names))):
@@ -139,6 +177,13 @@ def sweep(grid: dict[str, list], out_dir: Path, parameters: dict, notebook: str 
         _write_csv(out_dir / "sweep.csv", rows)
     _plot(rows, names, out_dir / "sweep.png")
     return rows
+
+
+def _describe(plan: dict | None) -> str:
+    if not plan:
+        return "its sweep.json is missing or unreadable"
+    grid = " ".join(f"{k}={','.join(map(str, v))}" for k, v in plan.get("grid", {}).items())
+    return f"{plan.get('notebook')} over {grid}, with {plan.get('parameters') or 'no parameters'}"
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -173,7 +218,8 @@ def add_arguments(p: argparse.ArgumentParser, command: str) -> None:
     """The options of ``run-notebooks`` (``command="run"``) or ``sweep`` on parser ``p``."""
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="pass a parameter to the notebooks that have it, e.g. -p epochs 2 "
-                        "(repeatable; VALUE as JSON, or none/true/false, else a string)")
+                        "(repeatable; VALUE as JSON, or none/true/false, else a string); a "
+                        "name that none of them has is refused")
     p.add_argument("--quick", action="store_true",
                    help="the CI smoke test: tiny data, one epoch (-p quick true)")
     p.add_argument("--out", type=Path,
@@ -199,23 +245,33 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         name, _, values = item.partition("=")
         if not name or not values:
             raise UsageError(f"--grid takes NAME=V1,V2,..., got {item!r}")
+        if name in grid:
+            raise UsageError(f"--grid names {name!r} twice: give all its values at once, "
+                             f"{name}=V1,V2,...")
         grid[name] = [parse_value(v) for v in values.split(",")]
     return grid
 
 
 def main(args: argparse.Namespace) -> int:
     """``run-notebooks`` or ``sweep`` (``args.command``) from parsed command-line ``args``."""
+    from .errors import UsageError
+    if importlib.util.find_spec("papermill") is None:
+        raise UsageError(f"{args.command} needs papermill: pip install papermill ipykernel "
+                         f"(the course extra)")
     params = {**(QUICK if args.quick else {}), **_params(args.parameter)}
     out = Path(args.out)
     if args.command == "run-notebooks":
-        run_all(out, params, args.only or NOTEBOOKS, not args.no_progress, args.notebooks)
+        names = args.only or NOTEBOOKS
+        check_parameters(params, names, args.notebooks)
+        run_all(out, params, names, not args.no_progress, args.notebooks)
         print(f"all notebooks ran; executed copies in {out}/")
         return 0
-    rows = sweep(parse_grid(args.grid), out, params, args.notebook, not args.no_progress,
-                 args.notebooks)
+    grid = parse_grid(args.grid)
+    check_parameters([*params, *grid], [args.notebook], args.notebooks)
+    rows = sweep(grid, out, params, args.notebook, not args.no_progress, args.notebooks)
     failed = sum(r["status"] != "ok" for r in rows)
     print(f"{len(rows)} runs ({failed} failed): {out}/sweep.csv, {out}/sweep.png")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":  # the commands live in the one command line now

@@ -15,7 +15,10 @@ import jupytext
 import nbformat
 import pytest
 
-from cifar_lib.course import NOTEBOOKS, WIDGET, drop_widget_outputs, find_notebooks, sweep
+from cifar_lib.cli import main as cli_main
+from cifar_lib.course import (NOTEBOOKS, WIDGET, check_parameters, drop_widget_outputs,
+                              find_notebooks, sweep)
+from cifar_lib.errors import UsageError
 from cifar_lib.notebook import DRIVE_FOLDER, INSTALL_ENV, INSTALL_TARGET, REPOSITORY, read_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,22 +176,57 @@ MINI_LESSON = [
          "record({'test_acc': fit(cfg, data, data, progress=False).metrics['test_acc']})")]
 
 
-def test_sweep_collects_results_and_survives_a_failing_run(tmp_path):
+def _mini_lesson(folder: Path) -> None:
     lesson = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell(src, metadata={"tags": [tag]} if tag else {})
         for tag, src in MINI_LESSON])
     lesson.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                      "language": "python"}
-    nbformat.write(lesson, tmp_path / "mini.ipynb")
+    nbformat.write(lesson, folder / "mini.ipynb")
+
+
+def test_sweep_collects_results_and_survives_a_failing_run(tmp_path):
+    _mini_lesson(tmp_path)
     out = tmp_path / "sweep"
-    rows = sweep({"recipe": ["original", "no_such_recipe"]}, out, {"quick": True},
-                 notebook="mini", notebook_dir=tmp_path)
+    grid = {"recipe": ["original", "no_such_recipe"]}
+    rows = sweep(grid, out, {"quick": True}, notebook="mini", notebook_dir=tmp_path)
     assert [r["status"] for r in rows] == ["ok", "failed"]
     assert "no_such_recipe" in rows[1]["error"]
     with open(out / "sweep.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 2 and 0 <= float(table[0]["test_acc"]) <= 1
     assert (out / "sweep.png").stat().st_size > 0
+    # another sweep in the same folder would train over its runs and replace its table
+    with pytest.raises(UsageError, match="holds another sweep .*recipe=original,no_such_recipe"):
+        sweep({"recipe": ["original"]}, out, {"quick": True}, notebook="mini",
+              notebook_dir=tmp_path)
+    with pytest.raises(UsageError, match="choose another --out"):
+        sweep(grid, out, {}, notebook="mini", notebook_dir=tmp_path)   # other parameters
+    assert len(list(csv.DictReader(open(out / "sweep.csv")))) == 2     # nothing lost
+
+
+def test_a_parameter_the_notebooks_do_not_have_is_refused_before_anything_runs(tmp_path,
+                                                                              capsys):
+    _mini_lesson(tmp_path)
+    with pytest.raises(UsageError, match="mini has no parameter 'recipes' "
+                                         r"\(did you mean 'recipe'\?\); its parameters: "
+                                         "recipe, quick, run_dir"):
+        check_parameters(["quick", "recipes"], ["mini"], tmp_path)
+    check_parameters(["quick", "recipe"], ["mini"], tmp_path)
+    # the command line: papermill would have dropped them, and every run used the default
+    for argv in (["sweep", "--grid", "lrr=0.5,1.5"], ["run-notebooks", "-p", "epoch", "3"]):
+        assert cli_main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "has no parameter" in err and "did you mean" in err
+    assert cli_main(["sweep", "--grid", "lr=0.1", "lr=0.2"]) == 1
+    assert "names 'lr' twice" in capsys.readouterr().err
+
+
+def test_a_sweep_with_a_failed_point_fails(monkeypatch, capsys):
+    import cifar_lib.course as course
+    monkeypatch.setattr(course, "sweep", lambda *a, **k: [{"status": "ok"}, {"status": "failed"}])
+    assert cli_main(["sweep", "--grid", "lr=0.5,1.5"]) == 1
+    assert "2 runs (1 failed)" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- Colab
