@@ -210,8 +210,9 @@ def _data_folder(root, download: bool, files: tuple[str, ...]) -> Path:
     if missing:
         raise DataError(
             f"CIFAR-10 not found: looked in {folder} (missing {', '.join(missing)}). "
-            f"Pass root=<folder containing {FOLDER}> (command line: --data-root), set "
-            f"{ENV_VAR}, or use download=True (--download) where there is internet.")
+            f"Pass root=<folder containing {FOLDER}> (command line: --data-root; a lesson's "
+            f"parameter: data_root), set {ENV_VAR}, or use download=True (--download; "
+            f"download) where there is internet.")
     return folder
 
 

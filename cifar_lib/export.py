@@ -103,7 +103,7 @@ def _require_onnx() -> None:
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
         raise ExportError(f"ONNX export needs {' and '.join(missing)}: "
-                          f"pip install \"cifar_lib[export]\" (onnx, onnxscript, onnxruntime)")
+                          f"pip install onnx onnxscript onnxruntime (the export extra)")
 
 
 def export_run(run, out: str | os.PathLike, format: str | None = None) -> Path:

@@ -125,6 +125,12 @@ def keep_runs_on_drive(run_dir: str | Path, keep: bool = True) -> str:
     return str(path)
 
 
+def _train_subset(folder: Path) -> int | None:
+    """The ``train_subset`` a run folder's checkpoint was trained with (None: every image)."""
+    from .checkpoint import load_checkpoint
+    return load_checkpoint(folder).get("config", {}).get("train_subset")
+
+
 def find_run(run_dir: str | Path, if_missing: str = "shipped", *, recipe: str = "fast",
              data_root=None, download: bool = False, quick: bool = False,
              device: str = "auto") -> Path:
@@ -140,10 +146,17 @@ def find_run(run_dir: str | Path, if_missing: str = "shipped", *, recipe: str = 
         raise ValueError(f"if_missing must be one of {', '.join(IF_MISSING)}, got {if_missing!r}")
     run_dir = Path(run_dir)
     try:
-        return resolve_checkpoint(run_dir).parent
+        found = resolve_checkpoint(run_dir).parent
     except CheckpointError:  # names the folder and the command that fills it
         if if_missing == "error":
             raise
+    else:
+        subset = _train_subset(found)
+        if subset and not quick:  # e.g. a quick run of 01 left in the folder a full run uses
+            print(f"note: {run_dir} holds a run trained on only {subset:,} training images (a "
+                  f"quick run?); its results are that run's. Delete the folder to use the "
+                  f"model that ships with cifar_lib, or train in full with 01_train.")
+        return found
     if if_missing == "train":
         from .data import load_cifar10
         from .recipes import configure

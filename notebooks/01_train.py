@@ -837,7 +837,7 @@ print("  or fewer epochs (e.g. epochs = 5): proportionally less time, lower accu
 # after every epoch, against epochs and against seconds of training. Everything is saved to
 # `run_dir`; after an interruption, `fit(..., resume=True)` continues from the last finished
 # epoch. When `run_dir` already holds a finished run of exactly these settings (you ran this
-# lesson before, or `make train` did), it is loaded instead of trained again, and the curves
+# lesson before, from the same folder), it is loaded instead of trained again, and the curves
 # are drawn from its history; `retrain = True` trains it anew.
 
 # %%

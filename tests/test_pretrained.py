@@ -123,7 +123,15 @@ def test_find_run_prefers_the_run_folder_then_falls_back_as_asked(synthetic_root
     trained = notebook.find_run(empty, "train", recipe="original", data_root=synthetic_root,
                                 quick=True, device="cpu")
     assert trained == empty and (empty / "checkpoint.pt").is_file()
-    assert notebook.find_run(empty) == empty       # now the run folder itself is used
+    capsys.readouterr()
+    assert notebook.find_run(empty, quick=True) == empty   # now the run folder itself is used
+    assert "note" not in capsys.readouterr().out
+    # a full lesson over a quick run's folder uses it, and says what it is
+    assert notebook.find_run(empty) == empty
+    assert "trained on only 2,048 training images (a quick run?)" in capsys.readouterr().out
+    shipped = pretrained.shipped_run("fast")
+    notebook.find_run(shipped)
+    assert "note" not in capsys.readouterr().out    # a full run says nothing
 
 
 def test_drive_is_used_only_on_colab_and_only_when_asked(tmp_path, monkeypatch, capsys):
