@@ -117,7 +117,9 @@ def test_conv3x3_under_bf16_matches_autocast_conv2d_and_takes_the_tap_gradient_o
     y, gx, gw = _conv3x3_grads(conv, x, True)
     y0, gx0, gw0 = _conv3x3_grads(plain, x, True)
     assert y.dtype == torch.bfloat16 and torch.equal(y, y0)  # the forward pass is autocast's own
-    assert torch.allclose(gx, gx0, rtol=1e-2, atol=1e-3)
+    # bf16 sums round differently in each kernel, and the kernels differ between CPUs with and
+    # without native bf16: both gradients agree to a share of their largest value
+    assert torch.allclose(gx, gx0, rtol=2e-2, atol=2e-2 * gx0.abs().max().item())
     assert torch.allclose(gw, gw0, rtol=2e-2, atol=2e-2 * gw0.abs().max().item())
     assert len(calls) == (size <= Conv3x3.TAP_GRAD_MAX_SIZE)
 
