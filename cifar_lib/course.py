@@ -61,25 +61,31 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = Tr
     """Execute ``<notebook_dir>/<name>.ipynb`` into ``out_dir`` with papermill; returns the output.
 
     Runs with the notebooks folder as working directory (as Jupyter would) unless ``cwd`` says
-    otherwise (e.g. an empty folder, as on Colab).
+    otherwise (e.g. an empty folder, as on Colab). The executed copy replaces ``<name>.ipynb``
+    in ``out_dir`` only when it ran to the end; a failed one is kept as ``<name>.failed.ipynb``
+    beside the last good copy.
     """
     notebook_dir = Path(notebook_dir) if notebook_dir else find_notebooks()
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     out_dir.mkdir(parents=True, exist_ok=True)
     source, target = notebook_dir / f"{name}.ipynb", out_dir / f"{name}.ipynb"
+    running, failed = out_dir / f"{name}.running.ipynb", out_dir / f"{name}.failed.ipynb"
     known = set(pm.inspect_notebook(str(source)))
     # The kernel inherits our environment; a non-interactive MPLBACKEND (e.g. Agg, set for
     # scripts and tests) would stop the figures from being embedded in the notebook.
     os.environ.pop("MPLBACKEND", None)
     try:
-        pm.execute_notebook(str(source), str(target), cwd=str(cwd or notebook_dir),
+        pm.execute_notebook(str(source), str(running), cwd=str(cwd or notebook_dir),
                             parameters={k: v for k, v in parameters.items() if k in known},
                             progress_bar=progress, log_output=progress, kernel_name="python3")
     except PapermillExecutionError as e:
+        os.replace(running, failed)
         raise NotebookFailed(f"{name}.ipynb failed in cell {e.exec_count} "
-                             f"({e.ename}: {e.evalue}); executed copy: {target}") from None
-    drop_widget_outputs(target)
+                             f"({e.ename}: {e.evalue}); executed copy: {failed}") from None
+    drop_widget_outputs(running)
+    os.replace(running, target)
+    failed.unlink(missing_ok=True)
     return target
 
 

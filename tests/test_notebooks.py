@@ -16,8 +16,8 @@ import nbformat
 import pytest
 
 from cifar_lib.cli import main as cli_main
-from cifar_lib.course import (NOTEBOOKS, WIDGET, check_parameters, drop_widget_outputs,
-                              find_notebooks, sweep)
+from cifar_lib.course import (NOTEBOOKS, WIDGET, NotebookFailed, check_parameters,
+                              drop_widget_outputs, find_notebooks, run_notebook, sweep)
 from cifar_lib.errors import UsageError
 from cifar_lib.notebook import DRIVE_FOLDER, INSTALL_ENV, INSTALL_TARGET, REPOSITORY, read_results
 
@@ -203,6 +203,20 @@ def test_sweep_collects_results_and_survives_a_failing_run(tmp_path):
     with pytest.raises(UsageError, match="choose another --out"):
         sweep(grid, out, {}, notebook="mini", notebook_dir=tmp_path)   # other parameters
     assert len(list(csv.DictReader(open(out / "sweep.csv")))) == 2     # nothing lost
+
+
+def test_a_failed_run_keeps_the_last_good_copy(tmp_path):
+    _mini_lesson(tmp_path)
+    out = tmp_path / "out"
+    good = run_notebook("mini", out, {"quick": True}, progress=False, notebook_dir=tmp_path)
+    assert good == out / "mini.ipynb"
+    before = good.read_bytes()
+    with pytest.raises(NotebookFailed, match=r"executed copy: .*mini\.failed\.ipynb"):
+        run_notebook("mini", out, {"recipe": "no_such_recipe"}, progress=False,
+                     notebook_dir=tmp_path)
+    assert good.read_bytes() == before and (out / "mini.failed.ipynb").is_file()
+    run_notebook("mini", out, {"quick": True}, progress=False, notebook_dir=tmp_path)
+    assert sorted(p.name for p in out.glob("*.ipynb")) == ["mini.ipynb"]  # the failure is past
 
 
 def test_a_parameter_the_notebooks_do_not_have_is_refused_before_anything_runs(tmp_path,
