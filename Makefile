@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 NB_VARS := RUN_DIR RECIPE MODEL EPOCHS BATCH_SIZE LR SEED DEVICE QUICK KEEP_ON_DRIVE IF_MISSING
 NB_PARAMS := $(foreach v,$(NB_VARS),$(if $($(v)),-p $(shell echo $(v) | tr A-Z a-z) $($(v)))) $(PARAMS)
 GRID ?= lr=0.5,1.5 epochs=1,2
+SWEEP_OUT ?= build/sweep
 # The package with the extras the tests and lessons need, at the exact versions CI passed with
 # (constraints.txt); a user's `pip install` keeps pyproject's ranges.
 EXTRAS ?= course,test,demo,export
@@ -49,8 +50,8 @@ train: install  ## the main job: train the fast recipe into runs/fast, calibrate
 run-notebooks: install  ## run the four notebooks in order with papermill into build/notebooks
 	$(PY) -m cifar_lib run-notebooks --out build/notebooks $(NB_PARAMS)
 
-sweep: install  ## papermill sweep of 01_train over GRID="name=v1,v2 ..." into build/sweep
-	$(PY) -m cifar_lib sweep --out build/sweep --grid $(GRID) $(NB_PARAMS)
+sweep: install  ## papermill sweep of 01_train over GRID="name=v1,v2 ..." into SWEEP_OUT
+	$(PY) -m cifar_lib sweep --out $(SWEEP_OUT) --grid $(GRID) $(NB_PARAMS)
 
 sync: install  ## regenerate each .ipynb from its .py, keeping the outputs (and the .py's cell tags)
 	$(PY) tools/sync_notebooks.py
@@ -85,8 +86,9 @@ bench-report: install  ## rebuild the result tables in README.md and benchmarks/
 bench-robustness: install  ## accuracy under 10 corruptions × 5 severities, shipped fast vs original
 	$(PY) -m cifar_lib bench robustness
 
-clean:
+clean:  ## delete build/, runs/ and notebooks/runs/
 	rm -rf build runs notebooks/runs .pytest_cache
 
 help:  ## this list
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## /  \1\t/' | expand -t 20
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) \
+		| sed -E 's/^([a-z0-9-]+):.*## /  \1\t/' | expand -t 20

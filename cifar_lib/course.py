@@ -4,9 +4,11 @@
     python -m cifar_lib sweep --grid lr=0.5,1.5 epochs=1,2 [-p NAME VALUE ...]
 
 Parameters given with ``-p`` go to every notebook that has them; a name that none of them has
-is refused, naming theirs. A sweep's folder keeps what it swept (``sweep.json``): another sweep
-there is refused, the same one again loads the points that finished; the command fails (exit
-status 1) when a point failed. The notebooks are found with ``--notebooks DIR``, else in
+is refused, naming theirs. An executed notebook replaces the last one only when it ran to the
+end; one that failed is kept as ``NAME.failed.ipynb``. A sweep's folder keeps what it swept
+(``sweep.json``): another sweep there is refused, the same one again runs its points again
+(01_train loads a finished run of the same settings instead of training it); the command fails
+(exit status 1) when a point failed. The notebooks are found with ``--notebooks DIR``, else in
 ``./notebooks`` or the ``notebooks`` folder of the repository the current folder is in (they
 are not part of the installed package), and run with that folder as working directory, as
 Jupyter runs them: their run folders (``runs/fast``) land inside it. Needs the ``course``
@@ -79,10 +81,13 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = Tr
         pm.execute_notebook(str(source), str(running), cwd=str(cwd or notebook_dir),
                             parameters={k: v for k, v in parameters.items() if k in known},
                             progress_bar=progress, log_output=progress, kernel_name="python3")
-    except PapermillExecutionError as e:
-        os.replace(running, failed)
-        raise NotebookFailed(f"{name}.ipynb failed in cell {e.exec_count} "
-                             f"({e.ename}: {e.evalue}); executed copy: {failed}") from None
+    except BaseException as e:  # a cell's error, a dead kernel, Ctrl-C: keep what ran
+        if running.exists():
+            os.replace(running, failed)
+        if isinstance(e, PapermillExecutionError):
+            raise NotebookFailed(f"{name}.ipynb failed in cell {e.exec_count} "
+                                 f"({e.ename}: {e.evalue}); executed copy: {failed}") from None
+        raise
     drop_widget_outputs(running)
     os.replace(running, target)
     failed.unlink(missing_ok=True)
@@ -125,9 +130,12 @@ def check_parameters(given, names, notebook_dir: Path | None = None) -> None:
     for name in given:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
-            raise UsageError(f"{' and '.join(names)} has no parameter {name!r}"
+            whose = (f"{names[0]} has" if len(names) == 1 else
+                     f"none of {', '.join(names)} has")
+            raise UsageError(f"{whose} no parameter {name!r}"
                              + (f" (did you mean {close[0]!r}?)" if close else "")
-                             + f"; its parameters: {', '.join(known)}")
+                             + f"; {'its' if len(names) == 1 else 'their'} parameters: "
+                             + ", ".join(known))
 
 
 def run_all(out_dir: Path, parameters: dict, names=NOTEBOOKS, progress: bool = True,
@@ -148,21 +156,25 @@ def sweep(grid: dict[str, list], out_dir: Path, parameters: dict, notebook: str 
 
     A failing run is recorded (status 'failed' with the error) and the sweep goes on.
     Writes ``sweep.json`` (what was swept), ``sweep.csv`` and ``sweep.png`` into ``out_dir``;
-    returns the rows. A folder that holds another sweep is refused (its runs would be trained
-    over and its table replaced); the same sweep again loads the points that finished.
+    returns the rows. A folder that holds another sweep is refused (its points' runs would be
+    trained over and its table replaced); the same sweep again runs every point again, where
+    01_train loads a finished run of the same settings instead of training it.
     """
     from .errors import UsageError
-    from .files import read_json, write_json
+    from .files import json_safe, read_json, write_json
     from .notebook import read_results
-    plan = {"notebook": notebook, "grid": grid, "parameters": parameters}
+    # as sweep.json holds it: JSON values (a Path as its string), the grid in its order
+    plan = json_safe(json.loads(json.dumps(
+        {"notebook": notebook, "grid": list(grid.items()), "parameters": parameters},
+        default=str)))
     if (out_dir / "sweep.csv").exists() or (out_dir / SWEEP_JSON).exists():
         try:
             before = read_json(out_dir / SWEEP_JSON)
         except (OSError, ValueError):
             before = None
-        if before != json.loads(json.dumps(plan)):
+        if before != plan:
             raise UsageError(f"{out_dir} holds another sweep ({_describe(before)}): choose "
-                             f"another --out, or delete {out_dir}")
+                             f"another --out (make: SWEEP_OUT=...), or delete {out_dir}")
     write_json(out_dir / SWEEP_JSON, plan)
     rows = []
     names = list(grid)
@@ -188,7 +200,7 @@ def sweep(grid: dict[str, list], out_dir: Path, parameters: dict, notebook: str 
 def _describe(plan: dict | None) -> str:
     if not plan:
         return "its sweep.json is missing or unreadable"
-    grid = " ".join(f"{k}={','.join(map(str, v))}" for k, v in plan.get("grid", {}).items())
+    grid = " ".join(f"{k}={','.join(map(str, v))}" for k, v in plan.get("grid", []))
     return f"{plan.get('notebook')} over {grid}, with {plan.get('parameters') or 'no parameters'}"
 
 

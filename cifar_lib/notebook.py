@@ -125,12 +125,6 @@ def keep_runs_on_drive(run_dir: str | Path, keep: bool = True) -> str:
     return str(path)
 
 
-def _train_subset(folder: Path) -> int | None:
-    """The ``train_subset`` a run folder's checkpoint was trained with (None: every image)."""
-    from .checkpoint import load_checkpoint
-    return load_checkpoint(folder).get("config", {}).get("train_subset")
-
-
 def find_run(run_dir: str | Path, if_missing: str = "shipped", *, recipe: str = "fast",
              data_root=None, download: bool = False, quick: bool = False,
              device: str = "auto") -> Path:
@@ -141,7 +135,7 @@ def find_run(run_dir: str | Path, if_missing: str = "shipped", *, recipe: str = 
     so), "train" trains ``recipe`` into ``run_dir`` now (``quick``: the smoke-test version),
     "error" raises ``CheckpointError``.
     """
-    from .checkpoint import CheckpointError, resolve_checkpoint
+    from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
     if if_missing not in IF_MISSING:
         raise ValueError(f"if_missing must be one of {', '.join(IF_MISSING)}, got {if_missing!r}")
     run_dir = Path(run_dir)
@@ -151,11 +145,12 @@ def find_run(run_dir: str | Path, if_missing: str = "shipped", *, recipe: str = 
         if if_missing == "error":
             raise
     else:
-        subset = _train_subset(found)
-        if subset and not quick:  # e.g. a quick run of 01 left in the folder a full run uses
-            print(f"note: {run_dir} holds a run trained on only {subset:,} training images (a "
-                  f"quick run?); its results are that run's. Delete the folder to use the "
-                  f"model that ships with cifar_lib, or train in full with 01_train.")
+        config = load_checkpoint(found).get("config", {})
+        if config.get("test_subset") and not quick:  # a quick run left where a full one goes
+            n_train = config.get("train_subset")
+            print(f"note: {run_dir} holds a quick run (tested on {config['test_subset']:,} "
+                  f"images" + (f", trained on {n_train:,}" if n_train else "") + "): its "
+                  f"results are that run's. Train in full with 01_train, or delete the folder.")
         return found
     if if_missing == "train":
         from .data import load_cifar10

@@ -47,6 +47,16 @@ def test_a_smoke_test_without_out_leaves_the_committed_record_alone(synthetic_ro
     assert json.loads((tmp_path / "build/bench/breakdown.json").read_text())["quick"] is True
     assert not (tmp_path / "benchmarks").exists()
     assert "build/bench/breakdown.json" in capsys.readouterr().err
+    # a path typed is the path written, the default's included
+    default = "benchmarks/results/breakdown.json"
+    assert main(["bench", "breakdown", "--quick", "--recipes", "tiny", "--data-root",
+                 str(synthetic_root), "--out", default]) == 0
+    assert (tmp_path / default).is_file() and "build/bench" not in capsys.readouterr().err
+    from cifar_lib.bench.records import settings
+    from cifar_lib.cli import build_parser
+    assert set(settings(build_parser().parse_args(["bench", "breakdown"]))) == {
+        "recipes", "steps", "warmup", "eval_batch", "data_root", "download", "device", "quick",
+        "out"}
 
 
 def test_markdown_table_columns():

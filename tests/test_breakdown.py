@@ -59,7 +59,7 @@ def test_the_optimiser_and_the_augmentation_are_not_counted_as_the_network():
     assert sum(network_ms(prof.events()).values()) == 0  # ... and none of them is the network's
 
 
-def test_a_recipe_that_trains_on_windows_is_profiled_on_them_too(synthetic_root, tmp_path,
+def test_a_recipe_that_trains_on_crops_is_profiled_on_them_too(synthetic_root, tmp_path,
                                                                    one_thread):
     out = tmp_path / "breakdown.json"
     assert main(["bench", "breakdown", "--quick", "--recipes", "fast", "--data-root",

@@ -205,6 +205,27 @@ def test_sweep_collects_results_and_survives_a_failing_run(tmp_path):
     assert len(list(csv.DictReader(open(out / "sweep.csv")))) == 2     # nothing lost
 
 
+def test_a_sweep_folder_takes_the_same_sweep_again_and_only_it(tmp_path, monkeypatch):
+    import cifar_lib.course as course
+    ran = []
+    monkeypatch.setattr(course, "run_notebook", lambda name, out, params, *a: ran.append(params))
+    monkeypatch.setattr(course, "_plot", lambda *a: None)
+    monkeypatch.setattr("cifar_lib.notebook.read_results", lambda path: {})
+    out, data = tmp_path / "sweep", tmp_path / "data"
+    grid = {"lr": [0.5, 1.5], "epochs": [1, 2]}
+    sweep(grid, out, {"data_root": data}, notebook="01_train")      # a Path, as Python gives it
+    sweep(grid, out, {"data_root": data}, notebook="01_train")      # the same again: runs
+    assert len(ran) == 8 and ran[0]["data_root"] == data
+    for other, params in (({"epochs": [1, 2], "lr": [0.5, 1.5]}, {"data_root": data}),
+                          (grid, {"data_root": tmp_path})):         # the grid's order matters
+        with pytest.raises(UsageError, match="holds another sweep"):
+            sweep(other, out, params, notebook="01_train")
+    assert len(ran) == 8
+    (out / "sweep.json").unlink()                                   # a table, no sweep.json
+    with pytest.raises(UsageError, match="sweep.json is missing"):
+        sweep(grid, out, {"data_root": data}, notebook="01_train")
+
+
 def test_a_failed_run_keeps_the_last_good_copy(tmp_path):
     _mini_lesson(tmp_path)
     out = tmp_path / "out"

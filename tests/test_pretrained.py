@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from cifar_lib import notebook, pretrained
-from cifar_lib.checkpoint import CheckpointError, load_checkpoint, load_run, read_json
+from cifar_lib.checkpoint import (CheckpointError, load_checkpoint, load_run, read_json,
+                                  save_checkpoint)
 from cifar_lib.cli import main
-from cifar_lib.data import load_cifar10
+from cifar_lib.data import CLASSES, load_cifar10
 from cifar_lib.inference import loss_and_accuracy
+from cifar_lib.models import build_model
 
 
 @pytest.mark.parametrize("name", ["fast", "original"])
@@ -128,10 +130,14 @@ def test_find_run_prefers_the_run_folder_then_falls_back_as_asked(synthetic_root
     assert "note" not in capsys.readouterr().out
     # a full lesson over a quick run's folder uses it, and says what it is
     assert notebook.find_run(empty) == empty
-    assert "trained on only 2,048 training images (a quick run?)" in capsys.readouterr().out
-    shipped = pretrained.shipped_run("fast")
-    notebook.find_run(shipped)
+    assert "holds a quick run (tested on 500 images, trained on 2,048)" in capsys.readouterr().out
+    notebook.find_run(pretrained.shipped_run("fast"))
     assert "note" not in capsys.readouterr().out    # a full run says nothing
+    full = tmp_path / "race64"                        # nor one whose recipe takes a subset
+    save_checkpoint(full / "checkpoint.pt", build_model("simple_cnn"), model_name="simple_cnn",
+                    model_kwargs={}, classes=CLASSES, mean=(0.5,) * 3, std=(0.5,) * 3,
+                    config={"train_subset": 20_000, "test_subset": None})
+    assert notebook.find_run(full) == full and "note" not in capsys.readouterr().out
 
 
 def test_drive_is_used_only_on_colab_and_only_when_asked(tmp_path, monkeypatch, capsys):
