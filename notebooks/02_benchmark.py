@@ -230,7 +230,8 @@ timed.pivot_table(index=["device", "batch_size"], columns="variant", values="med
 # `speedup` > 1 is faster. `grad_enabled` shows what forgetting `torch.no_grad()` costs.
 # `autocast` depends on the hardware more than anything else here: a CPU with native bf16
 # arithmetic runs bf16 faster than fp32, while on a CPU without it bf16 is emulated
-# and runs *slower*; the cell below says which kind this machine is, and the table shows what
+# and runs *slower*, so much so that only batches of up to 32 are timed; the cell below says
+# which kind this machine is, and the table shows what
 # bf16 does here. That is why `cifar_lib` uses bf16 on a CPU only where the CPU has it, and
 # picks fp16 or bf16 on a GPU by its compute capability.
 

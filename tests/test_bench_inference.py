@@ -74,6 +74,22 @@ def test_gpu_rows_say_there_is_no_gpu(rows):
         assert all(r["status"] == bi.NO_GPU and r["images_per_s"] is None for r in gpu)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_emulated_bf16_is_timed_on_small_batches_only(monkeypatch, native):
+    # without native bf16, autocast is many times slower than fp32: the large batches would
+    # take most of lesson 02's time, so they get a row that says why they were not timed
+    monkeypatch.setattr(bi, "cpu_has_native_bf16", lambda: native)
+    sizes = (1, bi.EMULATED_BF16_MAX_BATCH, bi.EMULATED_BF16_MAX_BATCH + 1)
+    rows = bi.benchmark_inference(tiny_model(), batch_sizes=sizes, device="cpu",
+                                  variants=["no_grad", "autocast"], original_method=False,
+                                  **QUICK)
+    status = {(r["variant"], r["batch_size"]): r["status"] for r in rows}
+    assert status == {**{("no_grad", b): "ok" for b in sizes},
+                      ("autocast", 1): "ok", ("autocast", sizes[1]): "ok",
+                      ("autocast", sizes[2]): "ok" if native else bi.EMULATED_BF16}
+    assert all(tuple(r) == bi.ROW_KEYS and r["dtype"] for r in rows)
+
+
 def test_compile_failure_is_recorded_not_raised(monkeypatch):
     def broken_compile(model, **kwargs):
         raise RuntimeError("no C++ compiler found\nlong traceback ...")

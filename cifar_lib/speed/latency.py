@@ -26,13 +26,17 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_model
-from ..device import cpu_model, precision_name, sync
+from ..device import cpu_has_native_bf16, cpu_model, precision_name, sync
 from ..errors import UsageError
 from ..models import count_parameters
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128, 512, 1024)
 # Small batches: where bf16 is emulated (no native bf16), autocast is many times slower.
 QUICK_BATCH_SIZES = (1, 4, 8)
+# Where the CPU has no native bf16, autocast emulates it, many times slower than fp32: the
+# small batches show that; timing the large ones would take most of a lesson's time.
+EMULATED_BF16_MAX_BATCH = 32
+EMULATED_BF16 = "skipped: bf16 is emulated on this CPU (no native bf16), too slow to time here"
 
 
 BASELINE = "no_grad"
@@ -210,9 +214,13 @@ def _bench_device(model: nn.Module, device_name: str, batch_sizes: Sequence[int]
                              images_per_s=bs / seconds if seconds > 0 else math.inf,
                              measurements=1, first_call_ms=seconds * 1e3))
     prepared: dict = {}  # channels_last / compiled copies, made once per device
+    emulated = device.type == "cpu" and not cpu_has_native_bf16()
     for variant in variants:
         for i, bs in enumerate(batch_sizes):
             row = _row(**base, variant=variant, method=TIMER_METHOD, batch_size=bs)
+            if variant == "autocast" and emulated and bs > EMULATED_BF16_MAX_BATCH:
+                rows.append({**row, "dtype": "bfloat16", "status": EMULATED_BF16})
+                continue
             try:
                 fn, row["dtype"] = _variant_fn(variant, model, inputs[bs], device, prepared)
                 times, first = measure(fn, **timing)
