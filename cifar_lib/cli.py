@@ -229,9 +229,8 @@ def _add_bench(sub) -> None:
                              description=module.__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(b)
-        out = next((a for a in b._actions if a.dest == "out"), None)
-        if out is not None and out.default is not None:
-            out.default = _DefaultOut(out.default)
+        if b.get_default("out") is not None:
+            b.set_defaults(out=_DefaultOut(b.get_default("out")))
 
 
 class _DefaultOut(str):

@@ -145,8 +145,8 @@ def find_run(run_dir: str | Path, if_missing: str = "shipped", *, recipe: str = 
         if if_missing == "error":
             raise
     else:
-        config = load_checkpoint(found).get("config", {})
-        if config.get("test_subset") and not quick:  # a quick run left where a full one goes
+        config = {} if quick else load_checkpoint(found).get("config", {})
+        if config.get("test_subset"):  # a quick run left where a full one goes
             n_train = config.get("train_subset")
             print(f"note: {run_dir} holds a quick run (tested on {config['test_subset']:,} "
                   f"images" + (f", trained on {n_train:,}" if n_train else "") + "): its "

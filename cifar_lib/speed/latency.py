@@ -219,7 +219,8 @@ def _bench_device(model: nn.Module, device_name: str, batch_sizes: Sequence[int]
         for i, bs in enumerate(batch_sizes):
             row = _row(**base, variant=variant, method=TIMER_METHOD, batch_size=bs)
             if variant == "autocast" and emulated and bs > EMULATED_BF16_MAX_BATCH:
-                rows.append({**row, "dtype": "bfloat16", "status": EMULATED_BF16})
+                rows.append({**row, "dtype": precision_name(torch.bfloat16),
+                             "status": EMULATED_BF16})
                 continue
             try:
                 fn, row["dtype"] = _variant_fn(variant, model, inputs[bs], device, prepared)
